@@ -1,0 +1,321 @@
+"""The `uda` command line: the same core the desktop app uses, for scripts and clusters.
+
+Errors the user can fix print one line on stderr naming the file and the problem and exit with
+status 1 (no traceback unless --debug). Ctrl-C exits with 130, leaving no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from uda_core import __version__
+from uda_core.errors import InputError, UdaError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+EXIT_CANCELLED = 130
+DEMO_CLASS_NAMES = ("background", "CSF", "GM", "WM")
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                        help="where the network runs; auto uses a CUDA GPU (or Apple MPS) "
+                             "when there is one, else the CPU (default: auto)")
+
+
+def _progress(total: int, desc: str, unit: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                leave=False, disable=None)
+
+
+# --- uda predict -------------------------------------------------------------------------
+
+def _segmentation_output(out_dir: Path, source: Path, inputs: list[Path],
+                         overwrite: bool) -> Path:
+    """OUT/<stem>_seg.nii.gz for `source`; never an input, never an existing file unasked."""
+    from uda_core.io.writers import output_stem
+    target = out_dir / f"{output_stem(source)}_seg.nii.gz"
+    if any(target.resolve() == p.resolve() for p in inputs):
+        raise InputError(f"its mask {target} would overwrite an input; choose another --out",
+                         source)
+    if target.exists() and not overwrite:
+        raise InputError("already exists; pass --overwrite to replace it", target)
+    return target
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from uda_core.device import resolve_device
+    from uda_core.inference import segment_volume
+    from uda_core.io.readers import read_volume
+    from uda_core.io.writers import write_volume
+    from uda_core.models.bundle import load_model
+
+    out_dir = Path(args.out)
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.exists():
+            raise InputError("does not exist", path)
+    targets = [_segmentation_output(out_dir, p, inputs, args.overwrite) for p in inputs]
+    if len(set(targets)) != len(targets):
+        raise UdaError("two inputs have the same name, so their masks would collide; "
+                       "predict them into different --out folders")
+    device = resolve_device(args.device)
+    bundle = load_model(args.model)
+    network = bundle.build_network(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source, target in zip(inputs, targets, strict=True):
+        start = time.perf_counter()
+        volume = read_volume(source)
+        bar = _progress(None, source.name, "slice")
+        try:
+            labels = segment_volume(bundle, network, volume, device, args.batch_size,
+                                    on_batch=bar.update)
+        finally:
+            bar.close()
+        write_volume(labels.with_data(labels.data, source=None), target, dtype="uint8",
+                     overwrite=args.overwrite)
+        print(f"{target}  ({'x'.join(map(str, volume.shape))} voxels, "
+              f"{time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+# --- uda evaluate ------------------------------------------------------------------------
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from uda_core.io.readers import read_labels
+    from uda_core.validate import segmentation_scores
+
+    reference = read_labels(args.labels)
+    prediction = read_labels(args.prediction)
+    if prediction.shape != reference.shape or not np.allclose(
+            prediction.affine, reference.affine, atol=1e-3):
+        raise InputError(f"is on another voxel grid than {args.labels} (shape "
+                         f"{prediction.shape} vs {reference.shape} or different affine); "
+                         "both must share one grid", args.prediction)
+    n_labels = int(max(prediction.data.max(), reference.data.max())) + 1
+    if args.classes:
+        names = [n.strip() for n in args.classes.split(",")]
+        if len(names) < n_labels:
+            raise UdaError(f"--classes names {len(names)} classes but the maps hold labels "
+                           f"up to {n_labels - 1}")
+    elif n_labels <= len(DEMO_CLASS_NAMES):
+        names = list(DEMO_CLASS_NAMES)
+    else:
+        names = [f"label_{k}" for k in range(n_labels)]
+    scores = segmentation_scores(prediction.data, reference.data, names, reference.spacing,
+                                 surface=not args.no_surface)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    header = f"{'class':<12}{'Dice':>8}" + ("" if args.no_surface else
+                                            f"{'HD95 mm':>10}{'ASSD mm':>10}")
+    print(header)
+    for name, entry in scores["per_class"].items():
+        row = f"{name:<12}{entry['dice']:>8.3f}"
+        if not args.no_surface:
+            row += f"{entry['hd95_mm']:>10.2f}{entry['assd_mm']:>10.2f}"
+        print(row)
+    row = f"{'mean':<12}{scores['mean_dice']:>8.3f}"
+    if not args.no_surface:
+        row += f"{scores['mean_hd95_mm']:>10.2f}{scores['mean_assd_mm']:>10.2f}"
+    print(row)
+    return 0
+
+
+# --- uda demo-data -----------------------------------------------------------------------
+
+def _subject_range(text: str) -> list[int]:
+    """'100-102' -> [100, 101, 102]; '3,7' -> [3, 7]."""
+    subjects = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            subjects.extend(range(int(lo), int(hi) + 1))
+        else:
+            subjects.append(int(part))
+    return subjects
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from uda_core.synth.demo_data import write_demo_data
+
+    domains = tuple(d.strip() for d in args.domains.split(","))
+    manifest = write_demo_data(Path(args.out_dir), subjects=args.subjects, domains=domains,
+                               spacing_mm=args.spacing, seed=args.seed, progress=True)
+    print(f"wrote {len(manifest['subjects'])} subjects x {len(domains)} domains "
+          f"to {args.out_dir}")
+    return 0
+
+
+# --- uda train-source --------------------------------------------------------------------
+
+def cmd_train_source(args: argparse.Namespace) -> int:
+    from uda_core.data import find_labelled_pairs
+    from uda_core.device import resolve_device
+    from uda_core.models.bundle import save_bundle
+    from uda_core.training import SourceTrainingConfig, train_source_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError("already exists; pass --overwrite to replace it", out)
+    pairs = find_labelled_pairs(args.data)
+    if args.val:
+        val_pairs = find_labelled_pairs(args.val)
+        train_pairs = pairs
+    else:
+        if len(pairs) < 2:
+            raise UdaError("train-source needs at least 2 labelled volumes (one is held out "
+                           "for choosing the best epoch), or --val")
+        n_val = max(1, len(pairs) // 6)
+        train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
+                                  batch_size=args.batch_size, seed=args.seed,
+                                  modality=args.modality)
+    device = resolve_device(args.device)
+    print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
+          f"({device})", file=sys.stderr)
+    bars = {}
+
+    def progress(phase, done, total, scores):
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = _progress(total, phase, "epoch")
+        bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
+        bar.update(1)
+
+    bundle, summary = train_source_model(train_pairs, val_pairs, config, device, progress)
+    for bar in bars.values():
+        bar.close()
+    save_bundle(bundle, out, overwrite=args.overwrite)
+    print(f"{out}  validation Dice: network {summary['val_dice']:.3f}, "
+          f"early head {summary['val_dice_early_head']:.3f}")
+    return 0
+
+
+# --- uda models --------------------------------------------------------------------------
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from uda_core.models.bundle import describe, load_model
+    from uda_core.models.registry import BUILTIN_MODELS
+
+    for name, (_, summary) in BUILTIN_MODELS.items():
+        print(f"{name}: {summary}")
+        try:
+            for line in describe(load_model(name)):
+                print(f"    {line}")
+        except UdaError as exc:
+            print(f"    not available: {exc.problem}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uda",
+        description="UDA Studio: adapt a pretrained MRI network to new scans without labels.")
+    parser.add_argument("--version", action="version", version=f"uda-studio {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when something goes wrong")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="segment volumes with a model",
+                       description="Segment each INPUT with a model and write "
+                                   "OUT/<name>_seg.nii.gz on the input's own voxel grid "
+                                   "(same shape and affine).")
+    p.add_argument("--model", required=True,
+                   help="a model bundle (.pt), a TorchScript file, or a built-in name such "
+                        "as demo:brain-t1 (see `uda models`)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing masks in --out")
+    _add_device(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="volumes: .nii/.nii.gz/.mgz/.mha/.mhd/.nrrd files or DICOM folders")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a mask against reference labels",
+                       description="Per-class Dice, HD95 and ASSD (mm) of PRED against the "
+                                   "reference --labels; both on one voxel grid.")
+    p.add_argument("--labels", required=True, help="reference label map")
+    p.add_argument("--classes", help="comma-separated class names in label order "
+                                     "(default: background,CSF,GM,WM)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-surface", action="store_true", help="Dice only (skip HD95/ASSD)")
+    p.add_argument("prediction", metavar="PRED", help="predicted label map")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo-data", help="write the demo volumes (real anatomy, simulated "
+                                         "scanners)",
+                       description="Simulate subjects from the MNI ICBM152 2009a template "
+                                   "in several MRI domains, with labels, as NIfTI: "
+                                   "DIR/<domain>/sub-XXX_<domain>.nii.gz and "
+                                   "sub-XXX_labels.nii.gz.")
+    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("--subjects", type=_subject_range, default=_subject_range("100-102"),
+                   help="subject numbers, e.g. 0-11 or 100,101 (default 100-102); each "
+                        "number is one fixed random anatomy")
+    p.add_argument("--domains", default="t1,protocol,t2,pd",
+                   help="comma-separated domains (default t1,protocol,t2,pd)")
+    p.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("train-source", help="train a segmentation model on labelled data",
+                       description="Supervised training of a 2D U-Net on labelled volumes "
+                                   "(each image needs <prefix>_labels.nii.gz beside it), then "
+                                   "its class-ratio prior and early-feature head; writes a "
+                                   "model bundle.")
+    p.add_argument("--out", required=True, help="the model bundle to write (.pt)")
+    p.add_argument("--val", nargs="+", help="validation volumes or folders (default: hold "
+                                            "out the last sixth of DATA)")
+    p.add_argument("--epochs", type=int, default=30, help="network epochs (default 30)")
+    p.add_argument("--head-epochs", type=int, default=8, help="early-head epochs (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="default 16")
+    p.add_argument("--modality", default="T1w", help="input modality recorded in the bundle")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_device(p)
+    p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")
+    p.set_defaults(func=cmd_train_source)
+
+    p = sub.add_parser("models", help="list the built-in models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UdaError as exc:
+        if args.debug:
+            raise
+        print(f"uda {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"uda {args.command}: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"uda {args.command}: error: out of memory", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if args.debug:
+            raise
+        print(f"uda {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
