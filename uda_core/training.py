@@ -59,17 +59,22 @@ class SliceSet:
     positions: np.ndarray
 
 
-def load_slices(pairs: Sequence[tuple[Path, Path]], config: SourceTrainingConfig) -> SliceSet:
+def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
+                normalisation: dict) -> SliceSet:
     """Every (image, labels) pair resampled to the model grid and stacked slice by slice."""
     images, labels, positions = [], [], []
     for image_path, label_path in pairs:
         volume = read_volume(image_path)
-        model_input = prepare_volume(volume, config.spacing_mm, config.in_plane_shape,
-                                     config.normalisation)
+        model_input = prepare_volume(volume, spacing_mm, in_plane_shape, normalisation)
         images.append(model_input.slices)
         labels.append(labels_to_grid(read_labels(label_path), model_input))
         positions.append(model_input.positions)
     return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions))
+
+
+def load_slices_for_bundle(bundle, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:
+    """Labelled slices on the model grid of an existing bundle."""
+    return load_slices(pairs, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
 
 
 def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:
@@ -183,7 +188,8 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     device = torch.device(device)
     torch.manual_seed(config.seed)
     num_classes = len(config.class_names)
-    train, val = load_slices(train_pairs, config), load_slices(val_pairs, config)
+    grid = (config.spacing_mm, config.in_plane_shape, config.normalisation)
+    train, val = load_slices(train_pairs, *grid), load_slices(val_pairs, *grid)
     arch_kwargs = {"in_channels": 1, "num_classes": num_classes,
                    "base_channels": config.base_channels, "depth": config.depth,
                    "early_head": True}
