@@ -184,6 +184,10 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     bars = {}
 
     def progress(phase, done, total, scores):
+        if not sys.stderr.isatty():  # logs get one plain line per epoch
+            print(f"{phase} epoch {done}/{total}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), file=sys.stderr)
+            return
         bar = bars.get(phase)
         if bar is None:
             bar = bars[phase] = _progress(total, phase, "epoch")
@@ -197,6 +201,84 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     print(f"{out}  validation Dice: network {summary['val_dice']:.3f}, "
           f"early head {summary['val_dice_early_head']:.3f}")
     return 0
+
+
+# --- uda adapt ---------------------------------------------------------------------------
+
+def _read_settings(path: str | None) -> dict:
+    """Settings file: JSON or TOML with method settings at the top level and engine settings
+    (steps, batch_size, seed, select_by, ...) under "engine"."""
+    if not path:
+        return {}
+    text_path = Path(path)
+    if not text_path.is_file():
+        raise InputError("does not exist", text_path)
+    try:
+        if text_path.suffix.lower() == ".toml":
+            import tomllib
+            return tomllib.loads(text_path.read_text())
+        return json.loads(text_path.read_text())
+    except Exception as exc:
+        raise InputError(f"is not valid {text_path.suffix.lstrip('.').upper() or 'JSON'}: "
+                         f"{exc}", text_path) from exc
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from uda_core.adapt import run_adaptation
+    from uda_core.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
+
+    settings = _read_settings(args.config)
+    engine_settings = dict(settings.pop("engine", {}))
+    for key in ("steps", "seed", "batch_size", "select_by"):
+        value = getattr(args, key)
+        if value is not None:
+            engine_settings[key] = value
+    bar = None
+    interactive = sys.stderr.isatty()
+
+    def show(event):
+        nonlocal bar
+        if isinstance(event, StepEvent):
+            if bar is None:
+                bar = _progress(event.total, args.method, "step")
+            bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()}, refresh=False)
+            bar.update(1)
+            if not interactive and (event.step % 25 == 0 or event.step == event.total):
+                losses = ", ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
+                print(f"step {event.step}/{event.total} ({event.elapsed_s:.0f} s): {losses}",
+                      file=sys.stderr)
+        elif isinstance(event, ScoreEvent):
+            text = ", ".join(f"{k} {v:.3f}" for k, v in event.scores.items())
+            if event.reference:
+                text += f"; reference Dice {event.reference['dice']:.3f}"
+            _note(bar, f"step {event.step} scores: {text}{'  (best)' if event.is_best else ''}")
+        elif isinstance(event, RollbackEvent):
+            _note(bar, f"step {event.step}: {event.reason}; rolled back to step "
+                       f"{event.to_step} and halved the learning rate")
+        elif isinstance(event, FinishedEvent):
+            if bar is not None:
+                bar.close()
+            print(f"{event.status}: {event.message}", file=sys.stderr)
+
+    summary = run_adaptation(
+        args.model, args.method, args.targets, args.out, paired=args.paired,
+        source=args.source, reference=args.reference, method_settings=settings,
+        engine_settings=engine_settings, device=args.device, listeners=[show],
+        resume=args.resume, save_masks=not args.no_masks, overwrite=args.overwrite,
+        align=args.align)
+    print(f"{summary['adapted_model']}  ({summary['status']}, {summary['steps_done']} steps in "
+          f"{summary['seconds']:.0f} s, chose step {summary['chosen_step']} by "
+          f"{summary['selected_by']})")
+    for mask in summary["masks"]:
+        print(mask)
+    return 0
+
+
+def _note(bar, text: str) -> None:
+    if bar is not None:
+        bar.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
 
 
 # --- uda models --------------------------------------------------------------------------
@@ -285,6 +367,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")
     p.set_defaults(func=cmd_train_source)
+
+    from uda_core.adapt import method_choices
+    methods = method_choices()
+    p = sub.add_parser(
+        "adapt", help="adapt a model to unlabelled target scans",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Adapt MODEL to the unlabelled TARGET volumes with one method; writes "
+                    "OUT/adapted.pt, OUT/metrics.jsonl, OUT/run.json and OUT/masks/.\n\n"
+                    "methods:\n" + "\n".join(f"  {k:<12} {v}" for k, v in methods.items()))
+    p.add_argument("--model", required=True, help="model bundle or built-in name")
+    p.add_argument("--method", required=True, choices=list(methods), metavar="NAME",
+                   help="one of: " + ", ".join(methods))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--paired", nargs="+", metavar="IMAGE",
+                   help="ddm: a source-modality image of the same subject per target, in the "
+                        "same order (co-registered automatically unless on the same grid)")
+    p.add_argument("--source", nargs="+", metavar="DATA",
+                   help="labelled source volumes or folders (adaptsegnet; optional for ddm)")
+    p.add_argument("--reference", nargs="+", metavar="LABELS",
+                   help="reference labels per target, for reporting Dice only (never used "
+                        "for training or choosing)")
+    p.add_argument("--steps", type=int, help="number of updates (default: per method)")
+    p.add_argument("--batch-size", type=int, help="target slices per update (default 16)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--select-by", help="label-free score that picks the saved checkpoint")
+    p.add_argument("--config", help="JSON/TOML file with method settings (and an \"engine\" "
+                                    "table)")
+    p.add_argument("--resume", help="continue from OUT/checkpoints/last.pt or another "
+                                    "checkpoint")
+    p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
+                   help="how --paired images are aligned to targets (default auto)")
+    p.add_argument("--no-masks", action="store_true", help="do not write OUT/masks/")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing adapted.pt")
+    _add_device(p)
+    p.add_argument("targets", nargs="+", metavar="TARGET", help="unlabelled target volumes")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("models", help="list the built-in models")
     p.set_defaults(func=cmd_models)

@@ -1,0 +1,43 @@
+"""Run checkpoints: network, method state and random state, written atomically and read back
+with torch.load(weights_only=True)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from uda_core.errors import ModelError
+
+CHECKPOINT_FORMAT = "uda-studio-checkpoint"
+
+
+def save_checkpoint(path: str | Path, content: dict) -> Path:
+    """Write `content` (tensors and builtins) to `path` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": CHECKPOINT_FORMAT, **content}, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by save_checkpoint; ModelError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError("checkpoint not found", path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError("is not a readable UDA Studio checkpoint", path) from exc
+    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError("is not a UDA Studio checkpoint", path)
+    return content

@@ -1,0 +1,348 @@
+"""The run loop every adaptation method shares.
+
+Builds target batches, runs the method's steps on the chosen device (bfloat16 autocast on
+CUDA), emits events, scores the network without labels, keeps the best checkpoint, rolls back
+on collapse, and obeys cancel/pause from another thread. Checkpoints are written atomically, so
+a crash or a cancel leaves a usable one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uda_core import label_free
+from uda_core.adaptation_data import AdaptationData
+from uda_core.checkpoints import load_checkpoint, save_checkpoint
+from uda_core.events import (
+    CheckpointEvent,
+    FinishedEvent,
+    PreviewEvent,
+    RollbackEvent,
+    ScoreEvent,
+    StepEvent,
+)
+from uda_core.inference import predict_slices
+from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.prior import prior_for_positions
+
+SELECTION_SCORES = tuple(label_free.HIGHER_IS_BETTER)
+
+
+@dataclass
+class EngineConfig:
+    """How a run is driven (method settings live in the method's own config)."""
+
+    steps: int = 300                 # updates in the run
+    batch_size: int = 16             # target slices per update
+    seed: int = 0
+    skip_empty_slices: bool = True   # sample only slices that show the head
+    score_every: int = 50            # label-free scoring interval (steps); 0 = only at the end
+    score_slices: int = 32           # fixed target slices scored each time
+    checkpoint_every: int = 50       # write last.pt every N steps (needs an output folder)
+    preview_every: int = 0           # PreviewEvent of the first target every N steps; 0 = off
+    select_by: str = "consistency"   # label-free score that chooses the checkpoint
+    patience: int = 0                # stop after this many scorings without improvement; 0 = off
+    collapse_guard: bool = True      # roll back when a class vanishes or the output is constant
+    max_rollbacks: int = 3
+    amp: bool = True                 # bfloat16 autocast on CUDA
+
+
+class RunControl:
+    """Cancel and pause, safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self) -> float:
+        """Block while paused; returns the seconds spent waiting."""
+        if self._running.is_set():
+            return 0.0
+        start = time.perf_counter()
+        self._running.wait()
+        return time.perf_counter() - start
+
+
+@dataclass
+class RunResult:
+    status: str
+    steps_done: int
+    best_step: int
+    best_scores: dict
+    history: list[dict] = field(default_factory=list)
+    network_state: dict | None = None   # the chosen weights (on the CPU)
+
+
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class Engine:
+    """Runs one adaptation: `Engine(method, data, config).run()`."""
+
+    def __init__(self, method: AdaptationMethod, data: AdaptationData,
+                 config: EngineConfig | None = None, out_dir: str | Path | None = None,
+                 listeners: Iterable[Callable] = (), control: RunControl | None = None):
+        self.method = method
+        self.data = data
+        self.config = config or EngineConfig()
+        if self.config.select_by not in SELECTION_SCORES:
+            raise ValueError(f"select_by must be one of {', '.join(SELECTION_SCORES)}")
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.listeners = list(listeners)
+        self.control = control or RunControl()
+        self.device = method.device
+        self.network = method.network
+        self.num_classes = len(method.bundle.class_names)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.pool = data.training_slices(self.config.skip_empty_slices)
+        self._score_set = self._build_score_set()
+        self.history: list[dict] = []
+
+    # --- events ---------------------------------------------------------------------------
+
+    def emit(self, event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # --- batches --------------------------------------------------------------------------
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(1).to(self.device)
+
+    def sample_batch(self) -> Batch:
+        pick = self.rng.integers(0, len(self.pool.volume), self.config.batch_size)
+        vols, zs = self.pool.volume[pick], self.pool.slice[pick]
+        images = np.stack([self.data.inputs[v].slices[z] for v, z in zip(vols, zs, strict=True)])
+        positions = np.array([self.data.inputs[v].positions[z]
+                              for v, z in zip(vols, zs, strict=True)], dtype=np.float32)
+        batch = Batch(self._tensor(images), torch.from_numpy(positions).to(self.device))
+        if self.data.paired is not None:
+            paired = np.stack([self.data.paired[v][z] for v, z in zip(vols, zs, strict=True)])
+            batch.paired_source = self._tensor(paired)
+        if self.data.source_images is not None:
+            src = self.rng.integers(0, len(self.data.source_images), self.config.batch_size)
+            batch.source = self._tensor(self.data.source_images[src])
+            batch.source_labels = torch.from_numpy(self.data.source_labels[src]).to(self.device)
+        return batch
+
+    def _build_score_set(self) -> dict:
+        rng = np.random.default_rng(self.config.seed + 1)
+        n = min(self.config.score_slices, len(self.pool.volume))
+        pick = np.sort(rng.choice(len(self.pool.volume), n, replace=False))
+        vols, zs = self.pool.volume[pick], self.pool.slice[pick]
+        pairs = list(zip(vols, zs, strict=True))
+        images = np.stack([self.data.inputs[v].slices[z] for v, z in pairs])
+        positions = np.array([self.data.inputs[v].positions[z] for v, z in pairs])
+        score_set = {"images": self._tensor(images), "positions": positions}
+        if self.data.reference is not None:
+            score_set["reference"] = torch.from_numpy(
+                np.stack([self.data.reference[v][z] for v, z in pairs]))
+        prior = self.method.bundle.class_ratio_prior
+        if prior:
+            score_set["prior"] = torch.from_numpy(
+                prior_for_positions(prior, positions).astype(np.float32)).to(self.device)
+        return score_set
+
+    # --- scoring --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        chunks = [torch.softmax(self.network(images[i:i + 16]).float(), dim=1)
+                  for i in range(0, len(images), 16)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+        """Label-free scores of the current network on the fixed score slices, the reference
+        Dice when labels were given, and the predicted class shares (for the collapse guard)."""
+        self.method.inference_mode()
+        images = self._score_set["images"]
+        probs = self._probs(images)
+        labels = probs.argmax(1)
+        flipped = self._probs(images.flip(-2)).flip(-2).argmax(1)
+        brighter = self._probs(images * 1.1 + 0.1).argmax(1)
+        scores = {
+            "entropy": label_free.mean_entropy(probs),
+            "info_max": label_free.information_maximisation(probs),
+            "consistency": 0.5 * (label_free.label_agreement(labels, flipped, self.num_classes)
+                                  + label_free.label_agreement(labels, brighter,
+                                                               self.num_classes)),
+            "snd": label_free.soft_neighbourhood_density(
+                probs, generator=torch.Generator().manual_seed(self.config.seed)),
+        }
+        if "prior" in self._score_set:
+            scores["prior_kl"] = label_free.prior_divergence(probs, self._score_set["prior"])
+        if getattr(self.method.bundle, "has_early_head", False) and hasattr(
+                self.network, "forward_with_early"):
+            early = torch.cat([self.network.forward_with_early(images[i:i + 16])[1].argmax(1)
+                               for i in range(0, len(images), 16)])
+            scores["early_agreement"] = label_free.label_agreement(labels, early,
+                                                                   self.num_classes)
+        reference = None
+        if "reference" in self._score_set:
+            ref = self._score_set["reference"].to(labels.device)
+            reference = {"dice": label_free.label_agreement(labels, ref, self.num_classes)}
+        shares = label_free.class_shares(labels, self.num_classes)
+        self.method.train_mode()
+        return scores, reference, shares
+
+    def _selection(self, scores: dict) -> float:
+        value = scores.get(self.config.select_by, float("nan"))
+        return value if label_free.HIGHER_IS_BETTER[self.config.select_by] else -value
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _snapshot(self, step: int) -> dict:
+        return {"step": step, "network": _cpu_state(self.network),
+                "modules": {k: _cpu_state(m) for k, m in self.method.extra_modules().items()},
+                "method_state": self.method.extra_state()}
+
+    def _restore(self, snapshot: dict) -> None:
+        self.network.load_state_dict(snapshot["network"])
+        for name, module in self.method.extra_modules().items():
+            module.load_state_dict(snapshot["modules"][name])
+        self.method.load_extra_state(snapshot["method_state"])
+
+    def _write_checkpoint(self, name: str, step: int, best: dict) -> None:
+        if self.out_dir is None:
+            return
+        content = {**self._snapshot(step), "rng": self.rng.bit_generator.state,
+                   "torch_rng": torch.get_rng_state(), "best": best,
+                   "history": self.history, "method": self.method.name}
+        path = save_checkpoint(self.out_dir / "checkpoints" / name, content)
+        self.emit(CheckpointEvent(step, str(path), name == "best.pt"))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run(self, resume_from: str | Path | None = None) -> RunResult:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.method.setup()
+        self.method.train_mode()
+        start_step = 0
+        if resume_from is not None:
+            saved = load_checkpoint(resume_from)
+            self._restore(saved)
+            self.rng.bit_generator.state = saved["rng"]
+            torch.set_rng_state(saved["torch_rng"])
+            self.history = list(saved["history"])
+            start_step = int(saved["step"])
+            best = saved["best"]
+            initial_shares = np.asarray(best["initial_shares"])
+            best_snapshot = (self._snapshot(start_step) if best["step"] == start_step else
+                             load_checkpoint(Path(resume_from).with_name("best.pt")))
+            good_snapshot = self._snapshot(start_step)
+        else:
+            scores, reference, initial_shares = self.score()
+            best = {"step": 0, "selection": self._selection(scores), "scores": scores,
+                    "initial_shares": initial_shares.tolist()}
+            self._record_scores(0, scores, reference, best, True)
+            best_snapshot = good_snapshot = self._snapshot(0)
+            self._write_checkpoint("best.pt", 0, best)
+        status, message, rollbacks, stale = "completed", "", 0, 0
+        paused_s, started = 0.0, time.perf_counter()
+        step = start_step
+        while step < cfg.steps:
+            paused_s += self.control.wait_while_paused()
+            if self.control.cancelled:
+                status, message = "cancelled", f"cancelled after {step} steps"
+                break
+            batch = self.sample_batch()
+            with self._autocast():
+                losses = self.method.step(batch)
+            step += 1
+            self.history.append({"step": step, **{f"loss/{k}": v for k, v in losses.items()}})
+            self.emit(StepEvent(step, cfg.steps, losses,
+                                time.perf_counter() - started - paused_s))
+            last = step == cfg.steps
+            if (cfg.score_every and step % cfg.score_every == 0) or last:
+                scores, reference, shares = self.score()
+                reason = (label_free.collapse_reason(shares, initial_shares)
+                          if cfg.collapse_guard else None)
+                if reason is not None:
+                    rollbacks += 1
+                    self._restore(good_snapshot)
+                    self.method.on_rollback()
+                    self.emit(RollbackEvent(step, good_snapshot["step"], reason))
+                    if rollbacks > cfg.max_rollbacks:
+                        status = "collapsed"
+                        message = f"stopped: collapsed {rollbacks} times ({reason})"
+                        break
+                    continue
+                selection = self._selection(scores)
+                is_best = selection > best["selection"]
+                if is_best:
+                    best.update(step=step, selection=selection, scores=scores)
+                    best_snapshot = self._snapshot(step)
+                    stale = 0
+                    self._write_checkpoint("best.pt", step, best)
+                else:
+                    stale += 1
+                good_snapshot = self._snapshot(step)
+                self._record_scores(step, scores, reference, best, is_best)
+                if cfg.patience and stale >= cfg.patience:
+                    status = "stopped early"
+                    message = (f"stopped early at step {step}: {cfg.select_by} did not improve "
+                               f"for {stale} scorings")
+                    break
+            if cfg.preview_every and step % cfg.preview_every == 0:
+                self.emit(PreviewEvent(step, 0, self.preview_labels(0)))
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self._write_checkpoint("last.pt", step, best)
+        self._write_checkpoint("last.pt", step, best)
+        self._restore(best_snapshot)
+        self.method.finish(self.data)
+        self.method.inference_mode()
+        message = message or f"{step} steps; chose step {best['step']} by {cfg.select_by}"
+        self.emit(FinishedEvent(status, step, best["step"], message))
+        return RunResult(status, step, best["step"], best["scores"], self.history,
+                         _cpu_state(self.network))
+
+    def _record_scores(self, step, scores, reference, best, is_best) -> None:
+        row = {"step": step, **{f"score/{k}": v for k, v in scores.items()}}
+        if reference:
+            row.update({f"reference/{k}": v for k, v in reference.items()})
+        self.history.append(row)
+        self.emit(ScoreEvent(step, scores, reference, self._selection(scores), is_best))
+
+    @torch.no_grad()
+    def preview_labels(self, volume_index: int) -> np.ndarray:
+        """Current prediction of one target on its model grid, (Z, X, Y) uint8."""
+        self.method.inference_mode()
+        probs = predict_slices(self.network, self.data.inputs[volume_index].slices,
+                               self.device)
+        self.method.train_mode()
+        return probs.argmax(0).astype(np.uint8)

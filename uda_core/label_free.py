@@ -1,0 +1,79 @@
+"""Scores of a network on unlabelled target slices (METHODS.md section 8).
+
+Used to choose checkpoints, stop early and guard against collapse, with no target labels.
+All take softmax probabilities `probs` (B, C, X, Y) unless stated; all return floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from uda_core.losses import kl_class_ratio
+
+HIGHER_IS_BETTER = {"entropy": False, "info_max": True, "prior_kl": False,
+                    "early_agreement": True, "consistency": True, "snd": True}
+
+
+def mean_entropy(probs: torch.Tensor) -> float:
+    """Mean pixel entropy divided by log(C): 0 = certain, 1 = uniform."""
+    ent = -(probs * torch.log(probs.clamp_min(1e-10))).sum(dim=1)
+    return float(ent.mean() / math.log(probs.shape[1]))
+
+
+def information_maximisation(probs: torch.Tensor) -> float:
+    """Entropy of the mean prediction (diversity) minus mean pixel entropy, over log(C)."""
+    mean = probs.mean(dim=(0, 2, 3))
+    diversity = -(mean * torch.log(mean.clamp_min(1e-10))).sum()
+    return float(diversity / math.log(probs.shape[1])) - mean_entropy(probs)
+
+
+def prior_divergence(probs: torch.Tensor, prior: torch.Tensor) -> float:
+    """KL between predicted max-normalised class ratios and the prior ((C,) or (B, C))."""
+    return float(kl_class_ratio(probs, prior))
+
+
+def label_agreement(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> float:
+    """Mean Dice over foreground classes between two label maps (B, X, Y); classes absent
+    from both count as agreeing."""
+    scores = []
+    for c in range(1, num_classes):
+        x, y = a == c, b == c
+        total = int(x.sum()) + int(y.sum())
+        scores.append(1.0 if total == 0 else 2.0 * int((x & y).sum()) / total)
+    return float(np.mean(scores))
+
+
+def soft_neighbourhood_density(probs: torch.Tensor, n_pixels: int = 1024,
+                               temperature: float = 0.05,
+                               generator: torch.Generator | None = None) -> float:
+    """SND (Saito et al. 2021) on `n_pixels` random pixels' L2-normalised probability vectors:
+    mean entropy of each pixel's softmax similarity to the others (higher = denser clusters)."""
+    flat = probs.permute(0, 2, 3, 1).reshape(-1, probs.shape[1])
+    pick = torch.randperm(flat.shape[0], generator=generator)[:n_pixels].to(flat.device)
+    feats = torch.nn.functional.normalize(flat[pick].float(), dim=1)
+    sim = feats @ feats.T
+    sim.fill_diagonal_(-float("inf"))
+    p = torch.softmax(sim / temperature, dim=1)
+    return float(-(p * torch.log(p.clamp_min(1e-10))).sum(dim=1).mean())
+
+
+def class_shares(labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Fraction of pixels given to each class, (C,)."""
+    counts = torch.bincount(labels.flatten(), minlength=num_classes).double()
+    return (counts / counts.sum()).cpu().numpy()
+
+
+def collapse_reason(shares: np.ndarray, initial_shares: np.ndarray,
+                    vanish_ratio: float = 0.1, min_initial: float = 0.005) -> str | None:
+    """Why a prediction counts as collapsed, or None: a class that held at least
+    `min_initial` of the pixels before adaptation fell below `vanish_ratio` of its share, or
+    a single class took (almost) every pixel."""
+    if shares.max() > 0.995:
+        return "the prediction became constant"
+    for c in range(len(shares)):
+        if initial_shares[c] >= min_initial and shares[c] < vanish_ratio * initial_shares[c]:
+            return f"class {c} vanished ({initial_shares[c]:.1%} -> {shares[c]:.2%} of pixels)"
+    return None

@@ -1,0 +1,117 @@
+"""What every adaptation method is: a config dataclass, declared data needs, and step().
+
+A method owns the network's trainable parameters and its optimiser(s). The engine owns
+everything else: batches, device, events, scores, checkpoints, cancel and rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+# Data a method may need. The engine checks them before anything runs.
+TARGET = "target"                   # unlabelled target volumes (every method)
+PAIRED_SOURCE = "paired_source"     # source-modality images of the same subjects (ddm)
+SOURCE_LABELLED = "source_labelled" # labelled source images (adaptsegnet)
+EARLY_HEAD = "early_head"           # the bundle's early-feature head (early)
+PRIOR = "prior"                     # the bundle's class-ratio prior (sfda; may be user-given)
+INTERNALS = "internals"             # a bundle with a state dict, not TorchScript
+
+NEED_DESCRIPTIONS = {
+    TARGET: "unlabelled target volumes",
+    PAIRED_SOURCE: "a source-modality image of the same subject for each target volume "
+                   "(e.g. its T1 beside the T2)",
+    SOURCE_LABELLED: "labelled source volumes (images with <prefix>_labels files)",
+    EARLY_HEAD: "a model bundle with an early-feature head",
+    PRIOR: "a class-ratio prior (from the model bundle, or given by you)",
+    INTERNALS: "a model bundle with its weights (a TorchScript file hides the network's "
+               "internals)",
+}
+
+
+@dataclass
+class Batch:
+    """One training batch on the model grid. Shapes: images (B, 1, X, Y) float32;
+    positions (B,) normalised slice positions in 0..1; source_labels (B', X, Y) int64."""
+
+    target: torch.Tensor
+    positions: torch.Tensor
+    paired_source: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    source_labels: torch.Tensor | None = None
+
+
+class AdaptationMethod:
+    """Base class. Subclasses set the class attributes and implement `setup` and `step`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]                  # one line, shown in lists
+    config_class: ClassVar[type]            # a dataclass with documented defaults
+    needs: ClassVar[tuple[str, ...]] = (TARGET, INTERNALS)
+    uses_gradients: ClassVar[bool] = True
+    default_steps: ClassVar[int] = 300        # the run's budget when the user gives none
+
+    def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
+                 device: torch.device):
+        self.network = network
+        self.bundle = bundle
+        self.config = config
+        self.device = device
+        self.optimisers: list[torch.optim.Optimizer] = []
+
+    def setup(self) -> None:
+        """Choose trainable parameters and build `self.optimisers`."""
+
+    def train_mode(self) -> None:
+        """Set module modes for updates (default: the whole network in train mode, so
+        BatchNorm uses target batch statistics)."""
+        self.network.train()
+
+    def inference_mode(self) -> None:
+        """Set module modes for scoring and prediction (default: eval)."""
+        self.network.eval()
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One update on `batch`; returns each loss term by name (plain floats)."""
+        raise NotImplementedError
+
+    def finish(self, data) -> None:
+        """Called once after the run with the chosen weights restored (e.g. re-estimate
+        BatchNorm statistics). `data` is the run's AdaptationData."""
+
+    def on_rollback(self) -> None:
+        """After a collapse rolled the weights back: halve every learning rate."""
+        for optimiser in self.optimisers:
+            for group in optimiser.param_groups:
+                group["lr"] *= 0.5
+
+    def extra_state(self) -> dict:
+        """Optimiser state for checkpoints (tensors and builtins only)."""
+        return {"optimisers": [o.state_dict() for o in self.optimisers]}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` returned."""
+        for optimiser, saved in zip(self.optimisers, state.get("optimisers", []), strict=False):
+            optimiser.load_state_dict(saved)
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules besides the network that training changes (e.g. a discriminator)."""
+        return {}
+
+
+def config_from_dict(config_class: type, values: dict | None) -> Any:
+    """A config dataclass from a dict, refusing unknown keys with the list of known ones."""
+    values = dict(values or {})
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    return config_class(**values)
+
+
+def set_trainable(module: torch.nn.Module, trainable: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(trainable)

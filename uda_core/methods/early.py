@@ -1,0 +1,66 @@
+"""Self-training of early features (Sheikh & Schultz, MIDL 2022; METHODS.md section 4).
+
+An auxiliary head on the full-resolution level-0 features (trained on source labels with the
+network frozen, shipped in the model bundle) is kept frozen; only the level-0 block is trained,
+so that the head's prediction agrees with the final output's softmax (the soft pseudo-label):
+
+    L = - mean_x sum_c softmax(final)_c(x) * log_softmax(head)_c(x)
+
+Choices (the reference's in brackets): pseudo-labels detached by default [not detached,
+`detach_pseudo_labels=False` reproduces it]; BatchNorm statistics of the whole network
+re-estimated on target data during the run [same: model.train()], `update_all_bn_stats=False`
+keeps all but the early block's in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from uda_core.methods.base import EARLY_HEAD, INTERNALS, TARGET, AdaptationMethod, Batch
+
+
+@dataclass
+class EarlyConfig:
+    lr: float = 1e-3                   # Adam (reference), weight decay 0
+    detach_pseudo_labels: bool = True  # our choice: gradients only through the early head path
+    update_all_bn_stats: bool = True   # reference: model.train() on target data
+
+
+class EarlyFeatures(AdaptationMethod):
+    name = "early"
+    summary = "Self-training of early features against the final output (Sheikh & Schultz 2022)"
+    config_class = EarlyConfig
+    needs = (TARGET, EARLY_HEAD, INTERNALS)
+    default_steps = 300
+
+    def setup(self) -> None:
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        params = list(self.network.early_block.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        self.optimisers = [torch.optim.Adam(params, lr=self.config.lr, weight_decay=0.0)]
+
+    def train_mode(self) -> None:
+        if self.config.update_all_bn_stats:
+            self.network.train()
+        else:
+            self.network.eval()
+            self.network.early_block.train()
+        self.network.early_head.eval()
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        logits, early_logits = self.network.forward_with_early(batch.target)
+        pseudo = torch.softmax(logits.float(), dim=1)
+        if self.config.detach_pseudo_labels:
+            pseudo = pseudo.detach()
+        loss = -(pseudo * torch.log_softmax(early_logits.float(), dim=1)).sum(dim=1).mean()
+        optimiser = self.optimisers[0]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            agree = (logits.argmax(1) == early_logits.argmax(1)).float().mean()
+        return {"soft_ce": loss.item(), "pixel_agreement": agree.item()}

@@ -1,0 +1,31 @@
+"""The adaptation methods by command-line name, and what each needs before it can run."""
+
+from __future__ import annotations
+
+from uda_core.methods.adabn import AdaBN
+from uda_core.methods.adaptsegnet import AdaptSegNet
+from uda_core.methods.base import EARLY_HEAD, INTERNALS, NEED_DESCRIPTIONS, PRIOR, AdaptationMethod
+from uda_core.methods.ddm import DDM
+from uda_core.methods.early import EarlyFeatures
+from uda_core.methods.sfda import SFDA
+from uda_core.methods.tent import Tent
+
+METHODS: dict[str, type[AdaptationMethod]] = {
+    m.name: m for m in (SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures)}
+
+
+def missing_needs(method: type[AdaptationMethod], bundle, provided: set[str]) -> list[str]:
+    """Human-readable descriptions of what `method` needs and does not have.
+
+    provided: the data the user gave, among TARGET, PAIRED_SOURCE, SOURCE_LABELLED. What the
+    model must offer (early head, prior, internals) is read from the bundle.
+    """
+    have = set(provided)
+    if bundle.torchscript is None:
+        have.add(INTERNALS)
+        if bundle.has_early_head:
+            have.add(EARLY_HEAD)
+    if bundle.class_ratio_prior:
+        have.add(PRIOR)
+    return [NEED_DESCRIPTIONS[n] for n in method.needs if n not in have]
+
