@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 
 from uda_core import __version__
 from uda_core.adaptation_data import load_adaptation_data
+from uda_core.atomic import atomic_output
 from uda_core.data import find_labelled_pairs, fingerprint
 from uda_core.device import resolve_device
 from uda_core.engine import Engine, EngineConfig, RunControl, RunResult
@@ -33,10 +32,8 @@ from uda_core.models.bundle import ModelBundle, load_model, save_bundle
 
 
 def write_json_atomic(path: Path, content) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "w") as handle:
         json.dump(content, handle, indent=2, default=_json_default)
-    os.replace(tmp, path)
 
 
 def _json_default(value):

@@ -3,12 +3,11 @@ with torch.load(weights_only=True)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from uda_core.atomic import atomic_output
 from uda_core.errors import ModelError
 
 CHECKPOINT_FORMAT = "uda-studio-checkpoint"
@@ -18,14 +17,8 @@ def save_checkpoint(path: str | Path, content: dict) -> Path:
     """Write `content` (tensors and builtins) to `path` atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **content}, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **content}, tmp)
     return path
 
 

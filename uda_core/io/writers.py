@@ -8,13 +8,13 @@ mirrors the input's NIfTI header where there is one (qform/sform codes, units).
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from uda_core.atomic import atomic_output
 from uda_core.errors import InputError
 from uda_core.io.volume import Volume
 
@@ -72,19 +72,14 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype=None, overwri
     if not path.parent.is_dir():
         raise InputError(f"cannot be written: folder {path.parent} does not exist", path)
     if path.exists() and not overwrite:
-        raise InputError("already exists; refusing to overwrite it (pass overwrite=True)", path)
+        raise _refuse_existing(path)
 
     image = _nifti_image(volume, dtype)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
     try:
-        nib.save(image, str(temporary))
-        _move_into_place(temporary, path, overwrite)
+        with atomic_output(path, overwrite=overwrite, exists_error=_refuse_existing) as temporary:
+            nib.save(image, str(temporary))
     except OSError as exc:
         raise InputError(f"cannot be written ({exc.strerror or exc})", path) from exc
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return path
 
 
@@ -98,21 +93,8 @@ def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
-def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
-    """Rename `temporary` to `path`; without `overwrite`, never replace a file that appeared."""
-    if overwrite:
-        os.replace(temporary, path)
-        return
-    try:
-        os.link(temporary, path)  # atomic and fails if `path` exists (no race with others)
-    except FileExistsError as exc:
-        raise InputError("already exists; refusing to overwrite it (pass overwrite=True)",
-                         path) from exc
-    except OSError:  # file system without hard links: check, then rename
-        if path.exists():
-            raise InputError("already exists; refusing to overwrite it (pass overwrite=True)",
-                             path) from None
-        os.replace(temporary, path)
+def _refuse_existing(path: Path) -> InputError:
+    return InputError("already exists; refusing to overwrite it (pass overwrite=True)", path)
 
 
 def _storage(data: np.ndarray, dtype) -> tuple[np.ndarray, np.dtype, bool]:

@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from uda_core.atomic import atomic_output
 from uda_core.errors import ModelError
 from uda_core.io.intensity import DEFAULT_NORMALISATION
 from uda_core.models.bundle_checks import HEAD_PREFIX, check_architecture, instantiate, validate
@@ -198,7 +198,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict:
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``bundle`` to ``path`` atomically (temp file + os.replace) and return the path.
+    """Write ``bundle`` to ``path`` atomically (temporary file + rename); return the path.
 
     A TorchScript bundle is written with ``torch.jit.save`` and its metadata as ``uda.json``.
     ModelError when the bundle is inconsistent, the folder is missing, or the file exists and
@@ -213,25 +213,21 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool
         raise ModelError("is a folder; give a file name ending in .pt", path)
     if not path.parent.is_dir():
         raise ModelError("cannot save the model: its folder does not exist", path)
-    if path.exists() and not overwrite:
-        raise ModelError("already exists; refusing to overwrite it", path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=overwrite, exists_error=_refuse_existing) as tmp:
         if bundle.torchscript is not None:
             extra = {TORCHSCRIPT_METADATA: json.dumps(meta)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                torch.jit.save(bundle.torchscript, tmp, _extra_files=extra)
+                torch.jit.save(bundle.torchscript, str(tmp), _extra_files=extra)
         else:
             content = dict(meta, state_dict=_weights(bundle.state_dict),
                            early_head_state_dict=_weights(bundle.early_head_state_dict))
             torch.save(content, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
+
+
+def _refuse_existing(path: Path) -> ModelError:
+    return ModelError("already exists; refusing to overwrite it", path)
 
 
 def export_torchscript(bundle: ModelBundle, path: str | os.PathLike, *,

@@ -9,12 +9,12 @@ label map of the demo benchmark (background, CSF, GM, WM).
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from uda_core.atomic import atomic_output
 from uda_core.errors import InputError
 from uda_core.io.volume import Volume
 
@@ -66,7 +66,7 @@ def _nilearn_data_dir() -> Path:
 
 
 def write_nifti_atomic(image: nib.Nifti1Image, path: Path) -> Path:
-    """Write `image` to `path` (.nii.gz) via a temporary file in the same folder + os.replace.
+    """Write `image` to `path` (.nii.gz) via a temporary file in the same folder + rename.
 
     gzip level 6 with a zero timestamp: the same image always gives the same bytes, so
     regenerated resources do not show up as changed files.
@@ -74,13 +74,8 @@ def write_nifti_atomic(image: nib.Nifti1Image, path: Path) -> Path:
     path = Path(path)
     if not path.name.endswith(".nii.gz"):
         raise ValueError(f"expected a .nii.gz path, got {path}")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         tmp.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -154,9 +149,8 @@ def extract_template(out_dir, source_dir=None, margin_mm: float = 4.0) -> dict[s
         shape=" x ".join(str(s) for s in new_shape),
     )
     notice_path = out_dir / "NOTICE.txt"
-    tmp = notice_path.with_name(f".NOTICE.tmp{os.getpid()}")
-    tmp.write_text(notice, encoding="utf-8")
-    os.replace(tmp, notice_path)
+    with atomic_output(notice_path, overwrite=True) as tmp:
+        tmp.write_text(notice, encoding="utf-8")
     written["notice"] = notice_path
     return written
 
