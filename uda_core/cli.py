@@ -285,10 +285,12 @@ def _note(bar, text: str) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from uda_core.models.bundle import describe, load_model
-    from uda_core.models.registry import BUILTIN_MODELS
-
-    for name, (_, summary) in BUILTIN_MODELS.items():
+    from uda_core.models.registry import BUILTIN_MODELS, resources_dir
+    for name, (relative, summary) in BUILTIN_MODELS.items():
         print(f"{name}: {summary}")
+        if not (resources_dir() / relative).is_file():
+            print("    not shipped in this version yet")
+            continue
         try:
             for line in describe(load_model(name)):
                 print(f"    {line}")
