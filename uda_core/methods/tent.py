@@ -24,7 +24,9 @@ def batchnorm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
 
 @dataclass
 class TentConfig:
-    lr: float = 1e-3               # Adam (reference)
+    lr: float = 1e-4               # Adam. Reference 1e-3; on our validation subjects (40-42,
+                                   # protocol shift, 200 steps) 1e-3 lowered Dice 0.740 -> 0.729
+                                   # and 1e-4 raised it to 0.747 (scripts/tune_on_validation.py)
 
 
 class Tent(AdaptationMethod):
