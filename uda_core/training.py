@@ -178,11 +178,16 @@ def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, p
 
 def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | None = None,
                        device: torch.device | str = "cpu",
-                       progress: Progress | None = None) -> tuple[ModelBundle, dict]:
+                       progress: Progress | None = None,
+                       init_state: dict | None = None) -> tuple[ModelBundle, dict]:
     """Train the segmentation network, its early head and the prior on labelled volumes.
 
     train_pairs / val_pairs: sequences of (image path, label path). Validation pairs choose the
-    best epoch. Returns the bundle and a summary with the validation Dice of both outputs.
+    best epoch. init_state: a state dict of the same architecture (early head included, e.g.
+    `bundle.build_network().state_dict()`) to start from instead of random weights, for
+    fine-tuning. `config.head_epochs = 0` keeps the early head as it starts (the summary's
+    head Dice is then NaN). Returns the bundle and a summary with the validation Dice of both
+    outputs.
     """
     config = config or SourceTrainingConfig()
     device = torch.device(device)
@@ -194,6 +199,8 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
                    "base_channels": config.base_channels, "depth": config.depth,
                    "early_head": True}
     network = UNet2D(**arch_kwargs).to(device)
+    if init_state is not None:
+        network.load_state_dict(init_state, strict=True)
 
     head_params = {id(p) for p in network.early_head.parameters()}
     body = [p for p in network.parameters() if id(p) not in head_params]
@@ -217,9 +224,11 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     def head_score(net, data):
         return mean_dice_on_slices(net, data, device, num_classes, early=True)
 
-    head_dice = _fit(network, list(network.early_head.parameters()), train, val, config,
-                     device, config.head_epochs, head_loss, "early head", progress,
-                     head_score, 1)
+    head_dice = float("nan")
+    if config.head_epochs > 0:
+        head_dice = _fit(network, list(network.early_head.parameters()), train, val, config,
+                         device, config.head_epochs, head_loss, "early head", progress,
+                         head_score, 1)
     for p in body:
         p.requires_grad_(True)
 
