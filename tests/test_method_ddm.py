@@ -51,7 +51,7 @@ def test_declares_needs_and_checks_settings():
     assert DDM.name == "ddm"
     assert DDM.needs == (TARGET, PAIRED_SOURCE, INTERNALS)
     cfg = DDMConfig()
-    assert (cfg.divergence, cfg.anchor, cfg.lr, cfg.anchor_weight) == ("kl", "auto", 1e-4, 1.0)
+    assert (cfg.divergence, cfg.anchor, cfg.lr, cfg.anchor_weight) == ("kl", "auto", 1e-3, 1.0)
     assert cfg.lambda_match > 0 and not cfg.detach_source_branch
     for bad in ({"divergence": "brier"}, {"anchor": "none"}, {"lambda_match": -1.0},
                 {"lr": 0.0}):
