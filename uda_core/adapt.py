@@ -25,7 +25,7 @@ from uda_core.data import find_labelled_pairs, fingerprint
 from uda_core.device import resolve_device
 from uda_core.engine import Engine, EngineConfig, RunControl, RunResult
 from uda_core.errors import UdaError
-from uda_core.events import ScoreEvent, StepEvent
+from uda_core.events import RollbackEvent, ScoreEvent, StepEvent
 from uda_core.methods.base import PAIRED_SOURCE, SOURCE_LABELLED, TARGET, config_from_dict
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model, save_bundle
@@ -59,6 +59,8 @@ class MetricsWriter:
                    "selection": event.selection, "best": event.is_best}
             if event.reference:
                 row.update({f"reference/{k}": v for k, v in event.reference.items()})
+        elif isinstance(event, RollbackEvent):
+            row = {"step": event.step, "rollback_to": event.to_step, "reason": event.reason}
         else:
             return
         self.handle.write(json.dumps(row) + "\n")

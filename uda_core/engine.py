@@ -33,7 +33,7 @@ from uda_core.inference import predict_slices
 from uda_core.methods.base import AdaptationMethod, Batch
 from uda_core.prior import prior_for_positions
 
-SELECTION_SCORES = tuple(label_free.HIGHER_IS_BETTER)
+SELECTION_SCORES = (*label_free.HIGHER_IS_BETTER, "last")  # "last": the final good weights
 
 
 @dataclass
@@ -214,7 +214,9 @@ class Engine:
         self.method.train_mode()
         return scores, reference, shares
 
-    def _selection(self, scores: dict) -> float:
+    def _selection(self, scores: dict, step: int) -> float:
+        if self.config.select_by == "last":
+            return float(step)
         value = scores.get(self.config.select_by, float("nan"))
         return value if label_free.HIGHER_IS_BETTER[self.config.select_by] else -value
 
@@ -267,7 +269,7 @@ class Engine:
             good_snapshot = self._snapshot(start_step)
         else:
             scores, reference, initial_shares = self.score()
-            best = {"step": 0, "selection": self._selection(scores), "scores": scores,
+            best = {"step": 0, "selection": self._selection(scores, 0), "scores": scores,
                     "initial_shares": initial_shares.tolist()}
             self._record_scores(0, scores, reference, best, True)
             best_snapshot = good_snapshot = self._snapshot(0)
@@ -302,7 +304,7 @@ class Engine:
                         message = f"stopped: collapsed {rollbacks} times ({reason})"
                         break
                     continue
-                selection = self._selection(scores)
+                selection = self._selection(scores, step)
                 is_best = selection > best["selection"]
                 if is_best:
                     best.update(step=step, selection=selection, scores=scores)
@@ -336,7 +338,7 @@ class Engine:
         if reference:
             row.update({f"reference/{k}": v for k, v in reference.items()})
         self.history.append(row)
-        self.emit(ScoreEvent(step, scores, reference, self._selection(scores), is_best))
+        self.emit(ScoreEvent(step, scores, reference, self._selection(scores, step), is_best))
 
     @torch.no_grad()
     def preview_labels(self, volume_index: int) -> np.ndarray:

@@ -70,8 +70,8 @@ def collapse_reason(shares: np.ndarray, initial_shares: np.ndarray,
                     vanish_ratio: float = 0.1, min_initial: float = 0.005) -> str | None:
     """Why a prediction counts as collapsed, or None: a class that held at least
     `min_initial` of the pixels before adaptation fell below `vanish_ratio` of its share, or
-    a single class took (almost) every pixel."""
-    if shares.max() > 0.995:
+    a single class took (almost) every pixel when it did not before."""
+    if shares.max() > 0.995 and initial_shares.max() <= 0.995:
         return "the prediction became constant"
     for c in range(len(shares)):
         if initial_shares[c] >= min_initial and shares[c] < vanish_ratio * initial_shares[c]:
