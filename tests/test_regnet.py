@@ -1,0 +1,104 @@
+"""Tests for uda_core.models.regnet.DiscreteRegNet (tiny inputs, CPU, fast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uda_core.models.regnet import DiscreteRegNet, cost_volume
+from uda_core.registration.warp import DisplacementGrid, quantise
+
+
+def _pair(shape=(2, 1, 32, 40), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+
+
+@pytest.fixture(scope="module")
+def net() -> DiscreteRegNet:
+    torch.manual_seed(0)
+    return DiscreteRegNet()
+
+
+def test_output_shapes_and_probabilities(net):
+    fixed, moving = _pair()
+    out = net(fixed, moving)
+    labels, kh, kw = net.grid.n_labels, 32 // 4, 40 // 4
+    assert labels == 121
+    for key in ("cost", "logits1", "logits2", "probs1", "probs2", "probs"):
+        assert out[key].shape == (2, labels, kh, kw), key
+    assert out["disp_cp"].shape == (2, 2, kh, kw)
+    assert out["disp"].shape == (2, 2, 32, 40)
+    probs = out["probs"]
+    assert probs.min() >= 0
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, kh, kw))
+    assert out["disp_cp"].abs().max() <= net.grid.radius_px + 1e-5
+    assert not torch.allclose(out["logits1"], out["logits2"])  # heads start different
+
+
+def test_identical_images_cost_peaks_at_zero_displacement(net):
+    fixed, _ = _pair()
+    cost = net(fixed, fixed)["cost"]
+    centre = net.grid.centre_label
+    assert cost[:, centre].abs().max() < 1e-5  # a perfect match costs 0
+    assert (cost[:, centre] >= cost.amax(1) - 1e-6).all()
+    # strict argmax away from the border (where outward candidates repeat the edge features)
+    margin = 2  # radius 6 px = 1.5 control-point cells
+    interior = cost[:, :, margin:-margin, margin:-margin]
+    assert (interior.argmax(1) == centre).all()
+
+
+def test_cost_volume_of_shifted_features():
+    g = torch.Generator().manual_seed(3)
+    feat = torch.nn.functional.normalize(torch.randn(1, 8, 6, 7, generator=g), dim=1)
+    moved = torch.roll(feat, shifts=(1, -1), dims=(2, 3))  # moved(i, j) = feat(i - 1, j + 1)
+    grid = DisplacementGrid(8.0, 5)  # candidates -8, -4, 0, 4, 8 px = -2..2 cells at stride 4
+    cost = cost_volume(feat, moved, grid.candidates, stride=4)
+    # fixed(k) = moved(k + (1, -1) cells) = moved(k + (4, -4) px)
+    target = quantise(torch.tensor([4.0, -4.0]).view(1, 2, 1, 1), grid).item()
+    assert (cost[0, :, 1:-2, 2:-1].argmax(0) == target).all()
+
+
+def test_gradients_reach_generator_and_both_heads():
+    torch.manual_seed(1)
+    model = DiscreteRegNet(radius_px=3.0, n_per_axis=7, features=8, width=8)
+    fixed, moving = _pair((2, 1, 16, 16))
+    out = model(fixed, moving)
+    target = torch.zeros(2, 4, 4, dtype=torch.long) + model.grid.centre_label
+    loss = (torch.nn.functional.cross_entropy(out["logits1"], target)
+            + torch.nn.functional.cross_entropy(out["logits2"], target)
+            + out["disp"].pow(2).mean())
+    loss.backward()
+    for name, module in (("generator", model.generator), ("head1", model.head1),
+                         ("head2", model.head2)):
+        for pname, param in module.named_parameters():
+            assert param.grad is not None, f"{name}.{pname}"
+            assert torch.isfinite(param.grad).all(), f"{name}.{pname}"
+        assert any(p.grad.abs().sum() > 0 for p in module.parameters()), name
+    for param in model.head1.parameters():  # every head scalar is used
+        assert param.grad.abs().sum() > 0
+
+
+def test_heads_and_generator_parameters_are_disjoint(net):
+    ids = {name: {id(p) for p in getattr(net, name).parameters()}
+           for name in ("generator", "head1", "head2")}
+    assert ids["head1"] and ids["head2"] and ids["generator"]
+    assert not ids["head1"] & ids["head2"]
+    assert not (ids["head1"] | ids["head2"]) & ids["generator"]
+    assert ids["head1"] | ids["head2"] | ids["generator"] == {id(p) for p in net.parameters()}
+
+
+def test_input_checks_and_config():
+    model = DiscreteRegNet(grid=DisplacementGrid(3.0, 7), stride=2, features=8, width=8)
+    assert model.grid.n_labels == 49
+    out = model(*_pair((1, 1, 12, 10)))
+    assert out["logits1"].shape == (1, 49, 6, 5) and out["disp"].shape == (1, 2, 12, 10)
+    with pytest.raises(ValueError, match="multiples"):
+        model(*_pair((1, 1, 12, 11)))
+    with pytest.raises(ValueError):
+        model(torch.rand(1, 1, 12, 10), torch.rand(1, 1, 12, 12))
+    with pytest.raises(ValueError):
+        DiscreteRegNet(stride=3)
+    rebuilt = DiscreteRegNet(**model.config)
+    assert rebuilt.grid == model.grid and rebuilt.stride == 2
+    assert rebuilt.load_state_dict(model.state_dict()) is not None
