@@ -3,8 +3,8 @@ the run's loss curves, from a `uda bench --work DIR` folder.
 
     .venv/bin/python scripts/make_readme_figure.py --work /tmp/bench --shift t2 --run ddm-seed0
 
-Writes docs/adaptation_<shift>_<run>.png: the axial slice with the most white matter, shown
-as stored (RAS: the patient's right on the image's right, anterior at the top).
+Writes docs/adaptation_<shift>_<run>.png (or --out): the axial slice with the most white
+matter, shown as stored (RAS: the patient's right on the image's right, anterior at the top).
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def main() -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title("losses", fontsize=10)
-    figure.suptitle("CSF (blue), grey matter (grey), white matter (yellow)", fontsize=9, y=0.02)
-    figure.tight_layout()
+    figure.suptitle(f"{args.shift} target, {args.run}: CSF (blue), grey matter (grey), "
+                    "white matter (yellow)", fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 0.94))
     out = Path(args.out or f"docs/adaptation_{args.shift}_{args.run}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out, overwrite=True) as tmp:

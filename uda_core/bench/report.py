@@ -146,7 +146,7 @@ def claims(result: BenchResult) -> list[tuple[str, bool | None, str]]:
         out.append((text, None, "not measured"))
     else:
         ratio = _mean(overhead["engine"]) / _mean(overhead["bare"])
-        out.append((text, ratio >= OVERHEAD_TARGET, f"{ratio:.2f} x"))
+        out.append((text, ratio >= OVERHEAD_TARGET, f"{ratio:.3f} x"))
     return out
 
 
@@ -165,7 +165,7 @@ def overhead_line(overhead: dict | None) -> str:
             f"both ends, checkpoints every "
             f"{overhead['checkpoint_every']}, events to a no-op listener; construction, "
             f"selection and restore included) vs bare PyTorch loop {bare:.3f} steps/s: "
-            f"**{engine / bare:.2f} x** (bare/engine per repeat: {runs}).")
+            f"**{engine / bare:.3f} x** (bare/engine per repeat: {runs}).")
 
 
 def render_markdown(result: BenchResult, command: str,
