@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from uda_core import __version__
 from uda_core.adaptation_data import load_adaptation_data
@@ -143,7 +142,8 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
     }
-    adapted = bundle.with_network(network.cpu(), provenance=_builtins(provenance))
+    adapted = bundle.with_network(network.cpu(), provenance=provenance)  # save_bundle
+    # turns numpy numbers, tuples and paths into builtins
     save_bundle(adapted, adapted_path, overwrite=True)
     network.to(torch_device)
 
@@ -182,15 +182,3 @@ def _write_masks(bundle, network, data, targets, mask_dir: Path, device) -> list
                                     inputs=[Path(t) for t in targets]))
     return written
 
-
-def _builtins(value):
-    """Provenance as builtins only (torch.load weights_only accepts these)."""
-    if isinstance(value, dict):
-        return {str(k): _builtins(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_builtins(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return value

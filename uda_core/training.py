@@ -241,7 +241,7 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     provenance = {
         "parent": None,
         "method": "supervised-source",
-        "config": _plain(asdict(config)),
+        "config": asdict(config),  # save_bundle stores it as builtins
         "data_fingerprints": {str(p): fingerprint(p) for pair in train_pairs for p in pair},
         "validation_fingerprints": {str(p): fingerprint(p) for pair in val_pairs for p in pair},
         "summary": summary,
@@ -259,11 +259,3 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
         early_head_state_dict=head_state, provenance=provenance)
     return bundle, summary
 
-
-def _plain(value):
-    """Tuples to lists, recursively, so provenance holds only builtins torch.load accepts."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
