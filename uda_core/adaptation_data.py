@@ -61,10 +61,6 @@ class AdaptationData:
         return SliceIndex(np.concatenate(volume_ids), np.concatenate(slice_ids))
 
 
-def _same_grid(a: Volume, b: Volume) -> bool:
-    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-3)
-
-
 def paired_on_target_grid(bundle, paired: Volume, target: Volume, target_input: ModelInput,
                           align: str = "auto") -> np.ndarray:
     """The paired source-modality image on the target's model grid, normalised: (Z, X, Y).
@@ -74,7 +70,7 @@ def paired_on_target_grid(bundle, paired: Volume, target: Volume, target_input: 
     one voxel grid (the usual case for a T1/T2 pair resampled by the scanner or a pipeline).
     """
     moving = paired
-    if align == "register" or (align == "auto" and not _same_grid(paired, target)):
+    if align == "register" or (align == "auto" and not paired.same_grid(target)):
         from uda_core.registration.sitk_align import align_affine
         moving = align_affine(fixed=target, moving=paired)
     on_grid = resample(moving.data, moving.affine, target_input.grid_affine,

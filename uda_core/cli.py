@@ -87,15 +87,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # --- uda evaluate ------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from uda_core.io.readers import read_labels
     from uda_core.validate import segmentation_scores
 
     reference = read_labels(args.labels)
     prediction = read_labels(args.prediction)
-    if prediction.shape != reference.shape or not np.allclose(
-            prediction.affine, reference.affine, atol=1e-3):
+    if not prediction.same_grid(reference):
         raise InputError(f"is on another voxel grid than {args.labels} (shape "
                          f"{prediction.shape} vs {reference.shape} or different affine); "
                          "both must share one grid", args.prediction)

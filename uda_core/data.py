@@ -6,14 +6,19 @@ import hashlib
 from pathlib import Path
 
 from uda_core.errors import InputError
+from uda_core.io.readers import VOLUME_SUFFIXES, volume_suffix
 from uda_core.io.writers import output_stem
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mha", ".mhd", ".nrrd", ".nhdr")
 LABEL_TAG = "_labels"
 
 
 def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+    return path.is_file() and volume_suffix(path) is not None
+
+
+def _label_prefix(image: Path) -> str:
+    """The image stem up to its last underscore (sub-001_t1 -> sub-001), else the whole stem."""
+    return output_stem(image).rsplit("_", 1)[0]
 
 
 def label_path_for(image: Path) -> Path | None:
@@ -22,8 +27,7 @@ def label_path_for(image: Path) -> Path | None:
     `<prefix>` is the image stem up to its last underscore (sub-001_t1 -> sub-001), or the whole
     stem when it has none (scan -> scan_labels). Any volume extension is accepted.
     """
-    stem = output_stem(image)
-    prefix = stem.rsplit("_", 1)[0] if "_" in stem else stem
+    prefix = _label_prefix(image)
     for suffix in VOLUME_SUFFIXES:
         candidate = image.parent / f"{prefix}{LABEL_TAG}{suffix}"
         if candidate.is_file() and candidate != image:
@@ -52,9 +56,8 @@ def find_labelled_pairs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
         for image in images:
             labels = label_path_for(image)
             if labels is None:
-                stem = output_stem(image)
-                prefix = stem.rsplit("_", 1)[0] if "_" in stem else stem
-                raise InputError(f"has no label file beside it (expected {prefix}{LABEL_TAG}"
+                raise InputError(f"has no label file beside it (expected "
+                                 f"{_label_prefix(image)}{LABEL_TAG}"
                                  ".nii.gz)", image)
             pairs.append((image, labels))
     return pairs

@@ -47,6 +47,11 @@ class Volume:
         """Closest anatomical axis codes, e.g. 'RAS' or 'LPS'."""
         return "".join(nib.aff2axcodes(self.affine))
 
+    def same_grid(self, other: Volume, atol_mm: float = 1e-3) -> bool:
+        """Whether both volumes have the same shape and (within atol_mm) the same affine."""
+        return self.shape == other.shape and bool(
+            np.allclose(self.affine, other.affine, atol=atol_mm))
+
     def with_data(self, data: np.ndarray, **changes: Any) -> Volume:
         """The same grid (affine, source, header) holding other voxels."""
         return replace(self, data=data, **changes)
