@@ -85,3 +85,9 @@ def test_missing_needs_are_named_before_anything_runs(tiny_bundle_path):
     bundle.early_head_state_dict = None
     assert "early-feature head" in missing_needs(METHODS["early"], bundle, {"target"})[0]
     assert missing_needs(METHODS["tent"], bundle, {"target"}) == []
+
+
+def test_catalogue_names_exactly_the_registered_methods():
+    from uda_core.methods.catalogue import SUMMARIES
+    assert list(SUMMARIES) == list(METHODS)
+    assert all(METHODS[name].summary == text for name, text in SUMMARIES.items())

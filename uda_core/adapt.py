@@ -68,11 +68,6 @@ class MetricsWriter:
         self.handle.close()
 
 
-def method_choices() -> dict[str, str]:
-    """Method name -> one-line summary."""
-    return {name: cls.summary for name, cls in METHODS.items()}
-
-
 def check_method(method_name: str, bundle: ModelBundle, provided: set[str]) -> type:
     """The method class, or a UdaError saying what is missing, before anything runs."""
     if method_name not in METHODS:

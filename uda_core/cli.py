@@ -424,8 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")
     p.set_defaults(func=cmd_train_source)
 
-    from uda_core.adapt import method_choices
-    methods = method_choices()
+    from uda_core.methods.catalogue import SUMMARIES as methods
     p = sub.add_parser(
         "adapt", help="adapt a model to unlabelled target scans",
         formatter_class=argparse.RawDescriptionHelpFormatter,

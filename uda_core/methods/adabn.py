@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from uda_core.methods.base import INTERNALS, TARGET, AdaptationMethod, Batch
+from uda_core.methods.catalogue import SUMMARIES
 from uda_core.methods.tent import batchnorm_layers
 
 
@@ -22,7 +23,7 @@ class AdaBNConfig:
 
 class AdaBN(AdaptationMethod):
     name = "adabn"
-    summary = "Baseline: re-estimate BatchNorm statistics on the target scans, no training"
+    summary = SUMMARIES["adabn"]
     config_class = AdaBNConfig
     needs = (TARGET, INTERNALS)
     uses_gradients = False

@@ -25,6 +25,7 @@ from uda_core.methods.base import (
     Batch,
     set_trainable,
 )
+from uda_core.methods.catalogue import SUMMARIES
 from uda_core.models.discriminator import OutputSpaceDiscriminator
 
 GAN_KINDS = ("bce", "lsgan")
@@ -125,7 +126,7 @@ class AdaptSegNet(AdaptationMethod):
     target slices."""
 
     name = "adaptsegnet"
-    summary = "output-space adversarial adaptation (needs labelled source images)"
+    summary = SUMMARIES["adaptsegnet"]
     config_class = AdaptSegNetConfig
     needs = (TARGET, SOURCE_LABELLED, INTERNALS)
 

@@ -34,6 +34,7 @@ from uda_core.methods.base import (
     Batch,
     set_trainable,
 )
+from uda_core.methods.catalogue import SUMMARIES
 
 ANCHORS = ("auto", "teacher", "labels")
 
@@ -106,8 +107,7 @@ class DDM(AdaptationMethod):
     """
 
     name = "ddm"
-    summary = ("direct distribution matching with paired source-modality images of the same "
-               "subjects")
+    summary = SUMMARIES["ddm"]
     config_class = DDMConfig
     needs = (TARGET, PAIRED_SOURCE, INTERNALS)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from uda_core.methods.base import EARLY_HEAD, INTERNALS, TARGET, AdaptationMethod, Batch
+from uda_core.methods.catalogue import SUMMARIES
 
 
 @dataclass
@@ -30,7 +31,7 @@ class EarlyConfig:
 
 class EarlyFeatures(AdaptationMethod):
     name = "early"
-    summary = "Self-training of early features against the final output (Sheikh & Schultz 2022)"
+    summary = SUMMARIES["early"]
     config_class = EarlyConfig
     needs = (TARGET, EARLY_HEAD, INTERNALS)
     default_steps = 300

@@ -18,6 +18,7 @@ import torch
 
 from uda_core.losses import kl_class_ratio, weighted_entropy
 from uda_core.methods.base import INTERNALS, PRIOR, TARGET, AdaptationMethod, Batch
+from uda_core.methods.catalogue import SUMMARIES
 from uda_core.prior import prior_for_positions
 
 
@@ -37,7 +38,7 @@ class SFDAConfig:
 
 class SFDA(AdaptationMethod):
     name = "sfda"
-    summary = "Source-free: entropy minimisation + class-ratio prior (Bateson et al. 2020)"
+    summary = SUMMARIES["sfda"]
     config_class = SFDAConfig
     needs = (TARGET, PRIOR, INTERNALS)
     default_steps = 300

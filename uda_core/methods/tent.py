@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from uda_core.methods.base import INTERNALS, TARGET, AdaptationMethod, Batch
+from uda_core.methods.catalogue import SUMMARIES
 
 
 def batchnorm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -31,7 +32,7 @@ class TentConfig:
 
 class Tent(AdaptationMethod):
     name = "tent"
-    summary = "Baseline: entropy minimisation of BatchNorm scales and shifts (Wang et al. 2021)"
+    summary = SUMMARIES["tent"]
     config_class = TentConfig
     needs = (TARGET, INTERNALS)
     default_steps = 200

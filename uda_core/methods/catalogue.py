@@ -1,0 +1,15 @@
+"""Method names and one-line summaries, importable without torch (for help texts and menus).
+
+The method classes read their `summary` from here, so each line is written once.
+"""
+
+SUMMARIES: dict[str, str] = {
+    "sfda": "Source-free: entropy minimisation + class-ratio prior (Bateson et al. 2020)",
+    "tent": "Baseline: entropy minimisation of BatchNorm scales and shifts (Wang et al. 2021)",
+    "adabn": "Baseline: re-estimate BatchNorm statistics on the target scans, no training",
+    "ddm": "Direct distribution matching with paired source-modality images of the same "
+           "subjects (Pichler et al. 2020)",
+    "adaptsegnet": "Baseline: output-space adversarial adaptation (Tsai et al. 2018; needs "
+                   "labelled source images)",
+    "early": "Self-training of early features against the final output (Sheikh & Schultz 2022)",
+}
