@@ -144,7 +144,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
 
     masks = []
     if save_masks:
-        masks = _write_masks(adapted, network, data, targets, out_dir / "masks", torch_device)
+        masks = _write_masks(network, data, targets, out_dir / "masks", torch_device)
     summary = {
         "status": result.status, "method": method_name, "model": model,
         "steps_done": result.steps_done, "chosen_step": result.best_step,
@@ -164,13 +164,13 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     return summary
 
 
-def _write_masks(bundle, network, data, targets, mask_dir: Path, device) -> list[Path]:
-    from uda_core.inference import segment_volume
+def _write_masks(network, data, targets, mask_dir: Path, device) -> list[Path]:
+    from uda_core.inference import segment_prepared
     from uda_core.io.writers import output_stem, write_volume
     mask_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for volume, target in zip(data.volumes, targets, strict=True):
-        labels = segment_volume(bundle, network, volume, device)
+    for volume, model_input, target in zip(data.volumes, data.inputs, targets, strict=True):
+        labels = segment_prepared(network, model_input, volume, device)
         path = mask_dir / f"{output_stem(Path(target))}_seg.nii.gz"
         written.append(write_volume(labels.with_data(labels.data, source=None), path,
                                     dtype="uint8", overwrite=True,

@@ -41,7 +41,14 @@ def segment_volume(bundle, network: torch.nn.Module, volume: Volume, device: tor
                    batch_size: int = 16,
                    on_batch: Callable[[int], None] | None = None) -> Volume:
     """The label map of `volume` on its own grid (same shape and affine), as uint8."""
-    model_input = prepare_for_bundle(bundle, volume)
+    return segment_prepared(network, prepare_for_bundle(bundle, volume), volume, device,
+                            batch_size, on_batch)
+
+
+def segment_prepared(network: torch.nn.Module, model_input: ModelInput, volume: Volume,
+                     device: torch.device, batch_size: int = 16,
+                     on_batch: Callable[[int], None] | None = None) -> Volume:
+    """Like segment_volume, for a volume already on its model grid (`model_input`)."""
     probs = predict_slices(network, model_input.slices, device, batch_size, on_batch)
     on_input = probabilities_to_input_grid(probs, model_input, volume)
     labels = np.argmax(on_input, axis=0).astype(np.uint8)
