@@ -2,7 +2,7 @@
 # Sets up everything UDA Studio and its tests need, in ./.venv:
 #   - system libraries for the GUI tests (virtual X server, Mesa OpenGL, Qt's xcb deps), when
 #     run as root on a Debian/Ubuntu machine (skipped otherwise: install them yourself);
-#   - PyTorch (TORCH_SPEC, default torch==2.13.0), then this package with its dev extra.
+#   - PyTorch (TORCH_SPEC, default torch==2.13.0), then this package with its dev and gui extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +20,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,gui]"
 echo "UDA Studio is set up in .venv (run the tests with: .venv/bin/python -m pytest)"

@@ -144,3 +144,23 @@ def test_collapse_guard_rolls_back_and_stops(tiny_bundle_path):
 def test_unknown_selection_score_is_refused(tiny_bundle_path):
     with pytest.raises(ValueError, match="select_by"):
         sfda_engine(tiny_bundle_path, select_by="accuracy")
+
+
+def test_previews_show_every_target_before_adaptation_then_the_chosen_one(
+        tiny_bundle_path, tmp_path):
+    from tests.conftest import blob_volume, write_nifti
+    from uda_core.adapt import run_adaptation
+    from uda_core.events import PreviewEvent
+
+    targets = [write_nifti(tmp_path / f"t{i}.nii.gz", blob_volume(seed=i)) for i in range(2)]
+    control = RunControl()
+    control.preview_index = 1
+    events = []
+    run_adaptation(tiny_bundle_path, "tent", targets, tmp_path / "run", listeners=[events.append],
+                   control=control, engine_settings={"steps": 4, "batch_size": 2,
+                                                     "preview_every": 2, "score_every": 2})
+    previews = [(e.step, e.volume_index) for e in events if isinstance(e, PreviewEvent)]
+    assert previews == [(0, 0), (0, 1), (2, 1), (4, 1)]
+    first = next(e for e in events if isinstance(e, PreviewEvent))
+    assert first.input_labels.shape == blob_volume().shape
+    assert first.input_labels.dtype == np.uint8 and first.labels.ndim == 3

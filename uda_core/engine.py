@@ -31,6 +31,7 @@ from uda_core.events import (
 )
 from uda_core.inference import predict_slices
 from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.preprocess import probabilities_to_input_grid
 from uda_core.prior import prior_for_positions
 
 SELECTION_SCORES = (*label_free.HIGHER_IS_BETTER, "last")  # "last": the final good weights
@@ -47,7 +48,8 @@ class EngineConfig:
     score_every: int = 50            # label-free scoring interval (steps); 0 = only at the end
     score_slices: int = 32           # fixed target slices scored each time
     checkpoint_every: int = 50       # write last.pt every N steps (needs an output folder)
-    preview_every: int = 0           # PreviewEvent of the first target every N steps; 0 = off
+    preview_every: int = 0           # PreviewEvent every N steps (and of every target at step
+                                     # 0); 0 = off. Which target: RunControl.preview_index
     select_by: str = "consistency"   # label-free score that chooses the checkpoint
     patience: int = 0                # stop after this many scorings without improvement; 0 = off
     collapse_guard: bool = True      # roll back when a class vanishes or the output is constant
@@ -62,6 +64,7 @@ class RunControl:
         self._cancel = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self.preview_index = 0   # the target volume previews show (set by a viewer)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -274,6 +277,9 @@ class Engine:
             self._record_scores(0, scores, reference, best, True)
             best_snapshot = good_snapshot = self._snapshot(0)
             self._write_checkpoint("best.pt", 0, best)
+            if cfg.preview_every:
+                for index in range(len(self.data.inputs)):
+                    self.emit(self.preview(0, index))
         status, message, rollbacks, stale = "completed", "", 0, 0
         paused_s, started = 0.0, time.perf_counter()
         step = start_step
@@ -321,7 +327,8 @@ class Engine:
                                f"for {stale} scorings")
                     break
             if cfg.preview_every and step % cfg.preview_every == 0:
-                self.emit(PreviewEvent(step, 0, self.preview_labels(0)))
+                index = min(max(int(self.control.preview_index), 0), len(self.data.inputs) - 1)
+                self.emit(self.preview(step, index))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._write_checkpoint("last.pt", step, best)
         self._write_checkpoint("last.pt", step, best)
@@ -341,10 +348,13 @@ class Engine:
         self.emit(ScoreEvent(step, scores, reference, self._selection(scores, step), is_best))
 
     @torch.no_grad()
-    def preview_labels(self, volume_index: int) -> np.ndarray:
-        """Current prediction of one target on its model grid, (Z, X, Y) uint8."""
+    def preview(self, step: int, volume_index: int) -> PreviewEvent:
+        """Current prediction of one target, on its model grid and on its own grid."""
         self.method.inference_mode()
-        probs = predict_slices(self.network, self.data.inputs[volume_index].slices,
-                               self.device)
+        model_input = self.data.inputs[volume_index]
+        probs = predict_slices(self.network, model_input.slices, self.device)
         self.method.train_mode()
-        return probs.argmax(0).astype(np.uint8)
+        on_input = probabilities_to_input_grid(probs, model_input,
+                                               self.data.volumes[volume_index])
+        return PreviewEvent(step, volume_index, probs.argmax(0).astype(np.uint8),
+                            on_input.argmax(0).astype(np.uint8))

@@ -30,9 +30,10 @@ class ScoreEvent:
 
 @dataclass
 class PreviewEvent:
-    step: int
+    step: int                 # 0: the prediction before any update (the "before" mask)
     volume_index: int
     labels: np.ndarray        # (Z, X, Y) uint8 on the model grid of that target volume
+    input_labels: np.ndarray | None = None  # (X, Y, Z) uint8 on the target's own grid
 
 
 @dataclass
