@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,9 @@ _WEIGHT_DECAY = {"sgd": 5e-4, "adam": 1e-4}          # reference SGD; Adam: as s
 
 @dataclass
 class AdaptSegNetConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "gan": GAN_KINDS, "segmenter_optimiser": SEGMENTER_OPTIMISERS}
+
     """Settings of output-space adversarial adaptation."""
 
     # Weight of the adversarial term in the segmenter loss. None: 0.001 for "bce", 0.01 for

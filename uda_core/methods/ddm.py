@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,9 @@ ANCHORS = ("auto", "teacher", "labels")
 
 @dataclass
 class DDMConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "divergence": DIVERGENCE_KINDS, "anchor": ANCHORS}
+
     """Settings of direct distribution matching."""
 
     # Weight of the matching term (dimensionless; the divergence is in nats per pixel).

@@ -12,6 +12,7 @@ model bundle at the slice's normalised position (or its constant, or one the use
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,9 +22,13 @@ from uda_core.methods.base import INTERNALS, PRIOR, TARGET, AdaptationMethod, Ba
 from uda_core.methods.catalogue import SUMMARIES
 from uda_core.prior import prior_for_positions
 
+PRIOR_MODES = ("position", "constant", "user")
+
 
 @dataclass
 class SFDAConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"prior_mode": PRIOR_MODES}
+
     lambda_ent: float = 1.0        # entropy weight (reference: 1)
     lambda_kl: float = 1.0         # class-ratio KL weight (reference: 1)
     lr: float = 1e-4               # Adam. Reference 1e-6 over 100 epochs; our default budget
