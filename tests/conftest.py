@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import locale
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_locale():
+    """Writing DICOM with SimpleITK (GDCM) switches the process to the C locale, after which
+    Python's default text encoding is ASCII; put the locale back after every test."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 def blob_volume(shape=(24, 28, 14), seed=0) -> np.ndarray:
@@ -51,3 +62,33 @@ def tiny_bundle_path(tmp_path):
                                if k.startswith("early_head.")},
         provenance={"method": "test"})
     return str(save_bundle(bundle, tmp_path / "tiny.pt"))
+
+
+_EXIT_STATUS = {"code": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the test process without Python's finalisation once every plugin has finished.
+
+    After the whole suite has passed and reported, tearing down the interpreter with Qt,
+    napari (vispy/OpenGL under Xvfb), torch and SimpleITK all loaded segfaults in C code (no
+    Python frame; PySide6 6.9 and 6.12 alike), which would turn a green run red. The exit
+    status is the session's own; the app's own exit is tested separately
+    (tests/gui/test_scripted_demo.py runs `uda-studio` to a clean exit code 0).
+    """
+    import os
+    import sys
+
+    if "PySide6" not in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    xvfb = sys.modules.get("pytest_xvfb")   # it stops its X server from atexit, which
+    if xvfb is not None:                    # os._exit skips
+        xvfb.shutdown_xvfb()
+    os._exit(_EXIT_STATUS["code"])

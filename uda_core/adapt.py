@@ -3,7 +3,8 @@
 Checks that the method has what it needs before anything runs, prepares the data, runs the
 engine, and writes OUT/adapted.pt (a model bundle whose provenance names its parent, method,
 config and data), OUT/metrics.jsonl (one line per logged step), OUT/run.json (settings, data,
-outcome) and, unless turned off, OUT/masks/<stem>_seg.nii.gz on each target's own grid.
+outcome), OUT/report.png and OUT/report.md (curves and a summary) and, unless turned off,
+OUT/masks/<stem>_seg.nii.gz on each target's own grid.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from uda_core.events import RollbackEvent, ScoreEvent, StepEvent
 from uda_core.methods.base import PAIRED_SOURCE, SOURCE_LABELLED, TARGET, config_from_dict
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model, save_bundle
+from uda_core.report import write_run_report
 
 
 def write_json_atomic(path: Path, content) -> None:
-    with atomic_output(path, overwrite=True) as tmp, open(tmp, "w") as handle:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump(content, handle, indent=2, default=_json_default)
 
 
@@ -46,8 +48,8 @@ def _json_default(value):
 class MetricsWriter:
     """Listener appending one JSON line per step and per scoring to metrics.jsonl."""
 
-    def __init__(self, path: Path):
-        self.handle = open(path, "a", buffering=1)
+    def __init__(self, path: Path, append: bool = False):
+        self.handle = open(path, "a" if append else "w", buffering=1, encoding="utf-8")
 
     def __call__(self, event) -> None:
         if isinstance(event, StepEvent):
@@ -115,7 +117,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     network = bundle.build_network(torch_device)
     method = method_cls(network, bundle, method_config, torch_device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsWriter(out_dir / "metrics.jsonl")
+    metrics = MetricsWriter(out_dir / "metrics.jsonl", append=resume is not None)
     engine = Engine(method, data, engine_config, out_dir, [metrics, *listeners], control)
     started = time.perf_counter()
     try:
@@ -160,6 +162,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         "data_fingerprints": fingerprints, "adapted_model": str(adapted_path),
         "masks": [str(m) for m in masks], "package_version": __version__,
     }
+    summary["report"] = {k: str(p) for k, p in write_run_report(out_dir, summary).items()}
     write_json_atomic(out_dir / "run.json", summary)
     return summary
 

@@ -214,8 +214,8 @@ def _read_settings(path: str | None) -> dict:
     try:
         if text_path.suffix.lower() == ".toml":
             import tomllib
-            return tomllib.loads(text_path.read_text())
-        return json.loads(text_path.read_text())
+            return tomllib.loads(text_path.read_text(encoding="utf-8"))
+        return json.loads(text_path.read_text(encoding="utf-8"))
     except Exception as exc:
         raise InputError(f"is not valid {text_path.suffix.lstrip('.').upper() or 'JSON'}: "
                          f"{exc}", text_path) from exc
@@ -346,7 +346,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print("    not shipped in this version yet")
             continue
         try:
-            for line in describe(load_model(name)):
+            for line in describe(load_model(name, task=None)):
                 print(f"    {line}")
         except UdaError as exc:
             print(f"    not available: {exc.problem}")
@@ -496,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/bench_segmentation.png)")
     _add_device(p)
     p.set_defaults(func=cmd_bench)
+
+    from uda_core.cli_reg import add_reg_parser
+    add_reg_parser(sub)
 
     p = sub.add_parser("models", help="list the built-in models")
     p.set_defaults(func=cmd_models)

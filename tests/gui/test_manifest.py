@@ -49,11 +49,11 @@ def test_python_names_import(manifest):
 
 
 def test_panel_widget(manifest):
-    [widget] = manifest.contributions.widgets
-    assert widget.display_name == "UDA Studio"
+    widgets = {w.command: w.display_name for w in manifest.contributions.widgets}
+    assert widgets["uda-studio.panel"] == "UDA Studio"
+    assert widgets["uda-studio.registration"] == "UDA Studio: registration"
     commands = {c.id: c for c in manifest.contributions.commands}
-    assert widget.command == "uda-studio.panel"
-    assert commands[widget.command].python_name == PANEL
+    assert commands["uda-studio.panel"].python_name == PANEL
 
 
 def test_reader_patterns_follow_uda_core(manifest):

@@ -208,7 +208,7 @@ def ensure_demo_data(config: BenchConfig, data_dir: Path, log: Log) -> None:
     domains = (SOURCE_DOMAIN, *[s for s in config.shifts if s != SOURCE_DOMAIN])
     manifest = data_dir / "manifest.json"
     if manifest.is_file():
-        old = json.loads(manifest.read_text())
+        old = json.loads(manifest.read_text(encoding="utf-8"))
         if (old.get("spacing_mm") == config.spacing_mm and old.get("seed") == config.data_seed
                 and all(_image(data_dir, d, s).is_file() and _labels(data_dir, d, s).is_file()
                         for d in domains for s in subjects)):

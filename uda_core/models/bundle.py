@@ -12,8 +12,13 @@ run code when loaded::
      "in_plane_shape": [X, Y] (voxels), "orientation": "RAS", "slice_axis": 2,
      "normalisation": {...}, "class_ratio_prior": {...} | None, "provenance": {...}}
 
-TorchScript archives (``torch.jit.save``) are accepted too; their metadata is the same dict,
-minus the weights, as JSON in the archive's extra file ``uda.json``.
+A registration model is the same format with ``"architecture": "discrete_regnet"`` (the
+task follows from the architecture; see :mod:`uda_core.registration.reg_bundle`): its
+``arch_kwargs`` hold the displacement grid (``radius_px``, ``n_per_axis``, ``stride``...), its
+``class_names`` name the displacement labels, and it has no early head and no prior.
+
+TorchScript archives (``torch.jit.save``) are accepted too (segmentation only); their metadata
+is the same dict, minus the weights, as JSON in the archive's extra file ``uda.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from torch import Tensor, nn
 from uda_core.atomic import atomic_output
 from uda_core.errors import ModelError
 from uda_core.io.intensity import DEFAULT_NORMALISATION
-from uda_core.models.bundle_checks import HEAD_PREFIX, check_architecture, instantiate, validate
+from uda_core.models.bundle_checks import (
+    HEAD_PREFIX,
+    TASKS,
+    check_architecture,
+    instantiate,
+    task_of,
+    validate,
+)
 from uda_core.models.registry import is_builtin_name, resolve_model
 from uda_core.models.safe_load import (
     TORCHSCRIPT_METADATA,
@@ -88,6 +100,11 @@ class ModelBundle:
             if isinstance(value, int):
                 return value
         return len(self.class_names)
+
+    @property
+    def task(self) -> str:
+        """"segmentation" or "registration" (from the architecture: "discrete_regnet")."""
+        return task_of(self.architecture)
 
     @property
     def has_early_head(self) -> bool:
@@ -292,12 +309,26 @@ def _bundle_from_torchscript(path: Path) -> ModelBundle:
                        **fields)
 
 
-def load_model(path_or_name: str | os.PathLike) -> ModelBundle:
+_TASK_HINTS = {
+    "segmentation": "use it with `uda reg apply` / `uda reg adapt`, or give a segmentation "
+                    "model such as demo:brain-t1",
+    "registration": "registration needs a discrete_regnet bundle such as demo:reg-t1",
+}
+
+
+def load_model(path_or_name: str | os.PathLike,
+               task: str | None = "segmentation") -> ModelBundle:
     """A bundle from a file, a TorchScript archive, or a built-in name (``demo:brain-t1``).
+
+    ``task``: the kind of model the caller needs, "segmentation" (default) or "registration"
+    (a ``discrete_regnet`` bundle such as ``demo:reg-t1``); a bundle of the other kind is a
+    ModelError. None accepts both (e.g. to describe any model file).
 
     Plain files are read with ``torch.load(weights_only=True)`` only: code in a pickle is
     refused, never run. Every problem is a one-line ModelError naming the file.
     """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
     path = resolve_model(path_or_name) if is_builtin_name(path_or_name) else Path(path_or_name)
     if not path.exists():
         raise ModelError("model file not found", path)
@@ -308,6 +339,9 @@ def load_model(path_or_name: str | os.PathLike) -> ModelBundle:
     else:
         bundle = _bundle_from_dict(load_weights_file(path), path)
     validate(bundle, path)
+    if task is not None and bundle.task != task:
+        raise ModelError(f"is a {bundle.task} model ({bundle.architecture}), not a {task} "
+                         f"model; {_TASK_HINTS[task]}", path)
     return bundle
 
 
@@ -323,7 +357,8 @@ def describe(bundle: ModelBundle) -> list[str]:
         known = "" if b.architecture == "torchscript" else f" ({b.architecture})"
         network = f"TorchScript module{known}"
     else:
-        args = ", ".join(f"{k}={v}" for k, v in b.full_arch_kwargs().items())
+        args = ", ".join(f"{k}={v}" for k, v in b.full_arch_kwargs().items()
+                         if v is not None)
         network = f"{b.architecture} ({args})"
     spacing = " x ".join(f"{s:g}" for s in b.spacing_mm)
     shape = " x ".join(str(s) for s in b.in_plane_shape)
@@ -336,14 +371,23 @@ def describe(bundle: ModelBundle) -> list[str]:
     else:
         prior_text = "yes, constant"
     prov = b.provenance or {}
+    if b.task == "registration":
+        kwargs = b.full_arch_kwargs()
+        n, radius = kwargs.get("n_per_axis"), kwargs.get("radius_px")
+        outputs = (f"Task: registration; {len(b.class_names)} displacement labels "
+                   f"({n} x {n} candidates within +-{radius:g} pixels, (dy, dx))")
+        extras = []
+    else:
+        outputs = f"Classes ({len(b.class_names)}): {', '.join(b.class_names)}"
+        extras = [f"Early head: {'yes' if b.has_early_head else 'no'}",
+                  f"Class-ratio prior: {prior_text}"]
     lines = [
         f"Network: {network}",
-        f"Classes ({len(b.class_names)}): {', '.join(b.class_names)}",
+        outputs,
         f"Input: {b.modality}, {spacing} mm, {shape} voxels in-plane, {b.orientation}, "
         f"{plane} slices (axis {b.slice_axis})",
         f"Normalisation: {b.normalisation.get('kind', '?')}",
-        f"Early head: {'yes' if b.has_early_head else 'no'}",
-        f"Class-ratio prior: {prior_text}",
+        *extras,
         f"Parent: {prov.get('parent') or 'none'}; method: {prov.get('method') or 'none'}",
     ]
     if prov.get("date") or prov.get("package_version"):

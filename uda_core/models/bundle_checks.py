@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from uda_core.models.bundle import ModelBundle
 
 HEAD_PREFIX = "early_head."
+#: Architectures whose bundles are registration models (pairs in, displacements out); every
+#: other architecture (and a TorchScript file) is a segmentation model.
+REGISTRATION_ARCHITECTURES = frozenset({"discrete_regnet"})
+TASKS = ("segmentation", "registration")
 _AXIS_OF_LETTER = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
@@ -28,6 +32,11 @@ def short_list(items: list[str], limit: int = 3) -> str:
     """The first ``limit`` items, comma-separated, with a count of the rest."""
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def task_of(architecture: str) -> str:
+    """"registration" for a registration architecture, else "segmentation"."""
+    return "registration" if architecture in REGISTRATION_ARCHITECTURES else "segmentation"
 
 
 def instantiate(bundle: ModelBundle, with_head: bool) -> nn.Module:
@@ -72,6 +81,11 @@ def check_architecture(bundle: ModelBundle, path: str | os.PathLike | None) -> N
     if "num_classes" in kwargs and kwargs["num_classes"] != n_names:
         raise ModelError(f"class-count mismatch: {n_names} class names but the network has "
                          f"num_classes={kwargs['num_classes']}", path)
+    n_labels = kwargs.get("n_per_axis")
+    if arch in REGISTRATION_ARCHITECTURES and isinstance(n_labels, int) \
+            and n_labels**2 != n_names:
+        raise ModelError(f"label-count mismatch: {n_names} class names but the network has "
+                         f"{n_labels}x{n_labels} displacement labels", path)
     try:
         with torch.device("meta"):
             net = instantiate(bundle, with_head=True)

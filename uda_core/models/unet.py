@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uda_core.models.regnet import DiscreteRegNet
+
 
 def _conv_bn_prelu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
     return [
@@ -149,4 +151,7 @@ class UNet2D(nn.Module):
         return logits, head(features)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet2d": UNet2D}
+#: architecture name (as stored in a bundle) -> network class; "discrete_regnet" is the
+#: registration network (a bundle of it is a registration model, see bundle_checks.task_of)
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet2d": UNet2D,
+                                             "discrete_regnet": DiscreteRegNet}

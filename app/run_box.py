@@ -1,0 +1,118 @@
+"""Start, Pause/Resume and Stop, the device, the output folder, progress with ETA, status."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+DEFAULT_RUNS_DIR = Path.home() / "UDA-Studio" / "runs"
+
+
+def new_run_dir(method: str, root: Path = DEFAULT_RUNS_DIR) -> Path:
+    """A fresh folder name for one run (nothing there yet): <root>/<date-time>-<method>."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{stamp}-{method}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{method}-{n}"
+    return candidate
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class RunBox(QGroupBox):
+    start_clicked = Signal()
+    pause_clicked = Signal(bool)   # True: pause, False: resume
+    stop_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("4  Run", parent)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cuda", "cpu"])
+        self.device.setToolTip("auto: the GPU when there is one, else the CPU")
+        self.out_dir = QLineEdit()
+        self.out_dir.setPlaceholderText(f"a new folder under {DEFAULT_RUNS_DIR}")
+        self.out_dir.setToolTip("Where the run writes adapted.pt, masks/, metrics, report and "
+                                "checkpoints. Leave empty for a new folder per run.")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(28)
+        browse.clicked.connect(self._ask_dir)
+        self.start = QPushButton("Start")
+        self.start.setStyleSheet("font-weight: bold")
+        self.pause = QPushButton("Pause")
+        self.pause.setCheckable(True)
+        self.stop = QPushButton("Stop")
+        self.start.clicked.connect(self.start_clicked)
+        self.pause.toggled.connect(self._on_pause)
+        self.stop.clicked.connect(self.stop_clicked)
+        self.progress = QProgressBar()
+        self.progress.setFormat("ready")
+        self.progress.setValue(0)
+        self.status = QLabel("Load a model and target volumes, then press Start.")
+        self.status.setWordWrap(True)
+        device_row = QHBoxLayout()
+        device_row.addWidget(QLabel("Device"))
+        device_row.addWidget(self.device)
+        device_row.addWidget(QLabel("Output"))
+        device_row.addWidget(self.out_dir, 1)
+        device_row.addWidget(browse)
+        buttons = QHBoxLayout()
+        for button in (self.start, self.pause, self.stop):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(device_row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.start.setEnabled(not running)
+        self.pause.setEnabled(running)
+        self.stop.setEnabled(running)
+        self.device.setEnabled(not running)
+        self.out_dir.setEnabled(not running)
+        if not running:
+            self.pause.blockSignals(True)
+            self.pause.setChecked(False)
+            self.pause.setText("Pause")
+            self.pause.blockSignals(False)
+
+    def show_progress(self, step: int, total: int, elapsed_s: float) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(step)
+        eta = elapsed_s / max(step, 1) * (total - step)
+        self.progress.setFormat(f"step %v / %m   ETA {format_eta(eta)}")
+
+    def output_dir(self, method: str) -> Path:
+        text = self.out_dir.text().strip()
+        return Path(text).expanduser() if text else new_run_dir(method)
+
+    def _on_pause(self, paused: bool) -> None:
+        self.pause.setText("Resume" if paused else "Pause")
+        self.pause_clicked.emit(paused)
+
+    def _ask_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for this run's results")
+        if folder:
+            self.out_dir.setText(folder)

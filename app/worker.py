@@ -1,0 +1,278 @@
+"""Running one adaptation off the GUI thread, with Qt signals for everything it reports.
+
+``RunController`` (lives on the GUI thread) starts an ``AdaptationWorker`` on its own
+``QThread``; the worker calls :func:`uda_core.adapt.run_adaptation` and turns each engine
+event into a signal. Events hold plain numbers and numpy arrays (never device tensors), so they
+cross threads as they are; Qt queues each emission to the receiver's thread, so every
+widget slot runs on the GUI thread and the worker never touches a layer or a widget.
+
+Rate: a small model on a GPU makes 10+ steps a second, hence 10+ ``stepped`` emissions a
+second. Qt delivers those cheaply; a slot that redraws a plot should redraw at its own pace
+(e.g. keep the newest values and repaint on a timer) rather than per step.
+
+The GIL: torch kernels release it, but the Python around them (the engine loop, listeners,
+data sampling) holds it, and the interpreter hands it to the GUI thread at least every
+``sys.getswitchinterval()`` (5 ms). The listener here does nothing but emit, so the worker's
+share of GIL time stays small. What does stall the GUI thread is one long call that holds the
+GIL: an import (torch imports its compiler stack when the first optimiser is built, 1-2 s;
+the report imports matplotlib) or a full garbage collection (0.2-0.5 s). Hence
+:func:`warm_up` at start-up and only a young-generation collection after a successful run.
+scripts/bench_gui_responsiveness.py measures what the GUI thread feels (10 ms heartbeat:
+p99 17-21 ms, max 40 ms once warmed up, on 2 busy CPU cores).
+
+CPU threads: torch's default is one OpenMP thread per core, and OpenMP threads that lose
+their core to other work stall each other (on 2 cores busy with other processes, an sfda step
+of the demo model at batch 4 took 5.4 s with 2 threads and 0.23 s with 1). On a machine with
+few cores, ``RunRequest.threads`` = cores - 1 leaves one for the GUI thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import traceback
+from dataclasses import dataclass, field
+from os import PathLike
+
+import torch
+from qtpy.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from uda_core.adapt import run_adaptation
+from uda_core.engine import RunControl
+from uda_core.errors import UdaError
+from uda_core.events import (
+    CheckpointEvent,
+    FinishedEvent,
+    PreviewEvent,
+    RollbackEvent,
+    ScoreEvent,
+    StepEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRequest:
+    """Everything one adaptation run needs: the arguments of ``run_adaptation``."""
+
+    model: str                      # bundle path or built-in name ("demo:brain-t1")
+    method: str                     # "sfda", "tent", "adabn", "ddm", "adaptsegnet", "early"
+    targets: list[str]              # unlabelled target volumes
+    out_dir: str | PathLike         # run folder (adapted.pt, metrics.jsonl, run.json, ...)
+    paired: list[str] | None = None     # ddm: a source-modality image per target
+    source: list[str] | None = None     # labelled source volumes or folders
+    reference: list[str] | None = None  # labels per target, for reporting Dice only
+    method_settings: dict = field(default_factory=dict)
+    engine_settings: dict = field(default_factory=dict)  # steps, batch_size, preview_every...
+    device: str = "auto"            # "auto", "cpu" or "cuda"
+    overwrite: bool = False         # replace an existing OUT/adapted.pt
+    threads: int | None = None      # torch CPU threads: torch.set_num_threads on the worker
+                                    # thread (torch also starts later threads with it); None:
+                                    # leave torch's setting as it is
+
+
+class AdaptationWorker(QObject):
+    """Runs one request in whichever thread it lives in; reports through signals only.
+
+    Exactly one of ``finished`` and ``failed`` is emitted, last, at the end of ``run()``.
+    """
+
+    stepped = Signal(object)        # StepEvent
+    scored = Signal(object)         # ScoreEvent
+    previewed = Signal(object)      # PreviewEvent
+    checkpointed = Signal(object)   # CheckpointEvent
+    rolled_back = Signal(object)    # RollbackEvent
+    finished = Signal(dict)         # run summary (run.json), incl. "report": {"png", "md"}
+    failed = Signal(str, str)       # one-line message, traceback text ("" for a UdaError)
+    status = Signal(str)            # short human message ("Loading data…", ...)
+    done = Signal()                 # the very last emission of run(), whatever happened
+
+    def __init__(self, request: RunRequest, control: RunControl):
+        super().__init__()
+        self.request = request
+        self.control = control
+        self._adapting = False
+        self._signal_for = {StepEvent: self.stepped, ScoreEvent: self.scored,
+                            PreviewEvent: self.previewed, CheckpointEvent: self.checkpointed,
+                            RollbackEvent: self.rolled_back}
+
+    def on_event(self, event) -> None:
+        """The engine listener (called on the worker thread): one emission per event."""
+        if not self._adapting:  # the first event comes once the data are ready
+            self._adapting = True
+            self.status.emit("Adapting…")
+        if isinstance(event, FinishedEvent):
+            self.status.emit("Writing the model, masks and report…")
+            return
+        signal = self._signal_for.get(type(event))
+        if signal is not None:
+            signal.emit(event)
+
+    @Slot()
+    def run(self) -> None:
+        request = self.request
+        self.status.emit("Loading data…")
+        failed = True
+        try:
+            if request.threads:
+                torch.set_num_threads(int(request.threads))
+            summary = run_adaptation(
+                request.model, request.method, request.targets, request.out_dir,
+                paired=request.paired, source=request.source, reference=request.reference,
+                method_settings=request.method_settings,
+                engine_settings=request.engine_settings, device=request.device,
+                listeners=[self.on_event], control=self.control,
+                overwrite=request.overwrite)
+        except UdaError as exc:
+            logger.info("adaptation refused: %s", exc)
+            self.failed.emit(str(exc), "")
+        except Exception as exc:  # anything else is a bug: keep the traceback for the user
+            logger.exception("adaptation failed")
+            first_line = next(iter(str(exc).splitlines()), "")
+            self.failed.emit(f"{type(exc).__name__}: {first_line}", traceback.format_exc())
+        else:
+            failed = False
+            self.status.emit(f"Finished: {summary['status']}")
+            self.finished.emit(summary)
+        finally:
+            release_memory(full=failed)
+            self.done.emit()
+
+
+def warm_up() -> None:
+    """Do now what a first run would do lazily while holding the GIL (each stalls the GUI
+    thread 0.2-0.4 s, measured): torch imports its compiler stack (torch._dynamo, sympy;
+    1-2 s in all) when the first optimiser is built, and the report imports matplotlib.
+    Call once at start-up (e.g. behind the splash screen), on any thread."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+def release_memory(full: bool = True) -> None:
+    """Free what a run left behind: Python garbage and, with CUDA, torch's cached blocks.
+
+    A full collection walks every object in the process holding the GIL, so it freezes the
+    GUI thread for as long (0.2-0.5 s measured with Qt, torch and matplotlib loaded; more
+    with napari). It is needed after a failure, when the traceback's frames may keep the
+    run's volumes and tensors alive in reference cycles. After a successful run reference
+    counting has already freed them (a full collection then found about 7,000 small objects,
+    mostly the report figure's artists, and no array or tensor), so only the two young
+    generations are collected (about 1 ms).
+    """
+    gc.collect(2 if full else 1)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class RunController(QObject):
+    """One adaptation at a time on a worker thread; create and use it on the GUI thread.
+
+    Re-emits the worker's signals (connect widgets once, to the controller), always on the
+    GUI thread. ``finished`` / ``failed`` come after the worker thread has ended, so
+    ``is_running`` is already False in their slots and a new run may start from them.
+    """
+
+    stepped = Signal(object)        # StepEvent
+    scored = Signal(object)         # ScoreEvent
+    previewed = Signal(object)      # PreviewEvent
+    checkpointed = Signal(object)   # CheckpointEvent
+    rolled_back = Signal(object)    # RollbackEvent
+    finished = Signal(dict)         # run summary, incl. "report": {"png": path, "md": path}
+    failed = Signal(str, str)       # one-line message, traceback text ("" for a UdaError)
+    status = Signal(str)            # short human message
+    running_changed = Signal(bool)  # True at start, False once the worker thread has ended
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._worker: AdaptationWorker | None = None
+        self._control: RunControl | None = None
+        self._outcome: tuple | None = None   # (signal, args) to emit when the thread ends
+        self._preview_index = 0
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def is_paused(self) -> bool:
+        return self._control is not None and self._control.paused
+
+    def start(self, request: RunRequest) -> None:
+        """Start `request` on a new worker thread; RuntimeError while a run is going."""
+        if self.is_running:
+            raise RuntimeError("a run is already going; stop it or wait for it to finish")
+        self._control = RunControl()
+        self._control.preview_index = self._preview_index
+        self._outcome = None
+        thread = QThread()
+        thread.setObjectName("uda-adaptation")
+        worker = AdaptationWorker(request, self._control)
+        worker.moveToThread(thread)
+        for name in ("stepped", "scored", "previewed", "checkpointed", "rolled_back",
+                     "status"):
+            getattr(worker, name).connect(getattr(self, name))  # queued: worker -> GUI
+        worker.finished.connect(self._keep_finished)
+        worker.failed.connect(self._keep_failed)
+        thread.started.connect(worker.run)
+        # quit from the worker thread itself (QThread.quit is thread-safe): a queued quit
+        # would wait for the GUI event loop, which wait() blocks
+        worker.done.connect(thread.quit, Qt.DirectConnection)
+        thread.finished.connect(worker.deleteLater)   # runs as the worker thread ends
+        thread.finished.connect(self._on_thread_finished)
+        self._thread, self._worker = thread, worker
+        thread.start()
+        self.running_changed.emit(True)
+
+    def stop(self) -> None:
+        """Cancel: the engine stops before its next step and still writes checkpoints/last.pt,
+        best.pt and adapted.pt (from the best weights so far); ``finished`` follows with
+        status "cancelled"."""
+        if self._control is not None:
+            self._control.cancel()
+
+    def pause(self) -> None:
+        """Hold the run before its next step (the step under way completes)."""
+        if self._control is not None:
+            self._control.pause()
+
+    def resume(self) -> None:
+        if self._control is not None:
+            self._control.resume()
+
+    def set_preview_index(self, index: int) -> None:
+        """Which target (index into the request's targets) the next previews show; kept for
+        later runs too."""
+        self._preview_index = int(index)
+        if self._control is not None:
+            self._control.preview_index = int(index)
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the worker thread has ended (e.g. after stop() when the window closes);
+        True if it has (or none was running). The signals it queued, ``finished`` included,
+        are delivered afterwards by the event loop, if one still runs."""
+        thread = self._thread
+        return thread is None or thread.wait(timeout_ms)
+
+    @Slot(dict)
+    def _keep_finished(self, summary: dict) -> None:
+        self._outcome = (self.finished, (summary,))
+
+    @Slot(str, str)
+    def _keep_failed(self, message: str, details: str) -> None:
+        self._outcome = (self.failed, (message, details))
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.wait()   # returns at once: the thread's last act was emitting finished
+            thread.deleteLater()
+        self._thread = self._worker = self._control = None
+        outcome = self._outcome or (self.failed, ("the run ended without a result", ""))
+        self._outcome = None
+        self.running_changed.emit(False)
+        signal, args = outcome
+        signal.emit(*args)

@@ -1,0 +1,144 @@
+"""The UDA Studio panel in a real napari viewer (under the virtual X server pytest-xvfb starts).
+
+End to end on the shipped demo: load, Start, curves receive points, masks change, Stop leaves a
+usable checkpoint, exports are valid, errors become dialogs and the app stays alive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.panel import UdaPanel
+from uda_core.io.readers import read_labels, read_volume
+from uda_core.models.bundle import load_model
+from uda_core.synth.demo_files import demo_set
+
+RUN_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = UdaPanel(viewer)
+    viewer.window.add_dock_widget(widget, name="UDA Studio", area="right")
+    widget.confirm = lambda title, text: True
+    yield widget
+    if widget.controller.is_running:
+        widget.controller.stop()
+        widget.controller.wait(60_000)
+
+
+def load_one_demo_subject(panel, qtbot, domain="t2"):
+    demo = demo_set(domain)
+    panel.model_box.load("demo:brain-t1")
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.targets.set_paths(demo.targets[:1])
+    panel.data_box.paired.set_paths(demo.paired[:1])
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.reference.set_paths(demo.reference[:1])
+    return demo
+
+
+def close_dialogs(panel):
+    box = getattr(panel, "_last_error_box", None)
+    if box is not None:
+        box.close()
+
+
+def test_methods_missing_data_are_greyed_out_with_the_reason(panel, qtbot):
+    panel.model_box.load("demo:brain-t1")
+    assert not panel.start()                      # no targets yet
+    assert "target" in panel.run_box.status.text()
+    close_dialogs(panel)
+    demo = demo_set("t2")
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.targets.set_paths(demo.targets[:1])
+    rows = {panel.method_box.model.item(r).text(): panel.method_box.model.item(r)
+            for r in range(panel.method_box.model.rowCount())}
+    assert rows["sfda"].isEnabled() and rows["tent"].isEnabled()
+    assert not rows["ddm"].isEnabled() and not rows["adaptsegnet"].isEnabled()
+    panel.method_box.select("ddm")
+    assert "source-modality image" in panel.method_box.reason.text()
+    assert not panel.start()
+    close_dialogs(panel)
+    panel.data_box.paired.set_paths(demo.paired[:1])
+    assert rows["ddm"].isEnabled() and panel.method_box.reason.text() == ""
+    # the target is shown with its physical size (2 mm voxels)
+    layer = panel.viewer.layers["sub-100_t2"]
+    extent = np.ptp(np.asarray(layer.extent.world), axis=0)
+    assert np.allclose(sorted(extent), sorted(np.array(read_volume(demo.targets[0]).shape) * 2),
+                       atol=2.1)
+
+
+def test_demo_run_updates_curves_and_masks_and_exports_valid_files(panel, qtbot, tmp_path):
+    demo = load_one_demo_subject(panel, qtbot)
+    panel.method_box.select("ddm")
+    panel.method_box.engine_form.set_values({"steps": 6, "score_every": 3, "select_by": "last",
+                                             "preview_every": 3, "batch_size": 8,
+                                             "collapse_guard": False})
+    panel.run_box.out_dir.setText(str(tmp_path / "run"))
+    previews = []
+    panel.controller.previewed.connect(lambda event: previews.append(event.step))
+    with qtbot.waitSignal(panel.controller.finished, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+    qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
+
+    assert previews == [0, 3, 6]                                      # live mask refreshes
+    series = panel.curves.series()
+    assert any(len(points) == 6 for points in series.values())       # one loss per step
+    assert any(key.lower().startswith("dice") or "reference" in key.lower()
+               for key in series), series.keys()                      # reference Dice shown
+    before = panel.layers.mask_data(0, before=True)   # (display order; compared as such)
+    after = panel.layers.mask_data(0)
+    assert before is not None and after is not None
+    assert (before != after).sum() > 0                                # the mask changed
+    assert "Chosen checkpoint" in panel.run_box.status.text()
+
+    summary = panel.summary
+    assert summary["status"] == "completed" and summary["steps_done"] == 6
+    load_model(summary["adapted_model"])                              # a valid bundle
+    mask = read_labels(summary["masks"][0])
+    target = read_volume(demo.targets[0])
+    assert mask.shape == target.shape and np.allclose(mask.affine, target.affine)
+    assert panel.save_box.model_button.isEnabled()
+
+
+def test_stop_ends_the_run_and_leaves_a_usable_checkpoint(panel, qtbot, tmp_path):
+    load_one_demo_subject(panel, qtbot)
+    panel.method_box.select("tent")
+    panel.method_box.engine_form.set_values({"steps": 500, "score_every": 50,
+                                             "batch_size": 4})
+    panel.run_box.out_dir.setText(str(tmp_path / "run"))
+    panel.controller.stepped.connect(lambda event: event.step == 2 and panel.stop())
+    with qtbot.waitSignal(panel.controller.finished, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+    assert panel.summary["status"] == "cancelled"
+    assert panel.summary["steps_done"] < 500
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    load_model(panel.summary["adapted_model"])
+    assert panel.run_box.start.isEnabled()
+
+
+def test_a_failing_run_becomes_a_dialog_and_the_app_stays_usable(panel, qtbot, tmp_path):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")
+    panel.model_box.load("demo:brain-t1")
+    panel.data_box.targets.set_paths([broken])   # the reader fails in the background
+    qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
+    panel.method_box.select("tent")
+    panel.run_box.out_dir.setText(str(tmp_path / "run"))
+    with qtbot.waitSignal(panel.controller.failed, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+    assert "broken.nii.gz" in panel.run_box.status.text()
+    assert panel._last_error_box.isVisible()
+    close_dialogs(panel)
+    assert panel.run_box.start.isEnabled() and not panel.controller.is_running
+
+
+def test_a_bad_model_file_names_the_file(panel, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00" * 100)
+    assert not panel.model_box.load(str(bad))
+    assert "model.pt" in panel.run_box.status.text()
+    close_dialogs(panel)

@@ -1,0 +1,274 @@
+"""The registration panel in a real napari viewer (under pytest-xvfb's virtual X server).
+
+Small synthetic pairs (2 mm, a few slices) registered by a randomly initialised registration
+bundle and by SimpleITK's B-spline baseline: layers line up with the fixed image, saving
+writes three valid files and asks before replacing, Cancel stops a run, and a pair on two
+grids gives one clear message naming the moving file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import npe2
+import numpy as np
+import pytest
+import torch
+from qtpy.QtWidgets import QMessageBox
+
+from app.layers import from_display
+from app.registration_view import DEMO_MODEL, RegistrationPanel, demo_model_installed
+from uda_core.models.bundle import save_bundle
+from uda_core.models.regnet import DiscreteRegNet
+from uda_core.registration.overlay import fold_mask
+from uda_core.registration.reg_bundle import make_registration_bundle
+
+RUN_MS = 180_000
+AFFINE = np.array([[2.0, 0, 0, -30], [0, 2.0, 0, -36], [0, 0, 2.0, -6], [0, 0, 0, 1]])
+SHAPE = (32, 36, 6)
+
+
+def head(shape=SHAPE, seed=0, shift=0) -> np.ndarray:
+    """A bright ellipsoid with a darker core, shifted ``shift`` voxels along x (float32)."""
+    rng = np.random.default_rng(seed)
+    grids = list(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    grids[0] = grids[0] - 2 * shift / shape[0]
+    r = np.sqrt(grids[0] ** 2 + grids[1] ** 2 + 0.1 * grids[2] ** 2)
+    data = np.where(r < 0.8, 100.0, 5.0) - np.where(r < 0.4, 40.0, 0.0) + 10 * grids[1]
+    return (data + rng.normal(0, 2, shape)).astype(np.float32)
+
+
+def save(path, data, affine=AFFINE) -> str:
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return str(path)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(fixed, moving, moving labels) files on one 2 mm grid."""
+    moving = head(seed=1, shift=2)
+    labels = ((moving > 50).astype(np.int16) + (moving > 75)).astype(np.int16)
+    return (save(tmp_path / "fixed.nii.gz", head()), save(tmp_path / "moving.nii.gz", moving),
+            save(tmp_path / "moving_labels.nii.gz", labels))
+
+
+@pytest.fixture
+def bundle_path(tmp_path):
+    torch.manual_seed(0)
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=8, width=8,
+                         smooth_sigma_px=2.0)
+    bundle = make_registration_bundle(net, spacing_mm=(2.0, 2.0, 2.0), in_plane_shape=(32, 36))
+    return str(save_bundle(bundle, tmp_path / "random-reg.pt"))
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = RegistrationPanel(viewer)
+    viewer.window.add_dock_widget(widget, name="UDA Studio: registration", area="right")
+    widget.confirm = lambda title, text: True
+    yield widget
+    widget.cancel()
+    assert widget.wait(RUN_MS / 1000)
+    if widget._last_error_box is not None:
+        widget._last_error_box.close()
+
+
+def choose(panel, fixed, moving, labels=None, model="sitk"):
+    panel.fixed.set_path(fixed)
+    panel.moving.set_path(moving)
+    panel.moving_labels.set_path(labels)
+    panel.set_model(model)
+    panel.device.setCurrentText("cpu")
+
+
+def wait_idle(panel, qtbot):
+    """The worker has stopped and the GUI has handled its last signal."""
+    qtbot.waitUntil(lambda: not panel.is_running and panel.register_button.isEnabled(),
+                    timeout=RUN_MS)
+
+
+def register(panel, qtbot):
+    with qtbot.waitSignal(panel.registered, timeout=RUN_MS):
+        assert panel.register()
+    wait_idle(panel, qtbot)
+    return panel.outcome
+
+
+def world_extent(layer) -> np.ndarray:
+    return np.asarray(layer.extent.world)
+
+
+def test_network_run_shows_every_layer_on_the_fixed_grid(panel, qtbot, pair, bundle_path):
+    choose(panel, *pair, model=bundle_path)
+    outcome = register(panel, qtbot)
+    layers = panel.viewer.layers
+    names = [layer.name for layer in layers]
+    assert names == ["fixed", "moving", "warped", "blend", "Jacobian determinant",
+                     "checkerboard", "moving labels warped", "deformation grid",
+                     "deformation", "folds"]
+    assert [layer.name for layer in layers if layer.visible] == [
+        "checkerboard", "deformation", "folds"]
+    assert layers.selection.active.name == "checkerboard"
+    fixed_extent = world_extent(layers["fixed"])
+    for name in ("warped", "checkerboard", "Jacobian determinant", "moving labels warped",
+                 "folds", "blend"):
+        np.testing.assert_allclose(world_extent(layers[name]), fixed_extent, err_msg=name)
+    # the world is (S, P, L) mm: 6 slices of 2 mm along S, 36 voxels along P, 32 along L
+    np.testing.assert_allclose(np.ptp(fixed_extent, axis=0), [10, 70, 62])
+
+    jacobian = layers["Jacobian determinant"]
+    assert tuple(jacobian.contrast_limits) == (0.0, 2.0)
+    colours = jacobian.colormap.map(np.array([0.0, 0.5, 1.0]))
+    assert colours[0, 2] > colours[0, 0]  # low det: blue
+    np.testing.assert_allclose(colours[1, :3], 1.0, atol=1e-3)  # det 1: white
+    assert colours[2, 0] > colours[2, 2]  # high det: red
+    folds = layers["folds"]
+    assert np.array_equal(from_display(folds.data, AFFINE),
+                          fold_mask(outcome.result.jacobian.data))
+
+    arrows = layers["deformation"]
+    assert arrows.data.ndim == 3 and arrows.data.shape[1:] == (2, 3) and len(arrows.data)
+    assert np.allclose(arrows.affine.affine_matrix, layers["fixed"].affine.affine_matrix)
+    # in-plane arrows (the superior component of the field is 0) on voxel-centre slices
+    np.testing.assert_allclose(arrows.data[:, 1, 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(arrows.data[:, 0, 0], np.rint(arrows.data[:, 0, 0]))
+    labels = from_display(layers["moving labels warped"].data, AFFINE)
+    assert np.array_equal(labels, outcome.result.labels_warped.data)
+    assert "slices in" in panel.status.text() and "folding" in panel.status.text()
+    assert panel.save_button.isEnabled() and panel.register_button.isEnabled()
+
+
+def test_the_deformation_grid_follows_the_axial_slice(panel, qtbot, pair, bundle_path):
+    choose(panel, *pair, model=bundle_path)
+    register(panel, qtbot)
+    grid = panel.viewer.layers["deformation grid"]
+    count = len(grid.data)
+    assert count == len(range(2, 32, 4)) + len(range(2, 36, 4))
+    grid.visible = True
+    for index in (1, 4):
+        panel.viewer.dims.set_point(0, -6 + 2.0 * index)  # world S of fixed slice `index`
+        assert grid.metadata["slice_index"] == index and len(grid.data) == count
+        for line in grid.data:  # display axis 0 is the slice axis (S)
+            np.testing.assert_allclose(line[:, 0], index, atol=1e-6)
+
+
+def test_sitk_run_saves_three_valid_files_and_asks_before_replacing(panel, qtbot, pair,
+                                                                    tmp_path):
+    choose(panel, *pair, model="sitk")
+    outcome = register(panel, qtbot)
+    assert outcome.result.method == "sitk" and "SimpleITK" in panel.status.text()
+    out = tmp_path / "out"
+    out.mkdir()
+    with qtbot.waitSignal(panel.saved, timeout=60_000) as saved:
+        assert panel.save_to(out)
+    names = sorted(p.name for p in saved.args[0])
+    assert names == ["moving_field.nii.gz", "moving_labels_warped.nii.gz",
+                     "moving_warped.nii.gz"]
+    for name in names:
+        image = nib.load(out / name)
+        np.testing.assert_allclose(image.affine, AFFINE)
+        assert image.shape[:3] == SHAPE
+    field = nib.load(out / "moving_field.nii.gz")
+    assert field.shape == (*SHAPE, 3) and field.get_data_dtype() == np.float32
+    np.testing.assert_allclose(field.get_fdata(), outcome.result.field_mm.data, atol=1e-6)
+    labels = np.asarray(nib.load(out / "moving_labels_warped.nii.gz").dataobj)
+    assert np.array_equal(labels, outcome.result.labels_warped.data)
+
+    asked = []
+    panel.confirm = lambda title, text: asked.append(text) or False
+    stamps = {p: os.stat(p).st_mtime_ns for p in out.iterdir()}
+    assert not panel.save_to(out)
+    assert len(asked) == 1 and "moving_warped.nii.gz" in asked[0]
+    assert {p: os.stat(p).st_mtime_ns for p in out.iterdir()} == stamps
+    assert "kept" in panel.status.text()
+    panel.confirm = lambda title, text: asked.append(text) or True
+    with qtbot.waitSignal(panel.saved, timeout=60_000):
+        assert panel.save_to(out)
+    assert len(asked) == 2 and sorted(p.name for p in out.iterdir()) == names
+
+
+def test_save_never_writes_onto_an_input(panel, qtbot, pair, bundle_path, tmp_path):
+    fixed, moving, labels = pair
+    clash = tmp_path / "moving_warped.nii.gz"  # the fixed image has the output's name
+    os.replace(fixed, clash)
+    choose(panel, str(clash), moving, labels, model=bundle_path)
+    register(panel, qtbot)
+    before = clash.read_bytes()
+    with qtbot.waitSignal(panel.failed, timeout=10_000) as failed:
+        assert not panel.save_to(tmp_path)
+    assert "input" in failed.args[0] and "moving_warped.nii.gz" in failed.args[0]
+    assert clash.read_bytes() == before
+
+
+def test_cancel_stops_a_run(panel, qtbot, tmp_path):
+    shape = (32, 36, 40)
+    fixed = save(tmp_path / "fixed.nii.gz", head(shape))
+    moving = save(tmp_path / "moving.nii.gz", head(shape, seed=1, shift=2))
+    choose(panel, fixed, moving, model="sitk")
+    panel.progressed.connect(panel.cancel)  # cancel as soon as the first slice is done
+    with qtbot.waitSignal(panel.cancelled, timeout=RUN_MS):
+        assert panel.register()
+    wait_idle(panel, qtbot)
+    assert panel.outcome is None and "warped" not in panel.viewer.layers
+    assert panel.progress.value() < panel.progress.maximum()
+    assert panel.status.text().startswith("Cancelled")
+    assert panel.register_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel._last_error_box is None  # cancelling is not an error
+
+
+def test_different_grids_without_resampling_give_one_message(panel, qtbot, pair, tmp_path,
+                                                             bundle_path):
+    fixed, _, _ = pair
+    finer = save(tmp_path / "finer_moving.nii.gz", head((40, 36, 6), seed=2),
+                 np.diag([1.6, 2.0, 2.0, 1.0]))
+    choose(panel, fixed, finer, model=bundle_path)
+    assert not panel.resample.isChecked()
+    with qtbot.waitSignal(panel.failed, timeout=RUN_MS) as failed:
+        assert panel.register()
+    wait_idle(panel, qtbot)
+    message = failed.args[0]
+    assert "finer_moving.nii.gz" in message and "differs from the fixed image" in message
+    assert "Resample moving onto fixed grid" in message and "\n" not in message
+    boxes = [w for w in panel.findChildren(QMessageBox) if w.isVisible()]
+    assert len(boxes) == 1 and boxes[0].text() == message
+    assert len(panel.viewer.layers) == 0 and panel.register_button.isEnabled()
+    # the same pair with the box ticked registers on the fixed grid
+    panel.resample.setChecked(True)
+    outcome = register(panel, qtbot)
+    assert outcome.result.warped.shape == SHAPE
+    assert outcome.moving.shape == (40, 36, 6)  # the "moving" layer shows the file as read
+
+
+def test_missing_inputs_and_a_segmentation_model_are_clear_messages(panel, qtbot, pair,
+                                                                    tiny_bundle_path):
+    with qtbot.waitSignal(panel.failed, timeout=5_000):
+        assert not panel.register()
+    assert "fixed and a moving image" in panel.status.text()
+    choose(panel, *pair, model=tiny_bundle_path)
+    with qtbot.waitSignal(panel.failed, timeout=RUN_MS) as failed:
+        assert panel.register()
+    assert "tiny.pt" in failed.args[0] and "registration" in failed.args[0]
+    wait_idle(panel, qtbot)
+
+
+def test_load_demo_fills_in_the_demo_pair(panel):
+    panel.load_demo()
+    fixed, moving, labels = (panel.fixed.path(), panel.moving.path(),
+                             panel.moving_labels.path())
+    assert fixed.name == "sub-100_t1.nii.gz" and moving.name == "sub-101_t2.nii.gz"
+    assert labels.name == "sub-101_labels.nii.gz"
+    assert all(p.is_file() for p in (fixed, moving, labels))
+    assert panel.model.currentData() == (DEMO_MODEL if demo_model_installed() else "sitk")
+
+
+def test_manifest_offers_the_panel():
+    from pathlib import Path
+
+    manifest = npe2.PluginManifest.from_file(
+        Path(__file__).resolve().parents[2] / "app" / "napari.yaml")
+    widgets = {w.command: w.display_name for w in manifest.contributions.widgets}
+    assert widgets["uda-studio.registration"] == "UDA Studio: registration"
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    assert commands["uda-studio.registration"] == "app.registration_view:RegistrationPanel"

@@ -1,0 +1,87 @@
+"""`uda reg bench --quick` and `uda reg adapt` end to end with a tiny registration model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from uda_core.models.bundle import save_bundle
+from uda_core.models.regnet import DiscreteRegNet
+from uda_core.registration.bench import END_MARKER, START_MARKER, replace_reg_section
+from uda_core.registration.cli_adapt import add_reg_adapt_parser, add_reg_bench_parser
+from uda_core.registration.reg_bundle import load_registration_model, make_registration_bundle
+
+
+@pytest.fixture
+def tiny_reg_model(tmp_path):
+    """A random registration bundle on a 4 mm, 48 x 56 model grid (fast)."""
+    torch.manual_seed(0)
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=4, width=4,
+                         smooth_sigma_px=2.0)
+    bundle = make_registration_bundle(net, spacing_mm=(4.0, 4.0, 4.0), in_plane_shape=(48, 56))
+    return str(save_bundle(bundle, tmp_path / "tiny_reg.pt"))
+
+
+def run_reg(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="uda reg")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_reg_adapt_parser(sub)
+    add_reg_bench_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_quick_bench_writes_a_table_with_every_row(tiny_reg_model, tmp_path, capsys):
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# Benchmarks\n\n<!-- bench:segmentation:start -->\nseg table\n"
+                          "<!-- bench:segmentation:end -->\n")
+    code = run_reg(["bench", "--quick", "--model", tiny_reg_model, "--device", "cpu",
+                    "--write", "--benchmarks", str(benchmarks),
+                    "--plot", str(tmp_path / "docs" / "reg.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    for row in ("| before registration |", "| none |", "| mcd-l1 |", "| mcd-swd |",
+                "| mcd-pemd |", "| SimpleITK |"):
+        assert row in out, row
+    assert "failed" not in out
+    text = benchmarks.read_text()
+    assert "seg table" in text and text.count(START_MARKER) == 1 and END_MARKER in text
+    assert (tmp_path / "docs" / "reg.png").stat().st_size > 0
+
+
+def test_section_replacement_keeps_everything_else():
+    old = f"intro\n{START_MARKER}\nold\n{END_MARKER}\noutro\n"
+    new = replace_reg_section(old, f"{START_MARKER}\nnew\n{END_MARKER}\n")
+    assert new == f"intro\n{START_MARKER}\nnew\n{END_MARKER}\noutro\n"
+    assert replace_reg_section("intro\n", "S\n") == "intro\n\nS\n"
+
+
+def test_reg_adapt_writes_bundle_metrics_run_and_resumes(tiny_reg_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_reg(["adapt", "--model", tiny_reg_model, "--discrepancy", "pemd", "--out",
+                    str(out), "--steps", "2", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "completed" and run["steps_done"] == 2
+    assert run["method"] == "mcd-pemd" and run["aligned"] is True
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss/source_ce" in r] == [1, 2]
+    assert any("reference/accuracy" in r for r in rows)
+    bundle, _ = load_registration_model(out / "adapted.pt")
+    assert bundle.provenance["method"] == "mcd-pemd"
+    assert bundle.provenance["parent"].endswith("tiny_reg.pt")
+
+    code = run_reg(["adapt", "--model", tiny_reg_model, "--out", str(out), "--steps", "3",
+                    "--device", "cpu", "--resume", str(out / "checkpoints" / "last.pt")])
+    assert code == 0
+    assert json.loads((out / "run.json").read_text())["steps_done"] == 3
+
+
+def test_reg_adapt_refuses_fixed_without_moving(tiny_reg_model, tmp_path):
+    from uda_core.errors import UdaError
+    with pytest.raises(UdaError, match="--moving"):
+        run_reg(["adapt", "--model", tiny_reg_model, "--out", str(tmp_path / "x"),
+                 "--fixed", str(tmp_path / "a.nii.gz")])
