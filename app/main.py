@@ -112,6 +112,7 @@ def _centre_view(viewer) -> None:
 def open_studio(args):
     """Create the viewer and the docked panel as `args` say; returns (viewer, panel)."""
     import napari
+    from qtpy.QtCore import QTimer
 
     from app.layers import AXIS_LABELS, CAMERA_ORIENTATION
     from app.panel import UdaPanel
@@ -131,7 +132,7 @@ def open_studio(args):
     if args.demo:
         panel.load_demo(args.demo)
         registration.load_demo()
-    panel_dock.raise_()   # the adaptation panel is the tab shown first
+    QTimer.singleShot(0, panel_dock.raise_)   # the adaptation panel is the tab shown first
     if args.model:
         panel.model_box.load(args.model)
     if args.targets:

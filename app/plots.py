@@ -24,6 +24,9 @@ ROLLBACK_COLOUR = "#e5484d"
 RAW_ALPHA = 60               # of 255, the faint raw loss values
 REDRAW_MS = 100              # at most 10 redraws a second, however fast events come
 REFERENCE_NAME = "Dice (reference labels, evaluation only)"
+# Scores on a scale of their own (SND is ~6 where the others stay within +-1): recorded in
+# series() and the run report, not drawn, so they do not flatten the others.
+UNDRAWN_SCORES = ("snd",)
 
 
 class Series:
@@ -301,6 +304,11 @@ class LiveCurves(QWidget):
             colour = QColor(self._colour("score", name))
             label = name
             pen = pg.mkPen(colour, width=2)
+        if group == "score" and name in UNDRAWN_SCORES:
+            item = pg.PlotDataItem()   # kept for series(); not added to the plot
+            self._items[key] = (item,)
+            self._series[key] = Series(0.0)
+            return
         item = pg.PlotDataItem(pen=pen, symbol="o", symbolSize=5, symbolPen=None,
                                symbolBrush=colour, name=label)
         self.score_plot.addItem(item)
