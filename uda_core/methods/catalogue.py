@@ -3,6 +3,9 @@
 The method classes read their `summary` from here, so each line is written once.
 """
 
+# Classifier discrepancies for adapting the registration network (uda_core.registration.mcd).
+REG_DISCREPANCIES: tuple[str, ...] = ("l1", "swd", "pemd")
+
 SUMMARIES: dict[str, str] = {
     "sfda": "Source-free: entropy minimisation + class-ratio prior (Bateson et al. 2020)",
     "tent": "Baseline: entropy minimisation of BatchNorm scales and shifts (Wang et al. 2021)",

@@ -126,7 +126,7 @@ def _is_main_thread() -> bool:
 
 def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
     """Add `adapt` to the `uda reg` subparsers; returns its parser."""
-    from uda_core.registration.mcd import DISCREPANCIES
+    from uda_core.methods.catalogue import REG_DISCREPANCIES as DISCREPANCIES
     p = subparsers.add_parser(
         "adapt", help="adapt a registration model to another modality (MCD, no labels)",
         description="Maximum classifier discrepancy between the registration network's two "
@@ -174,11 +174,9 @@ def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_reg_bench(args: argparse.Namespace) -> int:
     import os
 
-    from uda_core.registration.bench import (
-        RegBenchConfig,
-        quick_reg_config,
+    from uda_core.registration.bench import RegBenchConfig, quick_reg_config, run_reg_benchmark
+    from uda_core.registration.bench_report import (
         render_reg_markdown,
-        run_reg_benchmark,
         update_reg_section,
         write_overlay,
     )
