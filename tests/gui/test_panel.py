@@ -142,3 +142,21 @@ def test_a_bad_model_file_names_the_file(panel, tmp_path):
     assert not panel.model_box.load(str(bad))
     assert "model.pt" in panel.run_box.status.text()
     close_dialogs(panel)
+
+
+def test_closing_during_a_run_asks_then_stops_it_cleanly(panel, qtbot, tmp_path):
+    load_one_demo_subject(panel, qtbot)
+    panel.method_box.select("tent")
+    panel.method_box.engine_form.set_values({"steps": 500, "score_every": 50, "batch_size": 4})
+    panel.run_box.out_dir.setText(str(tmp_path / "run"))
+    with qtbot.waitSignal(panel.controller.stepped, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+    asked = []
+    panel.confirm = lambda title, text: asked.append(title) or False
+    assert not panel.close_requested()            # the user said no: the run goes on
+    assert panel.controller.is_running and asked == ["Stop the run?"]
+    panel.confirm = lambda title, text: True
+    assert panel.close_requested()                # yes: stopped, and its thread has ended
+    qtbot.waitUntil(lambda: not panel.controller.is_running, timeout=10_000)
+    assert panel.summary is not None and panel.summary["status"] == "cancelled"
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
