@@ -226,22 +226,26 @@ def _span(subjects) -> str:
     return ",".join(map(str, subjects))
 
 
-def replace_section(text: str, section: str) -> str:
+def replace_section(text: str, section: str, start_marker: str = START_MARKER,
+                    end_marker: str = END_MARKER) -> str:
     """`text` with the part between the markers (inclusive) replaced by `section`, or with
     `section` appended when the markers are absent."""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start >= 0 and end > start:
-        tail = text[end + len(END_MARKER):]
+        tail = text[end + len(end_marker):]
         return text[:start] + section.rstrip("\n") + (tail if tail.strip() else "\n")
     return text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
 
 
-def update_benchmarks_file(path: str | os.PathLike, section: str) -> Path:
-    """Write `section` into the Markdown file at `path` (created if missing), atomically."""
+def update_benchmarks_file(path: str | os.PathLike, section: str,
+                           start_marker: str = START_MARKER, end_marker: str = END_MARKER) -> Path:
+    """Write `section` into the Markdown file at `path` (created if missing), atomically,
+    replacing what stands between the markers."""
     path = Path(path)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(replace_section(old, section), encoding="utf-8")
+        tmp.write_text(replace_section(old, section, start_marker, end_marker),
+                       encoding="utf-8")
     return path
 
 

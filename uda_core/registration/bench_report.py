@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from uda_core.atomic import atomic_output
+from uda_core.bench.report import replace_section, update_benchmarks_file
 from uda_core.registration.bench import MODALITY, RegBenchResult, RegRow
+from uda_core.registration.overlay import checkerboard
 
 START_MARKER = "<!-- bench:registration:start -->"
 END_MARKER = "<!-- bench:registration:end -->"
@@ -147,28 +149,12 @@ def render_reg_markdown(result: RegBenchResult, command: str,
 def replace_reg_section(text: str, section: str) -> str:
     """`text` with its registration section (markers included) replaced by `section`, or
     with `section` appended when there is none; the rest is left as it is."""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start < 0 or end < start:
-        return text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
-    return text[:start] + section.rstrip("\n") + text[end + len(END_MARKER):]
+    return replace_section(text, section, START_MARKER, END_MARKER)
 
 
 def update_reg_section(path: str | os.PathLike, section: str) -> Path:
     """Write `section` into the Markdown file (created if missing), atomically."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(replace_reg_section(old, section), encoding="utf-8")
-    return path
-
-
-def checkerboard(a: np.ndarray, b: np.ndarray, tile: int = 8) -> np.ndarray:
-    """Tiles of `a` and `b` (H, W) alternating, each scaled to 0..1 by its 1-99 percentiles."""
-    def scaled(x):
-        lo, hi = np.percentile(x, [1, 99])
-        return np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
-    rows, cols = np.indices(a.shape)
-    return np.where(((rows // tile) + (cols // tile)) % 2 == 0, scaled(a), scaled(b))
+    return update_benchmarks_file(path, section, START_MARKER, END_MARKER)
 
 
 def write_overlay(result: RegBenchResult, path: str | os.PathLike) -> Path:
@@ -187,7 +173,8 @@ def write_overlay(result: RegBenchResult, path: str | os.PathLike) -> Path:
     for i, (key, title) in enumerate(panels):
         images = result.overlay[shift][key]
         ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(np.rot90(checkerboard(images["fixed"], images["warped"])), cmap="gray")
+        board = checkerboard(images["fixed"], images["warped"], tile_vox=8)
+        ax.imshow(np.rot90(board), cmap="gray")
         ax.set_title(f"T1 / {shift}: {title}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()

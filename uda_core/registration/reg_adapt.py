@@ -116,7 +116,7 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
                             spacing_mm=bundle.spacing_mm[:2])
     method = MCDRegistration(network, bundle, method_config, torch_device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsWriter(out_dir / "metrics.jsonl")
+    metrics = MetricsWriter(out_dir / "metrics.jsonl", append=resume is not None)
     engine = Engine(method, task, engine_config, out_dir, [metrics, *listeners], control)
     started = time.perf_counter()
     try:
