@@ -1,22 +1,19 @@
 """The registration panel's background work, free of Qt: read, register, save.
 
-:func:`run_registration` and :func:`write_outputs` run in a worker thread (the panel starts
-them with superqt's ``create_worker``) and report only through the callables they are given.
-Outputs follow `uda reg apply`: ``<stem>_warped.nii.gz``, ``<stem>_labels_warped.nii.gz`` and
-``<stem>_field.nii.gz`` (the moving file's stem), all on the fixed image's grid.
+:func:`run_registration` runs in a worker thread (the panel starts it with superqt's
+``create_worker``) and reports only through the callables it is given. Saving uses
+:func:`uda_core.registration.apply.write_outputs`, as `uda reg apply` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uda_core.cli_reg import OUTPUT_SUFFIXES
 from uda_core.errors import InputError
 from uda_core.io import Volume
 from uda_core.io.readers import read_labels, read_volume
-from uda_core.io.writers import output_stem, write_volume
 from uda_core.registration.apply import (
     RegistrationResult,
     check_same_grid,
@@ -113,27 +110,3 @@ def run_registration(request: RegistrationRequest,
     return outcome
 
 
-def output_paths(folder: Path, moving: Path, with_labels: bool) -> dict[str, Path]:
-    """{"warped", "field"(, "labels")}: the files :func:`write_outputs` writes in ``folder``."""
-    stem = output_stem(moving)
-    kinds = ("warped", "labels", "field") if with_labels else ("warped", "field")
-    return {kind: Path(folder) / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
-
-
-def write_outputs(result: RegistrationResult, targets: dict[str, Path],
-                  inputs: Iterable[Path], replace: Iterable[Path] = ()) -> list[Path]:
-    """Write the warped image (float32), warped labels and field (float32, (X, Y, Z, 3) RAS
-    mm), each atomically; only files listed in ``replace`` may already exist, and an input
-    is never written. Returns the paths written."""
-    protected = [str(p) for p in inputs]
-    replace = {Path(p) for p in replace}
-    volumes = {"warped": (result.warped, "float32"), "labels": (result.labels_warped, None),
-               "field": (result.field_mm, "float32")}
-    written = []
-    for kind, path in targets.items():
-        volume, dtype = volumes[kind]
-        if volume is None:
-            continue
-        written.append(write_volume(volume, path, dtype=dtype, overwrite=path in replace,
-                                    inputs=protected))
-    return written

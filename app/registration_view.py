@@ -2,8 +2,9 @@
 moving labels, a model or SimpleITK's baseline; Register, Cancel, Save.
 
 Only wiring lives here. The run (:func:`app.registration_run.run_registration`) and the
-saving (:func:`app.registration_run.write_outputs`) happen in superqt worker threads (napari
-0.9's own ``create_worker`` mishandles a worker's error); they reach the GUI through signals.
+saving (:func:`uda_core.registration.apply.write_outputs`, shared with `uda reg apply`) happen
+in superqt worker threads (napari 0.9's own ``create_worker`` mishandles a worker's error);
+they reach the GUI through signals.
 Layers are added by :class:`app.registration_layers.RegistrationLayers` on the GUI thread.
 """
 
@@ -33,16 +34,11 @@ from superqt.utils import create_worker
 
 from app.file_list import VOLUME_FILTER
 from app.registration_layers import RegistrationLayers, result_layers
-from app.registration_run import (
-    SITK,
-    RegistrationRequest,
-    output_paths,
-    run_registration,
-    write_outputs,
-)
+from app.registration_run import SITK, RegistrationRequest, run_registration
 from uda_core.device import DEVICE_CHOICES
 from uda_core.errors import UdaError
 from uda_core.models.registry import BUILTIN_MODELS, resources_dir
+from uda_core.registration.apply import output_paths, write_outputs
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,6 @@ from pathlib import Path
 
 from uda_core.errors import InputError, UdaError
 
-OUTPUT_SUFFIXES = {"warped": "_warped.nii.gz", "labels": "_labels_warped.nii.gz",
-                   "field": "_field.nii.gz"}
-
 
 def _subjects(text: str) -> tuple[int, ...]:
     """'0-11,20-27' -> (0, ..., 11, 20, ..., 27); 'none' -> ()."""
@@ -122,14 +119,12 @@ def _note(bar, text: str) -> None:
 # --- uda reg apply -------------------------------------------------------------------------
 
 def _outputs(args: argparse.Namespace, inputs: list[Path]) -> dict[str, Path]:
-    from uda_core.io.writers import output_stem
+    from uda_core.registration.apply import output_paths
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("is a file; --out must be a folder", out_dir)
-    stem = output_stem(args.moving)
-    wanted = ("warped", "field") + (("labels",) if args.moving_labels else ())
-    targets = {k: out_dir / f"{stem}{OUTPUT_SUFFIXES[k]}" for k in wanted}
+    targets = output_paths(out_dir, Path(args.moving), bool(args.moving_labels))
     for target in targets.values():
         if any(target.resolve() == p.resolve() for p in inputs):
             raise InputError(f"would overwrite the input {target}; choose another --out",
@@ -152,8 +147,7 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
                        "use --method sitk")
     from uda_core.device import resolve_device
     from uda_core.io.readers import read_labels, read_volume
-    from uda_core.io.writers import write_volume
-    from uda_core.registration.apply import register_volumes, resample_onto
+    from uda_core.registration.apply import register_volumes, resample_onto, write_outputs
     from uda_core.registration.reg_bundle import load_registration_model
 
     device = resolve_device(args.device)
@@ -187,14 +181,7 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    protected = [str(p) for p in inputs]
-    write_volume(result.warped, targets["warped"], dtype="float32", overwrite=args.overwrite,
-                 inputs=protected)
-    if result.labels_warped is not None:
-        write_volume(result.labels_warped, targets["labels"], overwrite=args.overwrite,
-                     inputs=protected)
-    write_volume(result.field_mm, targets["field"], dtype="float32", overwrite=args.overwrite,
-                 inputs=protected)
+    write_outputs(result, targets, inputs, replace=targets.values() if args.overwrite else ())
     for target in targets.values():
         print(target)
     _say(f"{args.method}: {result.slices} slices in {result.seconds:.1f} s, folding "

@@ -27,8 +27,9 @@ RAS rather than ITK's LPS).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,13 +39,18 @@ from uda_core.errors import InputError, UdaError
 from uda_core.io import Volume
 from uda_core.io.geometry import resample
 from uda_core.io.intensity import DEFAULT_NORMALISATION, foreground_mask, normalise
+from uda_core.io.writers import output_stem, write_volume
 from uda_core.models.bundle import ModelBundle
 from uda_core.preprocess import prepare_volume
 from uda_core.registration.reg_bundle import network_from_bundle
 from uda_core.registration.warp import jacobian_determinant
 
-__all__ = ["METHODS", "RegistrationResult", "check_same_grid", "register_volumes",
-           "resample_onto"]
+__all__ = ["METHODS", "OUTPUT_SUFFIXES", "RegistrationResult", "check_same_grid",
+           "output_paths", "register_volumes", "resample_onto", "write_outputs"]
+
+# The files `uda reg apply` and the GUI's Save write for a moving image <stem> (DESIGN.md).
+OUTPUT_SUFFIXES = {"warped": "_warped.nii.gz", "labels": "_labels_warped.nii.gz",
+                   "field": "_field.nii.gz"}
 
 METHODS = ("network", "sitk")
 MIN_HEAD_FRACTION = 0.02  # slices with less head (fixed image, Otsu) are not registered
@@ -239,3 +245,29 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
                                  meta={"kind": "jacobian"}),
         folding=folding, method=method, seconds=time.perf_counter() - start,
         slices=int(len(keep)))
+
+
+def output_paths(folder: Path, moving: Path, with_labels: bool) -> dict[str, Path]:
+    """{"warped", "field"(, "labels")}: the files :func:`write_outputs` writes in ``folder``."""
+    stem = output_stem(moving)
+    kinds = ("warped", "labels", "field") if with_labels else ("warped", "field")
+    return {kind: Path(folder) / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
+
+
+def write_outputs(result: RegistrationResult, targets: dict[str, Path],
+                  inputs: Iterable[Path], replace: Iterable[Path] = ()) -> list[Path]:
+    """Write the warped image (float32), warped labels and field (float32, (X, Y, Z, 3) RAS
+    mm), each atomically; only files listed in ``replace`` may already exist, and an input
+    is never written. Returns the paths written."""
+    protected = [str(p) for p in inputs]
+    replace = {Path(p) for p in replace}
+    volumes = {"warped": (result.warped, "float32"), "labels": (result.labels_warped, None),
+               "field": (result.field_mm, "float32")}
+    written = []
+    for kind, path in targets.items():
+        volume, dtype = volumes[kind]
+        if volume is None:
+            continue
+        written.append(write_volume(volume, path, dtype=dtype, overwrite=path in replace,
+                                    inputs=protected))
+    return written
