@@ -1,7 +1,7 @@
 """npe2 sample data: demo subject sub-100 in four simulated MRI domains, with its labels.
 
 Files come from ``resources/demo`` (found through
-:func:`uda_core.models.registry.resources_dir`), listed in its ``manifest.json``. Each sample
+:func:`uda_core.models.bundle.builtins.resources_dir`), listed in its ``manifest.json``. Each sample
 is the image plus the reference tissue labels on the image's own grid, both placed in the
 (S, P, L) mm world by :mod:`app.layers`, so they overlay exactly.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from app.layers import LayerDataTuple, image_layer, labels_layer
 from uda_core.errors import InputError
 from uda_core.io.readers import read_labels, read_volume
-from uda_core.models.registry import resources_dir
+from uda_core.io.resources import resources_dir
 
 SUBJECT = "sub-100"
 #: domain folder -> the label used in layer names

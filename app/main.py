@@ -115,8 +115,8 @@ def open_studio(args):
     from qtpy.QtCore import QTimer
 
     from app.layers import AXIS_LABELS, CAMERA_ORIENTATION
-    from app.panel import UdaPanel
-    from app.registration_view import RegistrationPanel
+    from app.registration.panel import RegistrationPanel
+    from app.segmentation.panel import UdaPanel
     from app.worker import warm_up
 
     warm_up()   # torch's lazy imports, done before the window shows instead of mid-run

@@ -1,7 +1,7 @@
 """Running one adaptation off the GUI thread, with Qt signals for everything it reports.
 
 ``RunController`` (lives on the GUI thread) starts an ``AdaptationWorker`` on its own
-``QThread``; the worker calls :func:`uda_core.adapt.run_adaptation` and turns each engine
+``QThread``; the worker calls :func:`uda_core.runs.adapt.run_adaptation` and turns each engine
 event into a signal. Events hold plain numbers and numpy arrays (never device tensors), so they
 cross threads as they are; Qt queues each emission to the receiver's thread, so every
 widget slot runs on the GUI thread and the worker never touches a layer or a widget.
@@ -37,10 +37,8 @@ from os import PathLike
 import torch
 from qtpy.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from uda_core.adapt import run_adaptation
 from uda_core.engine import RunControl
-from uda_core.errors import UdaError
-from uda_core.events import (
+from uda_core.engine.events import (
     CheckpointEvent,
     FinishedEvent,
     PreviewEvent,
@@ -48,6 +46,8 @@ from uda_core.events import (
     ScoreEvent,
     StepEvent,
 )
+from uda_core.errors import UdaError
+from uda_core.runs.adapt import run_adaptation
 
 logger = logging.getLogger(__name__)
 

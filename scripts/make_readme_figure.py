@@ -18,11 +18,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from uda_core.atomic import atomic_output
-from uda_core.device import resolve_device
-from uda_core.inference import segment_volume
+from uda_core.engine.device import resolve_device
+from uda_core.io.atomic import atomic_output
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
+from uda_core.models.inference import segment_volume
 
 LABEL_COLOURS = ListedColormap(["#000000", "#3b82f6", "#9ca3af", "#facc15"])
 

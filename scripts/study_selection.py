@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from uda_core.label_free import HIGHER_IS_BETTER
+from uda_core.scores.label_free import HIGHER_IS_BETTER
 
 
 def scored_rows(run_dir: Path) -> list[dict]:

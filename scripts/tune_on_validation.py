@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from uda_core.adapt import run_adaptation
-from uda_core.device import resolve_device
-from uda_core.inference import segment_volume
+from uda_core.engine.device import resolve_device
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
+from uda_core.models.inference import segment_volume
+from uda_core.runs.adapt import run_adaptation
+from uda_core.scores.segmentation import segmentation_scores
 from uda_core.synth.demo_data import write_demo_data
-from uda_core.validate import segmentation_scores
 
 SUBJECTS = (40, 41, 42)
 

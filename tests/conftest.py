@@ -45,7 +45,7 @@ def tiny_bundle_path(tmp_path):
     """A randomly initialised 4-class U-Net bundle with a 32x32 model grid."""
     from uda_core.io.intensity import DEFAULT_NORMALISATION
     from uda_core.models.bundle import ModelBundle, save_bundle
-    from uda_core.models.unet import UNet2D
+    from uda_core.models.nets.unet import UNet2D
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "num_classes": 4, "base_channels": 4, "depth": 2,

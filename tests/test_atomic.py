@@ -1,4 +1,4 @@
-"""uda_core.atomic.atomic_output and the writers built on it: new files get 0o666 & ~umask
+"""uda_core.io.atomic.atomic_output and the writers built on it: new files get 0o666 & ~umask
 (not mkstemp's 0600), no temporary file is ever left behind, and existing files are only
 replaced when asked."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from uda_core import atomic
-from uda_core.atomic import NEW_FILE_MODE, atomic_output
 from uda_core.errors import InputError, ModelError
+from uda_core.io import atomic
+from uda_core.io.atomic import NEW_FILE_MODE, atomic_output
 
 
 def _umask() -> int:
@@ -142,10 +142,10 @@ def test_save_bundle_refusal_keeps_its_message(tiny_bundle_path):
 
 
 def test_checkpoint_json_and_nifti_writers_give_normal_permissions(tmp_path):
-    from uda_core.adapt import write_json_atomic
-    from uda_core.checkpoints import load_checkpoint, save_checkpoint
+    from uda_core.engine.checkpoints import load_checkpoint, save_checkpoint
     from uda_core.io.volume import Volume
     from uda_core.io.writers import write_volume
+    from uda_core.runs.adapt import write_json_atomic
     from uda_core.synth.template import write_nifti_atomic
 
     checkpoint = save_checkpoint(tmp_path / "ckpt" / "last.pt", {"step": torch.tensor(3)})

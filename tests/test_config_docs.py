@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 
-from uda_core.config_docs import choices_from_help, field_docs, field_specs, split_optional
 from uda_core.engine import EngineConfig
+from uda_core.engine.config_docs import choices_from_help, field_docs, field_specs, split_optional
 from uda_core.methods.adaptsegnet import AdaptSegNetConfig
 from uda_core.methods.registry import METHODS
 from uda_core.methods.sfda import SFDAConfig

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from uda_core.adaptation_data import AdaptationData
-from uda_core.checkpoints import load_checkpoint
 from uda_core.engine import Engine, EngineConfig, RunControl
-from uda_core.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
+from uda_core.engine.checkpoints import load_checkpoint
+from uda_core.engine.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
+from uda_core.grid.prepare import ModelInput
 from uda_core.methods.base import AdaptationMethod
 from uda_core.methods.sfda import SFDA, SFDAConfig
 from uda_core.models.bundle import load_model
-from uda_core.preprocess import ModelInput
+from uda_core.tasks.segmentation import SegmentationTask
+from uda_core.tasks.segmentation_data import AdaptationData
 
 
 def tiny_data(n_slices=8, seed=0) -> AdaptationData:
@@ -37,7 +38,9 @@ def sfda_engine(bundle_path, out_dir=None, listeners=(), control=None, **engine_
     settings = dict(steps=6, batch_size=4, score_every=3, score_slices=4, checkpoint_every=3,
                     skip_empty_slices=False, collapse_guard=False, select_by="entropy")
     settings.update(engine_kw)
-    return Engine(method, tiny_data(), EngineConfig(**settings), out_dir, listeners, control)
+    config = EngineConfig(**settings)
+    return Engine(method, SegmentationTask(method, tiny_data(), config), config, out_dir,
+                  listeners, control)
 
 
 def test_run_emits_steps_scores_and_writes_checkpoints(tiny_bundle_path, tmp_path):
@@ -134,7 +137,8 @@ def test_collapse_guard_rolls_back_and_stops(tiny_bundle_path):
     events = []
     config = EngineConfig(steps=20, batch_size=2, score_every=1, score_slices=4,
                           checkpoint_every=0, skip_empty_slices=False, max_rollbacks=2)
-    result = Engine(method, tiny_data(), config, None, [events.append]).run()
+    result = Engine(method, SegmentationTask(method, tiny_data(), config), config, None,
+                    [events.append]).run()
     rollbacks = [e for e in events if isinstance(e, RollbackEvent)]
     assert len(rollbacks) == 3 and "constant" in rollbacks[0].reason
     assert result.status == "collapsed"
@@ -149,8 +153,8 @@ def test_unknown_selection_score_is_refused(tiny_bundle_path):
 def test_previews_show_every_target_before_adaptation_then_the_chosen_one(
         tiny_bundle_path, tmp_path):
     from tests.conftest import blob_volume, write_nifti
-    from uda_core.adapt import run_adaptation
-    from uda_core.events import PreviewEvent
+    from uda_core.engine.events import PreviewEvent
+    from uda_core.runs.adapt import run_adaptation
 
     targets = [write_nifti(tmp_path / f"t{i}.nii.gz", blob_volume(seed=i)) for i in range(2)]
     control = RunControl()

@@ -10,13 +10,13 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from uda_core.checkpoints import load_checkpoint
 from uda_core.engine import Engine, EngineConfig, RunControl
-from uda_core.events import ScoreEvent, StepEvent
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.mcd import MCDConfig, MCDRegistration
-from uda_core.registration.reg_data import RegistrationTask, mono_modal
-from uda_core.registration.train import RegSlices
+from uda_core.engine.checkpoints import load_checkpoint
+from uda_core.engine.events import ScoreEvent, StepEvent
+from uda_core.methods.mcd import MCDConfig, MCDRegistration
+from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.runs.train_registration import RegSlices
+from uda_core.tasks.registration import RegistrationTask, mono_modal
 
 PAIR_ARGS = {"max_px": 2.0, "smooth_px": 4.0}
 

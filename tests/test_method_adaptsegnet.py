@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from uda_core.adaptation_data import AdaptationData
-from uda_core.checkpoints import load_checkpoint
 from uda_core.engine import Engine, EngineConfig
+from uda_core.engine.checkpoints import load_checkpoint
+from uda_core.grid.prepare import ModelInput
 from uda_core.methods.adaptsegnet import AdaptSegNet, AdaptSegNetConfig
 from uda_core.methods.base import INTERNALS, SOURCE_LABELLED, TARGET, Batch, config_from_dict
 from uda_core.models.bundle import load_model
-from uda_core.models.discriminator import OutputSpaceDiscriminator
-from uda_core.preprocess import ModelInput
+from uda_core.models.nets.discriminator import OutputSpaceDiscriminator
+from uda_core.tasks.segmentation import SegmentationTask
+from uda_core.tasks.segmentation_data import AdaptationData
 
 CPU = torch.device("cpu")
 
@@ -167,14 +168,16 @@ def test_runs_in_the_engine_and_resumes(tiny_bundle_path, tmp_path):
     config = EngineConfig(steps=3, batch_size=2, score_every=0, score_slices=4,
                           checkpoint_every=0, skip_empty_slices=False, collapse_guard=False)
     method = make_method(tiny_bundle_path, total_steps=4)
-    result = Engine(method, data, config, out_dir=tmp_path).run()
+    result = Engine(method, SegmentationTask(method, data, config), config,
+                    out_dir=tmp_path).run()
     assert result.steps_done == 3
     losses = [row for row in result.history if "loss/disc" in row]
     assert len(losses) == 3 and all(math.isfinite(row["loss/adv"]) for row in losses)
     # the checkpoint holds the discriminator and both optimisers; resuming continues the decay
     resumed = make_method(tiny_bundle_path, total_steps=4)
     config.steps = 4
-    Engine(resumed, data, config, out_dir=tmp_path / "resumed").run(
+    Engine(resumed, SegmentationTask(resumed, data, config), config,
+           out_dir=tmp_path / "resumed").run(
         resume_from=tmp_path / "checkpoints" / "last.pt")
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert last["step"] == 4 and "discriminator" in last["modules"]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from uda_core.adaptation_data import AdaptationData
 from uda_core.engine import Engine, EngineConfig
+from uda_core.grid.prepare import ModelInput
 from uda_core.methods.base import INTERNALS, PAIRED_SOURCE, TARGET, Batch, config_from_dict
 from uda_core.methods.ddm import DDM, DDMConfig
 from uda_core.models.bundle import load_model
-from uda_core.preprocess import ModelInput
+from uda_core.tasks.segmentation import SegmentationTask
+from uda_core.tasks.segmentation_data import AdaptationData
 
 CPU = torch.device("cpu")
 
@@ -146,7 +147,7 @@ def test_runs_in_the_engine(tiny_bundle_path):
                           paired=[(-slices + 0.1 * rng.normal(size=slices.shape)).astype("f4")])
     config = EngineConfig(steps=3, batch_size=2, score_every=0, score_slices=4,
                           checkpoint_every=0, skip_empty_slices=False)
-    result = Engine(method, data, config).run()
+    result = Engine(method, SegmentationTask(method, data, config), config).run()
     assert result.status == "completed" and result.steps_done == 3
     steps = [row for row in result.history if "loss/match" in row]
     assert len(steps) == 3

@@ -1,4 +1,4 @@
-"""Registering volumes slice by slice (uda_core.registration.apply): grids, outputs, recovery."""
+"""Registering volumes slice by slice (uda_core.runs.register): grids, outputs, recovery."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from uda_core.errors import InputError
 from uda_core.io import Volume
 from uda_core.io.readers import read_labels, read_volume
+from uda_core.io.resources import resources_dir
 from uda_core.models.bundle import load_model
-from uda_core.models.registry import resources_dir
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.apply import check_same_grid, register_volumes, resample_onto
-from uda_core.registration.reg_bundle import make_registration_bundle
+from uda_core.models.bundle.registration import make_registration_bundle
+from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.runs.register import check_same_grid, register_volumes, resample_onto
 
 DEMO_T1 = "demo/t1/sub-100_t1.nii.gz"
 DEMO_LABELS = "demo/t1/sub-100_labels.nii.gz"
@@ -70,7 +70,7 @@ def test_outputs_are_on_the_fixed_grid(tiny_reg_bundle):
 
 
 def test_zero_field_gives_back_the_moving_image_on_the_fixed_grid(tiny_reg_bundle, monkeypatch):
-    import uda_core.registration.apply as apply_module
+    import uda_core.runs.register as apply_module
 
     monkeypatch.setattr(apply_module, "_register_network",
                         lambda net, f, m, device, batch, step: np.zeros(

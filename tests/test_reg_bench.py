@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
+from uda_core.bench.registration_report import END_MARKER, START_MARKER, replace_reg_section
+from uda_core.cli.reg_adapt import add_reg_adapt_parser, add_reg_bench_parser
 from uda_core.models.bundle import save_bundle
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.bench_report import END_MARKER, START_MARKER, replace_reg_section
-from uda_core.registration.cli_adapt import add_reg_adapt_parser, add_reg_bench_parser
-from uda_core.registration.reg_bundle import load_registration_model, make_registration_bundle
+from uda_core.models.bundle.registration import load_registration_model, make_registration_bundle
+from uda_core.models.nets.regnet import DiscreteRegNet
 
 
 @pytest.fixture

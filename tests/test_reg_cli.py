@@ -12,8 +12,8 @@ import torch
 from tests.conftest import blob_volume, write_nifti
 from uda_core.cli import main
 from uda_core.models.bundle import save_bundle
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.reg_bundle import load_registration_model, make_registration_bundle
+from uda_core.models.bundle.registration import load_registration_model, make_registration_bundle
+from uda_core.models.nets.regnet import DiscreteRegNet
 
 
 def run(capsys, *argv):

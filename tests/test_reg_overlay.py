@@ -1,4 +1,4 @@
-"""Registration pictures (uda_core.registration.overlay): checkerboard, blend, arrows, grid,
+"""Registration pictures (uda_core.exports.overlay): checkerboard, blend, arrows, grid,
 folds."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uda_core.registration.overlay import (
+from uda_core.exports.overlay import (
     blend,
     checkerboard,
     deformation_grid_lines,

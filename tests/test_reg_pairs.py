@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from uda_core.io import Volume
-from uda_core.registration.pairs import (
+from uda_core.spatial.fields import (
     displacement_at_control_points,
     invert_displacement_2d,
     jacobian_determinant_2d,

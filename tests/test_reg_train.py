@@ -9,13 +9,13 @@ import torch
 from uda_core.errors import ModelError
 from uda_core.io import Volume
 from uda_core.models.bundle import describe, load_model, save_bundle
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.reg_bundle import (
+from uda_core.models.bundle.registration import (
     displacement_label_names,
     load_registration_model,
     make_registration_bundle,
 )
-from uda_core.registration.train import (
+from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.runs.train_registration import (
     RegSlices,
     RegTrainingConfig,
     evaluate_registration,
@@ -26,7 +26,7 @@ from uda_core.registration.train import (
     train_registration,
     train_registration_source,
 )
-from uda_core.registration.warp import DisplacementGrid, label_to_displacement, warp_image
+from uda_core.spatial.warp import DisplacementGrid, label_to_displacement, warp_image
 
 SMALL_NET = {"radius_px": 3.0, "n_per_axis": 7, "stride": 4, "features": 8, "width": 8,
              "smooth_sigma_px": 2.0}

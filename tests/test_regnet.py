@@ -1,12 +1,12 @@
-"""Tests for uda_core.models.regnet.DiscreteRegNet (tiny inputs, CPU, fast)."""
+"""Tests for uda_core.models.nets.regnet.DiscreteRegNet (tiny inputs, CPU, fast)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from uda_core.models.regnet import DiscreteRegNet, cost_volume
-from uda_core.registration.warp import DisplacementGrid, quantise
+from uda_core.models.nets.regnet import DiscreteRegNet, cost_volume
+from uda_core.spatial.warp import DisplacementGrid, quantise
 
 
 def _pair(shape=(2, 1, 32, 40), seed: int = 0):

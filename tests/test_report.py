@@ -6,8 +6,8 @@ import json
 import struct
 
 from tests.conftest import blob_volume, write_nifti
-from uda_core.adapt import run_adaptation
-from uda_core.report import figure_panels, read_metrics, trailing_mean, write_run_report
+from uda_core.exports.report import figure_panels, read_metrics, trailing_mean, write_run_report
+from uda_core.runs.adapt import run_adaptation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

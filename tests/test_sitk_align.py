@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 
 from uda_core.errors import InputError
+from uda_core.grid.coregister import align_affine, sitk_to_volume, volume_to_sitk
 from uda_core.io import Volume
 from uda_core.io.readers import read_volume
-from uda_core.registration import align_affine, sitk_to_volume, volume_to_sitk
 
 
 def rotation(axis, degrees: float) -> np.ndarray:

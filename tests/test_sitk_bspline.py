@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from uda_core.registration.pairs import make_pairs, warp_slice
-from uda_core.registration.sitk_bspline import register_bspline_2d
+from uda_core.spatial.fields import make_pairs, warp_slice
+from uda_core.spatial.sitk_bspline import register_bspline_2d
 
 INNER = (slice(None), slice(6, -6), slice(6, -6))  # (2, H, W) fields away from the edges
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from uda_core.validate import dice, hd95_assd, segmentation_scores
+from uda_core.scores.segmentation import dice, hd95_assd, segmentation_scores
 
 
 def test_dice_hand_computed():

@@ -1,11 +1,11 @@
-"""Tests for uda_core.registration.warp: warping conventions, Jacobians, labels (tiny, fast)."""
+"""Tests for uda_core.spatial.warp: warping conventions, Jacobians, labels (tiny, fast)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from uda_core.registration.warp import (
+from uda_core.spatial.warp import (
     DisplacementGrid,
     compose_displacements,
     control_point_coordinates,

@@ -10,8 +10,8 @@ import pytest
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QStyleOptionViewItem
 
-from app.forms import ConfigForm, field_label, tooltip_html
-from app.prior_table import PriorTable
+from app.segmentation.prior_table import PriorTable
+from app.widgets.forms import ConfigForm, field_label, tooltip_html
 from uda_core.engine import EngineConfig
 from uda_core.methods.registry import METHODS
 from uda_core.methods.sfda import SFDAConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.panel import UdaPanel
+from app.segmentation.panel import UdaPanel
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
 from uda_core.synth.demo_files import demo_set

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 import pytest
 from qtpy.QtGui import QImage
 
-from app.plots import REFERENCE_NAME, LiveCurves, Series
+from app.widgets.plots import REFERENCE_NAME, LiveCurves, Series
 
 pytestmark = pytest.mark.gui
 

@@ -18,11 +18,11 @@ import torch
 from qtpy.QtWidgets import QMessageBox
 
 from app.layers import from_display
-from app.registration_view import DEMO_MODEL, RegistrationPanel, demo_model_installed
+from app.registration.panel import DEMO_MODEL, RegistrationPanel, demo_model_installed
+from uda_core.exports.overlay import fold_mask
 from uda_core.models.bundle import save_bundle
-from uda_core.models.regnet import DiscreteRegNet
-from uda_core.registration.overlay import fold_mask
-from uda_core.registration.reg_bundle import make_registration_bundle
+from uda_core.models.bundle.registration import make_registration_bundle
+from uda_core.models.nets.regnet import DiscreteRegNet
 
 RUN_MS = 180_000
 AFFINE = np.array([[2.0, 0, 0, -30], [0, 2.0, 0, -36], [0, 0, 2.0, -6], [0, 0, 0, 1]])
@@ -271,4 +271,4 @@ def test_manifest_offers_the_panel():
     widgets = {w.command: w.display_name for w in manifest.contributions.widgets}
     assert widgets["uda-studio.registration"] == "UDA Studio: registration"
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
-    assert commands["uda-studio.registration"] == "app.registration_view:RegistrationPanel"
+    assert commands["uda-studio.registration"] == "app.registration.panel:RegistrationPanel"

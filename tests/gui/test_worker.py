@@ -14,8 +14,8 @@ from qtpy.QtWidgets import QApplication
 
 from app.worker import AdaptationWorker, RunController, RunRequest
 from tests.conftest import blob_volume, write_nifti
-from uda_core.checkpoints import load_checkpoint
 from uda_core.engine import RunControl
+from uda_core.engine.checkpoints import load_checkpoint
 from uda_core.models.bundle import load_model
 
 pytestmark = pytest.mark.gui
@@ -209,7 +209,7 @@ FIRST_RUN_IMPORTS = r"""
 import sys
 import app.worker
 from tests.conftest import blob_volume, write_nifti
-from uda_core.adapt import run_adaptation
+from uda_core.runs.adapt import run_adaptation
 out, model = sys.argv[1], sys.argv[2]
 app.worker.warm_up()
 target = write_nifti(out + "/t.nii.gz", blob_volume())

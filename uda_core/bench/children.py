@@ -43,7 +43,7 @@ def adapt_job(job: dict) -> dict:
     the whole call (read, adapt, write model and masks), "peak_mb": peak resident memory
     (MB)}.
     """
-    from uda_core.adapt import run_adaptation
+    from uda_core.runs.adapt import run_adaptation
 
     _set_threads(job)
     started = time.perf_counter()
@@ -64,10 +64,10 @@ def oracle_job(job: dict) -> dict:
     (training seconds), "peak_mb" (MB), "val_dice" (best validation Dice on the model grid),
     "train_slices"}.
     """
-    from uda_core.device import resolve_device
+    from uda_core.engine.device import resolve_device
     from uda_core.errors import ModelError
     from uda_core.models.bundle import load_model, save_bundle
-    from uda_core.training import SourceTrainingConfig, train_source_model
+    from uda_core.runs.train_segmentation import SourceTrainingConfig, train_source_model
 
     _set_threads(job)
     bundle = load_model(job["model"])
@@ -106,13 +106,14 @@ def overhead_job(job: dict) -> dict:
     import numpy as np
     import torch
 
-    from uda_core.adaptation_data import load_adaptation_data
-    from uda_core.device import resolve_device
     from uda_core.engine import Engine, EngineConfig
+    from uda_core.engine.device import resolve_device
     from uda_core.losses import kl_class_ratio, weighted_entropy
     from uda_core.methods.sfda import SFDA, SFDAConfig
     from uda_core.models.bundle import load_model
-    from uda_core.prior import prior_for_positions
+    from uda_core.models.prior import prior_for_positions
+    from uda_core.tasks.segmentation import SegmentationTask
+    from uda_core.tasks.segmentation_data import load_adaptation_data
 
     _set_threads(job)
     bundle = load_model(job["model"])
@@ -135,7 +136,8 @@ def overhead_job(job: dict) -> dict:
             started = time.perf_counter()
             settings = EngineConfig(**{**job.get("engine_settings", {}), "steps": steps,
                                        "batch_size": batch_size, "seed": seed})
-            engine = Engine(method, data, settings, Path(tmp), [_ignore])
+            engine = Engine(method, SegmentationTask(method, data, settings), settings, Path(tmp),
+                            [_ignore])
             engine.run()
             return steps / (time.perf_counter() - started)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uda_core.atomic import atomic_output
 from uda_core.bench.runner import BenchResult, MethodResult, ShiftResult
+from uda_core.io.atomic import atomic_output
 
 START_MARKER = "<!-- bench:segmentation:start -->"
 END_MARKER = "<!-- bench:segmentation:end -->"

@@ -229,7 +229,7 @@ def score_label_maps(predictions, references, class_names) -> Scores:
 
     predictions / references: sequences of label Volumes on the same grids, pairwise.
     """
-    from uda_core.validate import segmentation_scores
+    from uda_core.scores.segmentation import segmentation_scores
     dice, hd95, partial = [], [], False
     for pred, ref in zip(predictions, references, strict=True):
         if pred.shape != ref.shape:
@@ -245,8 +245,8 @@ def score_label_maps(predictions, references, class_names) -> Scores:
 
 def _segment_and_score(bundle, device, targets, labels, network=None) -> Scores:
     """Segment each target with the bundle (or `network` with its settings) and score."""
-    from uda_core.inference import segment_volume
     from uda_core.io.readers import read_labels, read_volume
+    from uda_core.models.inference import segment_volume
     network = bundle.build_network(device) if network is None else network
     predictions = [segment_volume(bundle, network, read_volume(t), device) for t in targets]
     return score_label_maps(predictions, [read_labels(p) for p in labels], bundle.class_names)
@@ -256,7 +256,7 @@ def _last_step_dice(bundle, device, run_dir: Path, targets, labels) -> float:
     """Mean Dice of the weights at the run's last step (checkpoints/last.pt) instead of the
     chosen ones: a diagnosis of the label-free choice, never used to choose anything. NaN
     when the run left no last checkpoint."""
-    from uda_core.checkpoints import load_checkpoint
+    from uda_core.engine.checkpoints import load_checkpoint
     path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
         return float("nan")
@@ -286,7 +286,7 @@ def recorded_child(func, job: dict, record: Path, reuse: bool, log: Log,
     the same job (same settings and files) is returned instead of running it again.
     `fresh_dir` (the run's output folder) is emptied before a run, so nothing of an earlier
     or interrupted run mixes in."""
-    from uda_core.adapt import write_json_atomic
+    from uda_core.runs.adapt import write_json_atomic
     key = json.loads(json.dumps(job, default=str))
     if reuse and record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8"))
@@ -407,7 +407,7 @@ def run_shift(config: BenchConfig, shift: str, bundle, device, data_dir: Path,
 
 def run_benchmark(config: BenchConfig, log: Log = _stderr) -> BenchResult:
     """Run every shift, then the engine-overhead measurement; returns all the numbers."""
-    from uda_core.device import resolve_device
+    from uda_core.engine.device import resolve_device
     from uda_core.methods.registry import METHODS
     from uda_core.models.bundle import load_model
     from uda_core.synth.domains import DOMAINS

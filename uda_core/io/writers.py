@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from uda_core.atomic import atomic_output
 from uda_core.errors import InputError
+from uda_core.io.atomic import atomic_output
 from uda_core.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

@@ -53,6 +53,6 @@ class AdaBN(AdaptationMethod):
         self.network(batch.target)
         return {}
 
-    def finish(self, data) -> None:
+    def finish(self) -> None:
         for bn in self.layers:
             bn.momentum = self.config.momentum_after

@@ -27,7 +27,7 @@ from uda_core.methods.base import (
     set_trainable,
 )
 from uda_core.methods.catalogue import SUMMARIES
-from uda_core.models.discriminator import OutputSpaceDiscriminator
+from uda_core.models.nets.discriminator import OutputSpaceDiscriminator
 
 GAN_KINDS = ("bce", "lsgan")
 SEGMENTER_OPTIMISERS = ("sgd", "adam")

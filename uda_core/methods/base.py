@@ -77,9 +77,9 @@ class AdaptationMethod:
         """One update on `batch`; returns each loss term by name (plain floats)."""
         raise NotImplementedError
 
-    def finish(self, data) -> None:
-        """Called once after the run with the chosen weights restored (e.g. re-estimate
-        BatchNorm statistics). `data` is the run's AdaptationData."""
+    def finish(self) -> None:
+        """Called once after the run with the chosen weights restored (e.g. set BatchNorm
+        momentum back)."""
 
     def on_rollback(self) -> None:
         """After a collapse rolled the weights back: halve every learning rate."""

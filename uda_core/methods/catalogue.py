@@ -3,7 +3,7 @@
 The method classes read their `summary` from here, so each line is written once.
 """
 
-# Classifier discrepancies for adapting the registration network (uda_core.registration.mcd).
+# Classifier discrepancies for adapting the registration network (uda_core.methods.mcd).
 REG_DISCREPANCIES: tuple[str, ...] = ("l1", "swd", "pemd")
 
 SUMMARIES: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 Pichler, Dolz, Ben Ayed, Piantanida, MIDL 2020. For each subject the user gives the target
 image x2 (e.g. its T2) and a source-modality image x1 of the same subject (its T1), aligned on
-the same model grid (see uda_core.registration.sitk_align). The network's per-pixel class
+the same model grid (see uda_core.grid.coregister). The network's per-pixel class
 distributions on the two are pulled together:
 
     L = anchor + lambda_match * mean_x D( f(x1)(x), f(x2)(x) )

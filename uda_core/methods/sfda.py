@@ -20,7 +20,7 @@ import torch
 from uda_core.losses import kl_class_ratio, weighted_entropy
 from uda_core.methods.base import INTERNALS, PRIOR, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
-from uda_core.prior import prior_for_positions
+from uda_core.models.prior import prior_for_positions
 
 PRIOR_MODES = ("position", "constant", "user")
 

@@ -13,8 +13,8 @@ from uda_core.models.bundle import (
     save_bundle,
     validate,
 )
-from uda_core.models.registry import BUILTIN_MODELS, resolve_model, resources_dir
-from uda_core.models.unet import ARCHITECTURES, UNet2D
+from uda_core.models.bundle.builtins import BUILTIN_MODELS, resolve_model, resources_dir
+from uda_core.models.nets import ARCHITECTURES, UNet2D
 
 __all__ = [
     "ARCHITECTURES",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uda_core.errors import InputError
-from uda_core.models.registry import resources_dir
+from uda_core.io.resources import resources_dir
 
 DEMO_DOMAINS = {
     "t1": "T1w, the source domain (what demo:brain-t1 was trained on)",

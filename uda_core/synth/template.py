@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from uda_core.atomic import atomic_output
 from uda_core.errors import InputError
+from uda_core.io.atomic import atomic_output
 from uda_core.io.volume import Volume
 
 CLASS_NAMES = ("background", "CSF", "GM", "WM")
@@ -158,7 +158,7 @@ def extract_template(out_dir, source_dir=None, margin_mm: float = 4.0) -> dict[s
 def default_template_dir() -> Path:
     """resources/template of the installation (registry.resources_dir() when available)."""
     try:
-        from uda_core.models.registry import resources_dir
+        from uda_core.io.resources import resources_dir
     except ImportError:
         return Path(__file__).resolve().parents[2] / "resources" / "template"
     return Path(resources_dir()) / "template"

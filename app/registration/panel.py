@@ -1,0 +1,355 @@
+"""The registration panel (npe2 widget `uda-studio.registration`): fixed, moving, optional
+moving labels, a model or SimpleITK's baseline; Register, Cancel, Save.
+
+Only wiring lives here. The run (:func:`app.registration.run.run_registration`) and the
+saving (:func:`uda_core.runs.register.write_outputs`, shared with `uda reg apply`) happen
+in superqt worker threads (napari 0.9's own ``create_worker`` mishandles a worker's error);
+they reach the GUI through signals.
+Layers are added by :class:`app.registration.layers.RegistrationLayers` on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from pathlib import Path
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt.utils import create_worker
+
+from app.registration.layers import RegistrationLayers, result_layers
+from app.registration.run import SITK, RegistrationRequest, run_registration
+from app.widgets.file_list import VOLUME_FILTER
+from uda_core.engine.device import DEVICE_CHOICES
+from uda_core.errors import UdaError
+from uda_core.models.bundle.builtins import BUILTIN_MODELS, resources_dir
+from uda_core.runs.register import output_paths, write_outputs
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "demo:reg-t1"
+SITK_LABEL = "SimpleITK B-spline (baseline)"
+MODEL_FILTER = "Registration bundles (*.pt *.pth);;All files (*)"
+
+
+def _run_in_worker(idle: threading.Event, *args):
+    """:func:`run_registration` in the worker thread; ``idle`` is set when it ends, however
+    it ends (so :meth:`RegistrationPanel.wait` works from any thread)."""
+    try:
+        return run_registration(*args)
+    finally:
+        idle.set()
+
+
+def demo_model_installed() -> bool:
+    return (resources_dir() / BUILTIN_MODELS[DEMO_MODEL][0]).is_file()
+
+
+class FilePicker(QWidget):
+    """One input file: an editable path and a browse (…) button."""
+
+    def __init__(self, placeholder: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        browse = QPushButton("…")
+        browse.setMaximumWidth(28)
+        browse.setToolTip("Browse for a volume (NIfTI, MGZ, MHA/MHD, NRRD)")
+        browse.clicked.connect(self._ask)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    def path(self) -> Path | None:
+        text = self.edit.text().strip()
+        return Path(text) if text else None
+
+    def set_path(self, path) -> None:
+        self.edit.setText("" if path is None else str(path))
+
+    def _ask(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a volume", "", VOLUME_FILTER)
+        if path:
+            self.set_path(path)
+
+
+class RegistrationPanel(QWidget):
+    """Register a moving scan onto a fixed one and show how it moved.
+
+    Signals (tests and scripts wait on them): ``progressed(done, total)`` slices,
+    ``registered(outcome)``, ``cancelled()``, ``failed(message)``, ``saved(paths)``.
+    ``confirm(title, text) -> bool`` asks before replacing files (replaceable in tests).
+    """
+
+    progressed = Signal(int, int)
+    registered = Signal(object)
+    cancelled = Signal()
+    failed = Signal(str)
+    saved = Signal(list)
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.layers = RegistrationLayers(napari_viewer)
+        self.outcome = None
+        self.confirm = self._ask_yes_no
+        self._cancel = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker = None
+        self._last_error_box = None
+
+        self.fixed = FilePicker("fixed image (the reference grid)")
+        self.moving = FilePicker("moving image (another scan or contrast)")
+        self.moving_labels = FilePicker("optional: labels of the moving image")
+        self.model = QComboBox()
+        self.model.addItem(DEMO_MODEL, DEMO_MODEL)
+        self.model.addItem(SITK_LABEL, SITK)
+        if not demo_model_installed():
+            self.model.model().item(0).setEnabled(False)
+            self.model.setItemText(0, f"{DEMO_MODEL} (not installed)")
+            self.model.setCurrentIndex(1)
+        open_model = QPushButton("…")
+        open_model.setMaximumWidth(28)
+        open_model.setToolTip("Open a registration bundle (.pt), e.g. from `uda reg adapt`")
+        open_model.clicked.connect(self._ask_model)
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICE_CHOICES))
+        self.device.setToolTip("Where the network runs; auto: the GPU when there is one")
+        self.resample = QCheckBox("Resample moving onto fixed grid when they differ")
+        self.register_button = QPushButton("Register")
+        self.register_button.setStyleSheet("font-weight: bold")
+        self.cancel_button = QPushButton("Cancel")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Write <stem>_warped, <stem>_labels_warped and "
+                                    "<stem>_field (mm) .nii.gz on the fixed grid")
+        self.progress = QProgressBar()
+        self.progress.setFormat("ready")
+        self.status = QLabel("Choose a fixed and a moving image, then press Register.")
+        self.status.setWordWrap(True)
+        self._lay_out(open_model)
+
+        self.register_button.clicked.connect(self.register)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._ask_save_folder)
+        self.progressed.connect(self._on_progress)
+        self._set_running(False)
+
+    def _lay_out(self, open_model: QPushButton) -> None:
+        form = QFormLayout()
+        form.addRow("Fixed", self.fixed)
+        form.addRow("Moving", self.moving)
+        form.addRow("Moving labels", self.moving_labels)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(open_model)
+        form.addRow("Model", model_row)
+        form.addRow("Device", self.device)
+        buttons = QHBoxLayout()
+        for button in (self.register_button, self.cancel_button, self.save_button):
+            buttons.addWidget(button)
+        legend = QLabel("<small>Checkerboard: fixed and warped tiles. Arrows: where each "
+                        "fixed voxel's content came from in the moving image. Jacobian: "
+                        "blue shrinks, red grows; folds (det &le; 0) in magenta.</small>")
+        legend.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<b>Registration</b>"))
+        layout.addLayout(form)
+        layout.addWidget(self.resample)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(legend)
+        layout.addStretch(1)
+        self.setMinimumWidth(400)
+
+    # -- public actions (the buttons, the tests and the scripted demo) --------------------------
+    @property
+    def is_running(self) -> bool:
+        return not self._idle.is_set()
+
+    def set_model(self, spec: str) -> None:
+        """Choose "sitk", a built-in name or a bundle file (added to the list)."""
+        index = self.model.findData(str(spec))
+        if index < 0:
+            self.model.addItem(Path(spec).name, str(spec))
+            index = self.model.count() - 1
+            self.model.setItemData(index, str(spec), Qt.ToolTipRole)
+        self.model.setCurrentIndex(index)
+
+    def load_demo(self) -> None:
+        """The demo pair: T1 of sub-100 (fixed) and T2 of sub-101 with its labels (moving,
+        another anatomy on the same 2 mm grid); demo:reg-t1 when installed, else SimpleITK."""
+        demo = resources_dir() / "demo"
+        self.fixed.set_path(demo / "t1" / "sub-100_t1.nii.gz")
+        self.moving.set_path(demo / "t2" / "sub-101_t2.nii.gz")
+        self.moving_labels.set_path(demo / "t2" / "sub-101_labels.nii.gz")
+        self.resample.setChecked(True)
+        self.set_model(DEMO_MODEL if demo_model_installed() else SITK)
+
+    def request(self) -> RegistrationRequest | None:
+        """The run the inputs describe; None (with a message) when one is missing."""
+        fixed, moving = self.fixed.path(), self.moving.path()
+        if fixed is None or moving is None:
+            self.show_error("Choose a fixed and a moving image first.")
+            return None
+        model = self.model.currentData()
+        return RegistrationRequest(fixed, moving, self.moving_labels.path(), model,
+                                   self.device.currentText(), self.resample.isChecked())
+
+    def register(self) -> bool:
+        """Start a run in the background; False when one is going or inputs are missing."""
+        if self.is_running:
+            return False
+        request = self.request()
+        if request is None:
+            return False
+        self._cancel.clear()
+        self._idle.clear()
+        self._set_running(True)
+        self.progress.setRange(0, 0)  # busy until the first slice is done
+        self.status.setText(f"Registering {request.moving.name} onto {request.fixed.name}…")
+        self._worker = create_worker(
+            _run_in_worker, self._idle, request, self._report_progress, self._cancel.is_set,
+            result_layers, _start_thread=True,
+            _connect={"returned": self._on_registered, "errored": self._on_run_error,
+                      "finished": self._on_run_finished})
+        return True
+
+    def cancel(self) -> None:
+        """Stop the run after the slice in progress."""
+        if self.is_running:
+            self._cancel.set()
+            self.status.setText("Cancelling…")
+
+    def wait(self, timeout_s: float = 60.0) -> bool:
+        """Block until the worker has stopped (e.g. before closing); True when idle. Its
+        last signals may still be queued for the GUI thread."""
+        return self._idle.wait(timeout_s)
+
+    def save_to(self, folder) -> bool:
+        """Write the last result into ``folder`` in the background (asks before replacing
+        files; refuses to write an input). False when nothing is to be written."""
+        if self.outcome is None:
+            self.show_error("Nothing to save yet: register a pair first.")
+            return False
+        request, result = self.outcome.request, self.outcome.result
+        targets = output_paths(Path(folder), request.moving, result.labels_warped is not None)
+        inputs = [p.resolve() for p in request.inputs()]
+        clash = [p for p in targets.values() if p.resolve() in inputs]
+        if clash:
+            self.show_error(f"{clash[0]}: is an input of this registration; refusing to "
+                            "overwrite it. Choose another folder.")
+            return False
+        existing = [p for p in targets.values() if p.exists()]
+        if existing and not self.confirm(
+                "Replace files?", "These files exist already:\n"
+                + "\n".join(str(p) for p in existing) + "\nReplace them?"):
+            self.status.setText("Not saved: the existing files were kept.")
+            return False
+        self.save_button.setEnabled(False)
+        create_worker(write_outputs, result, targets, request.inputs(), existing,
+                      _start_thread=True,
+                      _connect={"returned": self._on_saved, "errored": self._on_save_error})
+        return True
+
+    def show_error(self, message: str, details: str = "") -> None:
+        """One readable, non-blocking dialog and a log entry; the panel stays usable."""
+        log.error("%s%s", message, f"\n{details}" if details else "")
+        self.status.setText(message)
+        if self._last_error_box is not None:
+            self._last_error_box.close()
+        box = QMessageBox(QMessageBox.Warning, "UDA Studio: registration", message,
+                          QMessageBox.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.open()
+        self._last_error_box = box
+        self.failed.emit(message)
+
+    # -- reactions ------------------------------------------------------------------------------
+    def _report_progress(self, done: int, total: int) -> None:
+        """Called in the worker thread: the signal is queued to the GUI thread."""
+        try:
+            self.progressed.emit(done, total)
+        except RuntimeError:  # the panel is gone (viewer closed): stop the run
+            self._cancel.set()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat("%v / %m slices")
+
+    def _on_registered(self, outcome) -> None:
+        self.outcome = outcome
+        self.layers.show(outcome)
+        result = outcome.result
+        what = "SimpleITK B-spline" if result.method == "sitk" else Path(
+            outcome.request.model).name
+        self.status.setText(f"{what}: {result.slices} slices in {result.seconds:.1f} s; "
+                            f"folding {100 * result.folding:.2f} % of head pixels.")
+        self.registered.emit(outcome)
+
+    def _on_run_error(self, exc: Exception) -> None:
+        if self._cancel.is_set() and isinstance(exc, UdaError) and str(exc) == "cancelled":
+            self.status.setText("Cancelled; the previous result (if any) is kept.")
+            self.cancelled.emit()
+        elif isinstance(exc, UdaError):
+            self.show_error(str(exc))
+        else:
+            self.show_error(f"Registration failed: {type(exc).__name__}: {exc}",
+                            "".join(traceback.format_exception(exc)))
+
+    def _on_run_finished(self) -> None:
+        self._set_running(False)
+
+    def _on_saved(self, paths: list) -> None:
+        self.save_button.setEnabled(True)
+        folder = paths[0].parent if paths else ""
+        self.status.setText(f"Saved {len(paths)} files to {folder}.")
+        self.saved.emit(list(paths))
+
+    def _on_save_error(self, exc: Exception) -> None:
+        self.save_button.setEnabled(True)
+        message = str(exc) if isinstance(exc, UdaError) else (
+            f"Could not save: {type(exc).__name__}: {exc}")
+        self.show_error(message)
+
+    def _set_running(self, running: bool) -> None:
+        self.register_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.save_button.setEnabled(not running and self.outcome is not None)
+        if not running:
+            self.progress.setRange(0, max(self.progress.maximum(), 1))
+            if self.progress.format() != "%v / %m slices":
+                self.progress.setFormat("ready")
+
+    def _ask_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a registration model", "",
+                                              MODEL_FILTER)
+        if path:
+            self.set_model(path)
+
+    def _ask_save_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the registration into")
+        if folder:
+            self.save_to(folder)
+
+    def _ask_yes_no(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.Yes

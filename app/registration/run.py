@@ -1,0 +1,112 @@
+"""The registration panel's background work, free of Qt: read, register, save.
+
+:func:`run_registration` runs in a worker thread (the panel starts it with superqt's
+``create_worker``) and reports only through the callables it is given. Saving uses
+:func:`uda_core.runs.register.write_outputs`, as `uda reg apply` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uda_core.errors import InputError
+from uda_core.io import Volume
+from uda_core.io.readers import read_labels, read_volume
+from uda_core.runs.register import (
+    RegistrationResult,
+    check_same_grid,
+    register_volumes,
+    resample_onto,
+)
+
+SITK = "sitk"  # the model choice that means SimpleITK's B-spline baseline (no network)
+RESAMPLE_HINT = "tick “Resample moving onto fixed grid when they differ” to resample it here"
+
+
+@dataclass
+class RegistrationRequest:
+    """One run's inputs: files, the model ("sitk", a built-in name or a bundle path), the
+    torch device ("auto", "cpu", "cuda", "mps") and whether to resample a moving image that
+    is not on the fixed grid."""
+
+    fixed: Path
+    moving: Path
+    moving_labels: Path | None = None
+    model: str = SITK
+    device: str = "auto"
+    resample_moving: bool = False
+
+    def inputs(self) -> list[Path]:
+        """The files this run reads (never to be written)."""
+        return [p for p in (self.fixed, self.moving, self.moving_labels) if p is not None]
+
+
+@dataclass
+class RegistrationOutcome:
+    """What a finished run gives the GUI: the inputs as read, the core's result (every
+    volume on the fixed grid) and the layer tuples to show (built off the GUI thread)."""
+
+    request: RegistrationRequest
+    fixed: Volume
+    moving: Volume
+    result: RegistrationResult
+    layers: list = field(default_factory=list)
+
+
+def _same_grid_inputs(request: RegistrationRequest, fixed: Volume, moving: Volume,
+                      labels: Volume | None) -> tuple[Volume, Volume | None]:
+    """(moving, labels) on the fixed grid, or the core's one-line InputError plus a hint."""
+    if labels is not None and not labels.same_grid(moving):
+        raise InputError(f"is not on the grid of the moving image {request.moving}; labels "
+                         "must share their image's grid", request.moving_labels)
+    if moving.same_grid(fixed):
+        return moving, labels
+    if not request.resample_moving:
+        try:
+            check_same_grid(fixed, moving, "moving")
+        except InputError as exc:
+            raise InputError(f"{exc.problem}; or {RESAMPLE_HINT}", exc.path) from None
+    moved_labels = None if labels is None else resample_onto(labels, fixed, labels=True)
+    return resample_onto(moving, fixed), moved_labels
+
+
+def run_registration(request: RegistrationRequest,
+                     progress: Callable[[int, int], None] | None = None,
+                     cancel: Callable[[], bool] | None = None,
+                     make_layers: Callable[[RegistrationOutcome], list] | None = None
+                     ) -> RegistrationOutcome:
+    """Read the files, register moving onto fixed, and build the layers to show.
+
+    Args:
+        request: files, model, device, resampling choice.
+        progress: progress(done, total) in slices, from this (worker) thread.
+        cancel: polled between slices; True stops the run with UdaError("cancelled").
+        make_layers: outcome -> layer tuples, run here so the GUI thread only adds them.
+
+    Raises:
+        UdaError (one line naming the file) for unreadable inputs, grids that differ
+        without ``resample_moving``, an unusable model or device, or a cancelled run.
+    """
+    fixed = read_volume(request.fixed)
+    moving_as_read = read_volume(request.moving)
+    labels = read_labels(request.moving_labels) if request.moving_labels else None
+    moving, labels = _same_grid_inputs(request, fixed, moving_as_read, labels)
+    bundle = network = device = None
+    method = "sitk" if request.model == SITK else "network"
+    if method == "network":
+        from uda_core.engine.device import resolve_device
+        from uda_core.models.bundle.registration import load_registration_model
+
+        device = resolve_device(request.device)
+        bundle, network = load_registration_model(request.model, device)
+    result = register_volumes(bundle, fixed, moving, labels, device=device or "cpu",
+                              method=method, network=network, progress=progress,
+                              cancel=cancel)
+    outcome = RegistrationOutcome(request, fixed, moving_as_read, result)
+    if make_layers is not None:
+        outcome.layers = make_layers(outcome)
+    return outcome
+
+

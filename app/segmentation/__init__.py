@@ -1,0 +1,1 @@
+"""The adaptation panel: model, data, method, run and save boxes."""

@@ -1,0 +1,125 @@
+"""Choosing the adaptation method and its settings.
+
+Methods whose data is missing stay in the list, greyed out, with the reason beside them. Each
+method's form is generated from its config dataclass (documented defaults); the engine's main
+settings (steps, checkpoint choice, preview interval) sit below it.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QStandardItem, QStandardItemModel
+from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QStackedWidget, QVBoxLayout, QWidget
+
+from app.segmentation.prior_table import PriorTable
+from app.widgets.forms import ConfigForm
+from uda_core.engine import EngineConfig
+from uda_core.methods.base import PRIOR
+from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.registry import METHODS, missing_needs
+
+# Engine settings a user may want to change before a run (the rest keep their defaults).
+ENGINE_FIELDS_SHOWN = ("steps", "batch_size", "select_by", "score_every", "preview_every",
+                       "collapse_guard", "seed")
+# Method settings handled elsewhere (the prior table, or filled in by the run itself).
+METHOD_FIELDS_HIDDEN = ("total_steps", "user_prior")
+
+
+class MethodBox(QGroupBox):
+    method_changed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("3  Method", parent)
+        self.model = QStandardItemModel(self)
+        for name in METHODS:
+            item = QStandardItem(name)
+            item.setData(name, Qt.UserRole)
+            item.setToolTip(SUMMARIES[name])
+            self.model.appendRow(item)
+        self.choice = QComboBox()
+        self.choice.setModel(self.model)
+        self.choice.currentIndexChanged.connect(self._on_choice)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)
+        self.reason.setStyleSheet("color: #e8a33d")
+        self.forms = QStackedWidget()
+        self._form_for: dict[str, ConfigForm] = {}
+        for name, method in METHODS.items():
+            hidden = [f for f in METHOD_FIELDS_HIDDEN if hasattr(method.config_class, f)
+                      or f in method.config_class.__dataclass_fields__]
+            form = ConfigForm(method.config_class, hidden=hidden)
+            self._form_for[name] = form
+            self.forms.addWidget(form)
+        self.prior = PriorTable()
+        self.prior_label = QLabel("<b>Class-ratio prior</b> <small>(share of each class in "
+                                  "a slice; edit to use your own)</small>")
+        engine_hidden = [f for f in EngineConfig.__dataclass_fields__
+                         if f not in ENGINE_FIELDS_SHOWN]
+        self.engine_form = ConfigForm(EngineConfig, hidden=engine_hidden)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.choice)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.reason)
+        layout.addWidget(self.forms)
+        layout.addWidget(self.prior_label)
+        layout.addWidget(self.prior)
+        layout.addWidget(QLabel("<b>Run settings</b>"))
+        layout.addWidget(self.engine_form)
+        self._missing: dict[str, list[str]] = {}
+        self._on_choice()
+
+    @property
+    def method(self) -> str:
+        return self.choice.currentData(Qt.UserRole)
+
+    def select(self, name: str) -> None:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        self.choice.setCurrentIndex(list(METHODS).index(name))
+
+    def update_availability(self, bundle, provided: set[str]) -> None:
+        """Grey out methods whose needs are not met by `bundle` and the data `provided`."""
+        self._missing = {}
+        for row, name in enumerate(METHODS):
+            missing = [] if bundle is None else missing_needs(METHODS[name], bundle, provided)
+            self._missing[name] = missing
+            item = self.model.item(row)
+            item.setEnabled(not missing)
+            item.setToolTip(SUMMARIES[name] + ("\nNeeds: " + "; ".join(missing)
+                                               if missing else ""))
+        if bundle is not None:
+            self.prior.set_model_prior(bundle.class_names, bundle.class_ratio_prior)
+        self._on_choice()
+
+    def unavailable_reason(self) -> str:
+        missing = self._missing.get(self.method, [])
+        return f"{self.method} needs " + "; and ".join(missing) if missing else ""
+
+    def method_settings(self) -> dict:
+        """The chosen method's settings (ValueError naming a field with a bad value)."""
+        values = self._form_for[self.method].values()
+        if self._uses_prior() and self.prior.is_user_edited:
+            values.update(prior_mode="user", user_prior=self.prior.values())
+        return values
+
+    def engine_settings(self) -> dict:
+        return self.engine_form.values()
+
+    def set_steps(self, steps: int) -> None:
+        self.engine_form.set_values({"steps": int(steps)})
+
+    def _uses_prior(self) -> bool:
+        return PRIOR in METHODS[self.method].needs
+
+    def _on_choice(self, *_) -> None:
+        name = self.method
+        self.summary.setText(f"<small>{SUMMARIES[name]}</small>")
+        self.reason.setText(self.unavailable_reason())
+        self.reason.setVisible(bool(self.unavailable_reason()))
+        self.forms.setCurrentWidget(self._form_for[name])
+        self.engine_form.set_values({"steps": METHODS[name].default_steps})
+        self.prior.setVisible(self._uses_prior())
+        self.prior_label.setVisible(self._uses_prior())
+        self.method_changed.emit(name)

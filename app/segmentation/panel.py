@@ -1,0 +1,271 @@
+"""The UDA Studio panel: model, data, method, run, save; live curves in a second dock.
+
+This widget only wires things together. Files are read off the GUI thread; the adaptation runs
+in :class:`app.worker.RunController`'s thread and reaches the GUI only through signals;
+layers are changed only here, on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QMessageBox, QScrollArea, QVBoxLayout, QWidget
+
+from app.segmentation.data_box import DataBox
+from app.segmentation.mask_layers import MaskLayers
+from app.segmentation.method_box import MethodBox
+from app.segmentation.model_box import ModelBox
+from app.segmentation.run_box import RunBox
+from app.segmentation.save_box import SaveBox
+from app.widgets.plots import LiveCurves
+from app.worker import RunController, RunRequest
+from uda_core.synth.demo_files import demo_set
+
+log = logging.getLogger(__name__)
+
+GUI_PREVIEW_EVERY = 25   # steps between mask refreshes (each costs one volume's prediction)
+
+
+class UdaPanel(QWidget):
+    """The napari dock widget (npe2 command `uda-studio.panel`)."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.layers = MaskLayers(napari_viewer)
+        self.controller = RunController(self)
+        self.summary: dict | None = None
+        self.progress_bar = None   # napari's activity-dock progress of the current run
+        self.confirm = self._ask_yes_no  # replaced in tests
+
+        self.model_box = ModelBox()
+        self.data_box = DataBox(self.layers)
+        self.method_box = MethodBox()
+        self.method_box.engine_form.set_values({"preview_every": GUI_PREVIEW_EVERY})
+        self.run_box = RunBox()
+        self.save_box = SaveBox()
+        self.curves = LiveCurves()
+
+        content = QWidget()
+        column = QVBoxLayout(content)
+        for box in (self.model_box, self.data_box, self.method_box, self.run_box,
+                    self.save_box):
+            column.addWidget(box)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+        self.setMinimumWidth(380)
+
+        self.model_box.model_changed.connect(self._refresh_availability)
+        self.model_box.failed.connect(self.show_error)
+        self.data_box.changed.connect(self._refresh_availability)
+        self.data_box.failed.connect(self.show_error)
+        self.run_box.start_clicked.connect(self.start)
+        self.run_box.pause_clicked.connect(self._pause)
+        self.run_box.stop_clicked.connect(self.stop)
+        self.save_box.saved.connect(self.run_box.status.setText)
+        self._connect_controller()
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._curves_dock = None
+        self._dock_curves()
+        self._watch_close()
+        self._refresh_availability()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _dock_curves(self) -> None:
+        window = getattr(self.viewer, "window", None)
+        if window is not None and hasattr(window, "add_dock_widget"):
+            self._curves_dock = window.add_dock_widget(
+                self.curves, name="UDA Studio: live curves", area="bottom")
+
+    def _watch_close(self) -> None:
+        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if qt_window is not None:
+            self._close_filter = _CloseFilter(self)
+            qt_window.installEventFilter(self._close_filter)
+
+    def _connect_controller(self) -> None:
+        c = self.controller
+        c.stepped.connect(self._on_step)
+        c.scored.connect(self._on_scores)
+        c.previewed.connect(self._on_preview)
+        c.rolled_back.connect(self._on_rollback)
+        c.finished.connect(self._on_finished)
+        c.failed.connect(self._on_failed)
+        c.status.connect(self.run_box.status.setText)
+
+    # -- public actions (also used by the scripted demo and the tests) -------------------------
+    def load_demo(self, domain: str = "t2") -> None:
+        """The built-in demo: demo:brain-t1, the shifted domain's targets, their T1 scans
+        (paired source for ddm) and reference labels (evaluation only)."""
+        demo = demo_set(domain)
+        self.model_box.load("demo:brain-t1")
+        self.data_box.targets.set_paths(demo.targets)
+        self.data_box.paired.set_paths(demo.paired)
+        self.data_box.reference.set_paths(demo.reference)
+        self.method_box.select("ddm" if domain == "t2" else "sfda")
+
+    def start(self) -> bool:
+        """Check the inputs and start a run in the background; False (with a message) when
+        something is missing."""
+        if self.controller.is_running:
+            return False
+        problem = self._start_problem()
+        if problem:
+            self.show_error(problem)
+            return False
+        try:
+            method_settings = self.method_box.method_settings()
+            engine_settings = self.method_box.engine_settings()
+        except ValueError as exc:
+            self.show_error(str(exc))
+            return False
+        method = self.method_box.method
+        out_dir = self.run_box.output_dir(method)
+        overwrite = False
+        if (out_dir / "adapted.pt").exists():
+            if not self.confirm("Replace results?",
+                                f"{out_dir} already holds a run's results. Replace them?"):
+                return False
+            overwrite = True
+        data = self.data_box
+        request = RunRequest(
+            model=self.model_box.spec, method=method, targets=data.targets.paths(),
+            out_dir=out_dir, paired=data.paired.paths() or None,
+            source=data.source.paths() or None, reference=data.reference.paths() or None,
+            method_settings=method_settings, engine_settings=engine_settings,
+            device=self.run_box.device.currentText(), overwrite=overwrite)
+        self.curves.clear()
+        self.summary = None
+        self.save_box.set_summary(None)
+        self._start_activity_progress(engine_settings.get("steps", 0), method)
+        self.controller.start(request)
+        self.run_box.set_running(True)
+        self.run_box.status.setText(f"Running {method}; results in {out_dir}")
+        return True
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.run_box.status.setText("Stopping after the current step…")
+
+    def show_error(self, message: str, details: str = "") -> None:
+        """A readable, non-blocking dialog and a log entry; the app stays alive."""
+        log.error("%s%s", message, f"\n{details}" if details else "")
+        self.run_box.status.setText(message)
+        box = QMessageBox(QMessageBox.Warning, "UDA Studio", message, QMessageBox.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.open()
+        self._last_error_box = box
+
+    # -- reactions to the run ------------------------------------------------------------------
+    def _start_problem(self) -> str:
+        if self.model_box.bundle is None:
+            return "Choose a model first (step 1)."
+        if not self.data_box.targets.paths():
+            return "Add at least one target volume (step 2)."
+        reason = self.method_box.unavailable_reason()
+        if reason:
+            return f"Cannot start: {reason}."
+        if self.data_box.paired.paths() and (len(self.data_box.paired.paths())
+                                             != len(self.data_box.targets.paths())):
+            return "Give one paired source image per target volume, in the same order."
+        return ""
+
+    def _start_activity_progress(self, total: int, method: str) -> None:
+        try:
+            from napari.utils import progress
+        except ImportError:  # pragma: no cover - napari is a dependency of the app
+            return
+        self.progress_bar = progress(total=max(int(total), 1), desc=f"UDA Studio: {method}")
+
+    def _close_activity_progress(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+            self.progress_bar = None
+
+    def _on_step(self, event) -> None:
+        self.curves.add_losses(event.step, event.losses)
+        self.run_box.show_progress(event.step, event.total, event.elapsed_s)
+        if self.progress_bar is not None:
+            self.progress_bar.update(event.step - self.progress_bar.n)
+
+    def _on_scores(self, event) -> None:
+        self.curves.add_scores(event.step, event.scores, event.reference, event.is_best)
+
+    def _on_rollback(self, event) -> None:
+        self.curves.mark_rollback(event.step, event.to_step)
+        self.run_box.status.setText(f"Step {event.step}: {event.reason}; rolled back to step "
+                                    f"{event.to_step} with a smaller learning rate")
+
+    def _on_preview(self, event) -> None:
+        if event.input_labels is not None:
+            self.layers.show_mask(event.volume_index, event.input_labels, before=event.step == 0)
+            if event.step == 0:
+                self.layers.show_mask(event.volume_index, event.input_labels, before=False)
+
+    def _on_finished(self, summary: dict) -> None:
+        self.summary = summary
+        self.run_box.set_running(False)
+        self._close_activity_progress()
+        chosen = summary.get("chosen_step")
+        if chosen is not None:
+            self.curves.mark_chosen(chosen)
+        self.data_box.show_final_masks(summary.get("masks", []))
+        self.save_box.set_summary(summary)
+        self.run_box.status.setText(
+            f"{summary.get('status', 'finished').capitalize()} after "
+            f"{summary.get('steps_done')} steps. Chosen checkpoint: step {chosen} by "
+            f"{summary.get('selected_by')}. Results in {Path(summary['adapted_model']).parent}")
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.run_box.set_running(False)
+        self._close_activity_progress()
+        self.show_error(message, details)
+
+    def _pause(self, paused: bool) -> None:
+        (self.controller.pause if paused else self.controller.resume)()
+        self.run_box.status.setText("Paused." if paused else "Running…")
+
+    def _on_active_layer(self, event=None) -> None:
+        index = self.layers.index_of_layer(self.viewer.layers.selection.active)
+        if index is not None:
+            self.controller.set_preview_index(index)
+
+    def _refresh_availability(self, *_) -> None:
+        self.method_box.update_availability(self.model_box.bundle, self.data_box.provided())
+
+    # -- closing -------------------------------------------------------------------------------
+    def close_requested(self) -> bool:
+        """True when the window may close: asks first while a run is going, then stops it."""
+        if not self.controller.is_running:
+            return True
+        if not self.confirm("Stop the run?", "An adaptation is running. Stop it and close? "
+                            "Its last checkpoint is kept."):
+            return False
+        self.controller.stop()
+        self.controller.wait(30_000)
+        return True
+
+    def _ask_yes_no(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.Yes
+
+
+class _CloseFilter(QObject):
+    """Intercepts the main window's close event to ask about a running adaptation."""
+
+    def __init__(self, panel: UdaPanel):
+        super().__init__(panel)
+        self.panel = panel
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Close and not self.panel.close_requested():
+            event.ignore()
+            return True
+        return False

@@ -1,0 +1,94 @@
+"""Saving a finished run's results where the user wants them.
+
+The run itself already wrote everything atomically into its own folder (adapted.pt, masks/,
+metrics.jsonl, run.json, report.png/md, checkpoints/); these buttons copy from there, asking
+before anything is overwritten, and never write half a file (uda_core.io.atomic).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from qtpy.QtCore import QUrl, Signal
+from qtpy.QtGui import QDesktopServices
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
+
+from uda_core.io.atomic import atomic_output
+
+
+def copy_atomic(source: Path, destination: Path) -> Path:
+    """Copy one file; the destination appears complete or not at all."""
+    with atomic_output(destination, overwrite=True) as tmp:
+        shutil.copyfile(source, tmp)
+    return destination
+
+
+def copy_masks(mask_files: list[Path], folder: Path, confirm_overwrite) -> list[Path]:
+    """Copy masks into `folder`; `confirm_overwrite(names) -> bool` is asked once when some
+    exist already. Returns what was written (nothing when the user declined)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = [m.name for m in mask_files if (folder / m.name).exists()]
+    if existing and not confirm_overwrite(existing):
+        return []
+    return [copy_atomic(m, folder / m.name) for m in mask_files]
+
+
+class SaveBox(QGroupBox):
+    saved = Signal(str)     # a one-line message of what was written where
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("5  Save", parent)
+        self.summary: dict | None = None
+        self.model_button = QPushButton("Adapted model…")
+        self.masks_button = QPushButton("Masks…")
+        self.folder_button = QPushButton("Open run folder")
+        self.model_button.clicked.connect(self._save_model)
+        self.masks_button.clicked.connect(self._save_masks)
+        self.folder_button.clicked.connect(self._open_folder)
+        row = QHBoxLayout(self)
+        for button in (self.model_button, self.masks_button, self.folder_button):
+            row.addWidget(button)
+        self.set_summary(None)
+
+    def set_summary(self, summary: dict | None) -> None:
+        self.summary = summary
+        has_model = bool(summary and Path(summary.get("adapted_model", "")).is_file())
+        self.model_button.setEnabled(has_model)
+        self.masks_button.setEnabled(bool(summary and summary.get("masks")))
+        self.folder_button.setEnabled(summary is not None)
+
+    def run_dir(self) -> Path:
+        return Path(self.summary["adapted_model"]).parent
+
+    def _save_model(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the adapted model",
+                                              "adapted.pt", "Model bundle (*.pt)")
+        if path:  # the dialog itself asks before replacing an existing file
+            copy_atomic(Path(self.summary["adapted_model"]), Path(path))
+            self.saved.emit(f"Saved the adapted model to {path}")
+
+    def _save_masks(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the masks")
+        if not folder:
+            return
+
+        def confirm(names):
+            answer = QMessageBox.question(
+                self, "Replace files?",
+                f"{len(names)} file(s) exist in {folder} (e.g. {names[0]}). Replace them?")
+            return answer == QMessageBox.Yes
+
+        written = copy_masks([Path(m) for m in self.summary["masks"]], Path(folder), confirm)
+        if written:
+            self.saved.emit(f"Saved {len(written)} mask(s) to {folder}")
+
+    def _open_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run_dir())))

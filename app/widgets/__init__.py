@@ -1,0 +1,1 @@
+"""Widgets both panels use: settings forms, live curves, file lists."""

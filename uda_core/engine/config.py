@@ -1,0 +1,35 @@
+"""How a run is driven: the engine's settings (method settings live in each method's config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from uda_core.scores import label_free
+
+FALLBACK_SELECTION = "info_max"
+SELECTION_SCORES = (*label_free.HIGHER_IS_BETTER, "last")  # segmentation's choices
+
+
+@dataclass
+class EngineConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"select_by": SELECTION_SCORES}
+
+    """How a run is driven (method settings live in the method's own config)."""
+
+    steps: int = 300                 # updates in the run
+    batch_size: int = 16             # target slices per update
+    seed: int = 0                    # random seed of batch sampling and initialisation
+    skip_empty_slices: bool = True   # sample only slices that show the head
+    score_every: int = 50            # label-free scoring interval (steps); 0 = only at the end
+    score_slices: int = 32           # fixed target slices scored each time
+    checkpoint_every: int = 50       # write last.pt every N steps (needs an output folder)
+    preview_every: int = 0           # PreviewEvent every N steps (and of every target at step
+                                     # 0); 0 = off. Which target: RunControl.preview_index
+    select_by: str = "prior_kl"      # label-free score that chooses the checkpoint ("prior_kl"
+                                     # falls back to "info_max" for a model without a prior;
+                                     # chosen on validation subjects, BENCHMARKS.md)
+    patience: int = 0                # stop after this many scorings without improvement; 0 = off
+    collapse_guard: bool = True      # roll back when a class vanishes or the output is constant
+    max_rollbacks: int = 3           # stop the run after this many collapses
+    amp: bool = True                 # bfloat16 autocast on CUDA

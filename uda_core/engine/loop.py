@@ -1,0 +1,278 @@
+"""The run loop every adaptation method shares.
+
+Builds batches, runs the method's steps on the chosen device (bfloat16 autocast on CUDA),
+emits events, scores the network without labels, keeps the best checkpoint, rolls back on
+collapse, and obeys cancel/pause from another thread. Checkpoints are written atomically, so
+a crash or a cancel leaves a usable one.
+
+What the engine adapts on is a *task*: an object that samples batches, scores the network
+without labels (plus reference numbers for evaluation only) and says when a prediction has
+collapsed. The loop itself (steps, events, cancel/pause, scoring interval, best/last
+checkpoints, resume, rollback, select_by) knows nothing about segmentation or registration.
+
+The engine imports no task: tasks live in :mod:`uda_core.tasks` and follow
+:class:`EngineTask`, e.g. :class:`~uda_core.tasks.segmentation.SegmentationTask` (target
+slices, segmentation scores, previews) and
+:class:`~uda_core.tasks.registration.RegistrationTask` (source/target pairs, head discrepancy
+and entropy as label-free scores, accuracy and endpoint error as reference numbers when the
+true displacements are known).
+
+Whatever a task's ``sample_batch`` returns is handed to ``method.step`` unchanged. The
+collapse guard compares the task's "collapse state" (a small float array: class shares for
+segmentation, [share of the commonest displacement label, entropy] for registration) with the
+one before the first update; the engine stores it in the checkpoints' ``best`` record.
+EngineConfig's batch_size and skip_empty_slices are read by SegmentationTask; a registration
+run takes its batch sizes from the method's config and score_slices as the number of scored
+pairs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from uda_core.engine.checkpoints import load_checkpoint, save_checkpoint
+from uda_core.engine.config import FALLBACK_SELECTION, EngineConfig
+from uda_core.engine.control import RunControl
+from uda_core.engine.events import (
+    CheckpointEvent,
+    FinishedEvent,
+    PreviewEvent,
+    RollbackEvent,
+    ScoreEvent,
+    StepEvent,
+)
+from uda_core.methods.base import AdaptationMethod
+
+
+@dataclass
+class RunResult:
+    status: str
+    steps_done: int
+    best_step: int
+    best_scores: dict
+    history: list[dict] = field(default_factory=list)
+    network_state: dict | None = None   # the chosen weights (on the CPU)
+
+
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class EngineTask(Protocol):
+    """What the engine needs from the data of a run (duck-typed; see the module doc).
+
+    higher_is_better: {label-free score name: True if higher is better}; select_by must be
+        one of them (or "last").
+    n_previews: how many targets previews can show (0: the task makes no previews).
+    """
+
+    higher_is_better: dict[str, bool]
+    n_previews: int
+
+    def sample_batch(self, rng: np.random.Generator) -> Any:
+        """One batch for ``method.step``, drawn with the engine's (checkpointed) generator."""
+
+    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+        """(label-free scores, reference numbers or None, collapse state): the collapse state
+        is a small float array that ``collapse_reason`` compares with the one before any
+        update. Called with the method in inference mode."""
+
+    def collapse_reason(self, state: np.ndarray, initial: np.ndarray) -> str | None:
+        """Why the prediction counts as collapsed, or None."""
+
+    def preview(self, step: int, index: int) -> PreviewEvent:
+        """The current prediction of target ``index`` (only when n_previews > 0)."""
+
+
+class Engine:
+    """Runs one adaptation: ``Engine(method, task, config).run()``.
+
+    ``task``: any :class:`EngineTask`, e.g. :class:`uda_core.tasks.segmentation.SegmentationTask`
+    or :class:`uda_core.tasks.registration.RegistrationTask`.
+    """
+
+    def __init__(self, method: AdaptationMethod, task: EngineTask,
+                 config: EngineConfig | None = None, out_dir: str | Path | None = None,
+                 listeners: Iterable[Callable] = (), control: RunControl | None = None):
+        self.method = method
+        self.config = config or EngineConfig()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.listeners = list(listeners)
+        self.control = control or RunControl()
+        self.device = method.device
+        self.network = method.network
+        self.rng = np.random.default_rng(self.config.seed)
+        self.task = task
+        choices = (*self.task.higher_is_better, "last")  # "last": the final good weights
+        if self.config.select_by not in choices:
+            raise ValueError(f"select_by must be one of {', '.join(choices)}")
+        self.history: list[dict] = []
+
+    # --- events ---------------------------------------------------------------------------
+
+    def emit(self, event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # --- batches, scores, previews (the task's) -------------------------------------------
+
+    def sample_batch(self):
+        return self.task.sample_batch(self.rng)
+
+    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+        """The task's label-free scores, reference numbers and collapse state, computed with
+        the method in inference mode."""
+        self.method.inference_mode()
+        try:
+            scores, reference, state = self.task.score()
+        finally:
+            self.method.train_mode()
+        return scores, reference, np.asarray(state, dtype=np.float64)
+
+    def preview(self, step: int, volume_index: int) -> PreviewEvent:
+        self.method.inference_mode()
+        try:
+            return self.task.preview(step, volume_index)
+        finally:
+            self.method.train_mode()
+
+    def _selection(self, scores: dict, step: int) -> float:
+        if self.config.select_by == "last":
+            return float(step)
+        name = self.config.select_by
+        if name == "prior_kl" and name not in scores:
+            name = FALLBACK_SELECTION  # no class-ratio prior to compare with
+        value = scores.get(name, float("nan"))
+        return value if self.task.higher_is_better[name] else -value
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _snapshot(self, step: int) -> dict:
+        return {"step": step, "network": _cpu_state(self.network),
+                "modules": {k: _cpu_state(m) for k, m in self.method.extra_modules().items()},
+                "method_state": self.method.extra_state()}
+
+    def _restore(self, snapshot: dict) -> None:
+        self.network.load_state_dict(snapshot["network"])
+        for name, module in self.method.extra_modules().items():
+            module.load_state_dict(snapshot["modules"][name])
+        self.method.load_extra_state(snapshot["method_state"])
+
+    def _write_checkpoint(self, name: str, step: int, best: dict) -> None:
+        if self.out_dir is None:
+            return
+        content = {**self._snapshot(step), "rng": self.rng.bit_generator.state,
+                   "torch_rng": torch.get_rng_state(), "best": best,
+                   "history": self.history, "method": self.method.name}
+        path = save_checkpoint(self.out_dir / "checkpoints" / name, content)
+        self.emit(CheckpointEvent(step, str(path), name == "best.pt"))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run(self, resume_from: str | Path | None = None) -> RunResult:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.method.setup()
+        self.method.train_mode()
+        start_step = 0
+        if resume_from is not None:
+            saved = load_checkpoint(resume_from)
+            self._restore(saved)
+            self.rng.bit_generator.state = saved["rng"]
+            torch.set_rng_state(saved["torch_rng"])
+            self.history = list(saved["history"])
+            start_step = int(saved["step"])
+            best = saved["best"]
+            initial_state = np.asarray(best.get("initial_state", best.get("initial_shares")))
+            best_snapshot = (self._snapshot(start_step) if best["step"] == start_step else
+                             load_checkpoint(Path(resume_from).with_name("best.pt")))
+            good_snapshot = self._snapshot(start_step)
+        else:
+            scores, reference, initial_state = self.score()
+            best = {"step": 0, "selection": self._selection(scores, 0), "scores": scores,
+                    "initial_state": initial_state.tolist()}
+            self._record_scores(0, scores, reference, best, True)
+            best_snapshot = good_snapshot = self._snapshot(0)
+            self._write_checkpoint("best.pt", 0, best)
+            if cfg.preview_every:
+                for index in range(self.task.n_previews):
+                    self.emit(self.preview(0, index))
+        status, message, rollbacks, stale = "completed", "", 0, 0
+        paused_s, started = 0.0, time.perf_counter()
+        step = start_step
+        while step < cfg.steps:
+            paused_s += self.control.wait_while_paused()
+            if self.control.cancelled:
+                status, message = "cancelled", f"cancelled after {step} steps"
+                break
+            batch = self.sample_batch()
+            with self._autocast():
+                losses = self.method.step(batch)
+            step += 1
+            self.history.append({"step": step, **{f"loss/{k}": v for k, v in losses.items()}})
+            self.emit(StepEvent(step, cfg.steps, losses,
+                                time.perf_counter() - started - paused_s))
+            last = step == cfg.steps
+            if (cfg.score_every and step % cfg.score_every == 0) or last:
+                scores, reference, state = self.score()
+                reason = (self.task.collapse_reason(state, initial_state)
+                          if cfg.collapse_guard else None)
+                if reason is not None:
+                    rollbacks += 1
+                    self._restore(good_snapshot)
+                    self.method.on_rollback()
+                    self.emit(RollbackEvent(step, good_snapshot["step"], reason))
+                    if rollbacks > cfg.max_rollbacks:
+                        status = "collapsed"
+                        message = f"stopped: collapsed {rollbacks} times ({reason})"
+                        break
+                    continue
+                selection = self._selection(scores, step)
+                is_best = selection > best["selection"]
+                if is_best:
+                    best.update(step=step, selection=selection, scores=scores)
+                    best_snapshot = self._snapshot(step)
+                    stale = 0
+                    self._write_checkpoint("best.pt", step, best)
+                else:
+                    stale += 1
+                good_snapshot = self._snapshot(step)
+                self._record_scores(step, scores, reference, best, is_best)
+                if cfg.patience and stale >= cfg.patience:
+                    status = "stopped early"
+                    message = (f"stopped early at step {step}: {cfg.select_by} did not improve "
+                               f"for {stale} scorings")
+                    break
+            if cfg.preview_every and self.task.n_previews and step % cfg.preview_every == 0:
+                index = min(max(int(self.control.preview_index), 0), self.task.n_previews - 1)
+                self.emit(self.preview(step, index))
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self._write_checkpoint("last.pt", step, best)
+        self._write_checkpoint("last.pt", step, best)
+        self._restore(best_snapshot)
+        self.method.finish()
+        self.method.inference_mode()
+        message = message or f"{step} steps; chose step {best['step']} by {cfg.select_by}"
+        self.emit(FinishedEvent(status, step, best["step"], message))
+        return RunResult(status, step, best["step"], best["scores"], self.history,
+                         _cpu_state(self.network))
+
+    def _record_scores(self, step, scores, reference, best, is_best) -> None:
+        row = {"step": step, **{f"score/{k}": v for k, v in scores.items()}}
+        if reference:
+            row.update({f"reference/{k}": v for k, v in reference.items()})
+        self.history.append(row)
+        self.emit(ScoreEvent(step, scores, reference, self._selection(scores, step), is_best))

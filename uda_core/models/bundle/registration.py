@@ -1,0 +1,106 @@
+"""Registration model bundles: a :class:`~uda_core.models.nets.regnet.DiscreteRegNet` in the bundle.
+
+The file format is the model bundle of :mod:`uda_core.models.bundle` (``torch.load(...,
+weights_only=True)``); what makes it a registration model is ``architecture =
+"discrete_regnet"`` (``bundle.task == "registration"``). Its fields mean:
+
+* ``arch_kwargs``: ``DiscreteRegNet.config`` -- the displacement grid (``radius_px``,
+  ``n_per_axis``: candidates ``linspace(-radius_px, radius_px, n)`` per axis, in pixels of the
+  model grid), the control-point ``stride`` (pixels), ``features``, ``width``,
+  ``smooth_sigma_px`` (dense-field smoothing, pixels) and ``in_channels``.
+* ``class_names``: one name per displacement label, in label order ``iy * n + ix``:
+  ``"dy=-6,dx=+1.2"`` (candidate displacement in model-grid pixels, rows then columns). There
+  are no tissue classes; the heads classify displacements.
+* ``modality``: the fixed image's modality the source model was trained on ("T1w").
+* ``spacing_mm``, ``in_plane_shape``, ``orientation``, ``slice_axis``, ``normalisation``: the
+  model grid both images are resampled to (2 mm, 96 x 112, RAS, axial), as for segmentation;
+  one model-grid pixel is ``spacing_mm[0]`` mm along rows (R) and ``spacing_mm[1]`` mm along
+  columns (A).
+* ``class_ratio_prior`` and ``early_head_state_dict``: None.
+* ``provenance``: as for segmentation models, plus ``"task": "registration"`` and the
+  training/evaluation numbers under ``"summary"``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+
+import torch
+
+from uda_core import __version__
+from uda_core.errors import ModelError
+from uda_core.io.intensity import DEFAULT_NORMALISATION
+from uda_core.models.bundle import ModelBundle, load_model
+from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.spatial.warp import DisplacementGrid
+
+__all__ = ["REGISTRATION_ARCHITECTURE", "displacement_label_names", "load_registration_model",
+           "make_registration_bundle", "network_from_bundle"]
+
+REGISTRATION_ARCHITECTURE = "discrete_regnet"
+
+
+def displacement_label_names(grid: DisplacementGrid) -> list[str]:
+    """Names of the labels of ``grid`` in label order: ``"dy=<px>,dx=<px>"`` (model pixels)."""
+    values = [float(v) for v in grid.values]
+    return [f"dy={dy:+.4g},dx={dx:+.4g}" for dy in values for dx in values]
+
+
+def make_registration_bundle(network: DiscreteRegNet, *, modality: str = "T1w",
+                             spacing_mm=(2.0, 2.0, 2.0), in_plane_shape=(96, 112),
+                             normalisation: dict | None = None,
+                             provenance: dict | None = None) -> ModelBundle:
+    """A registration bundle holding a copy of ``network``'s weights and its model grid.
+
+    ``in_plane_shape`` (X, Y voxels) must be multiples of the network's stride.
+    ``provenance`` gets ``task``, ``date`` and ``package_version`` when it lacks them.
+    """
+    if not isinstance(network, DiscreteRegNet):
+        raise TypeError(f"network must be a DiscreteRegNet, got {type(network).__name__}")
+    shape = [int(s) for s in in_plane_shape]
+    if any(s % network.stride for s in shape):
+        raise ValueError(f"in_plane_shape {shape} must be multiples of the stride "
+                         f"{network.stride}")
+    prov = {"task": "registration",
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "package_version": __version__}
+    prov.update(provenance or {})
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    return ModelBundle(
+        architecture=REGISTRATION_ARCHITECTURE, arch_kwargs=dict(network.config),
+        state_dict=state, class_names=displacement_label_names(network.grid),
+        modality=str(modality), spacing_mm=[float(s) for s in spacing_mm],
+        in_plane_shape=shape, orientation="RAS", slice_axis=2,
+        normalisation=dict(normalisation or DEFAULT_NORMALISATION), class_ratio_prior=None,
+        early_head_state_dict=None, provenance=prov)
+
+
+def network_from_bundle(bundle: ModelBundle,
+                        device: str | torch.device = "cpu") -> DiscreteRegNet:
+    """The bundle's DiscreteRegNet with its weights, on ``device``, in eval mode.
+
+    ModelError (naming the bundle's file) for a segmentation bundle or a TorchScript file.
+    """
+    if bundle.task != "registration":
+        raise ModelError(f"is a {bundle.task} model ({bundle.architecture}), not a "
+                         "registration model; registration needs a discrete_regnet bundle "
+                         "such as demo:reg-t1", bundle.source)
+    if bundle.torchscript is not None:
+        raise ModelError("is a TorchScript file; registration models must be weight bundles",
+                         bundle.source)
+    network = bundle.build_network(device)
+    if not isinstance(network, DiscreteRegNet):  # pragma: no cover - registry guarantees it
+        raise ModelError(f"architecture {bundle.architecture} is not a DiscreteRegNet",
+                         bundle.source)
+    return network
+
+
+def load_registration_model(model: str | os.PathLike | ModelBundle,
+                            device: str | torch.device = "cpu"
+                            ) -> tuple[ModelBundle, DiscreteRegNet]:
+    """(bundle, network in eval mode on ``device``) from a file, a built-in name such as
+    ``demo:reg-t1``, or an already loaded bundle. A segmentation model is a one-line
+    ModelError naming the file."""
+    bundle = model if isinstance(model, ModelBundle) else load_model(model, task="registration")
+    return bundle, network_from_bundle(bundle, device)

@@ -1,0 +1,55 @@
+"""Segmenting volumes with a model bundle: the work behind `uda predict`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from uda_core.grid.prepare import ModelInput, prepare_volume, probabilities_to_input_grid
+from uda_core.io import Volume
+
+
+@torch.no_grad()
+def predict_slices(network: torch.nn.Module, slices: np.ndarray, device: torch.device,
+                   batch_size: int = 16,
+                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Softmax probabilities (C, Z, X, Y) float32 for slices (Z, X, Y), in batches.
+
+    on_batch(n) is called after each batch with the number of slices done in it (progress).
+    """
+    network.eval()
+    out = None
+    for start in range(0, slices.shape[0], batch_size):
+        batch = torch.from_numpy(slices[start:start + batch_size]).unsqueeze(1).to(device)
+        probs = torch.softmax(network(batch).float(), dim=1).cpu().numpy()
+        if out is None:
+            out = np.empty((probs.shape[1], slices.shape[0], *probs.shape[2:]), np.float32)
+        out[:, start:start + probs.shape[0]] = np.moveaxis(probs, 1, 0)
+        if on_batch is not None:
+            on_batch(probs.shape[0])
+    return out
+
+
+def prepare_for_bundle(bundle, volume: Volume) -> ModelInput:
+    """`volume` on the model grid the bundle was trained for."""
+    return prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
+
+
+def segment_volume(bundle, network: torch.nn.Module, volume: Volume, device: torch.device,
+                   batch_size: int = 16,
+                   on_batch: Callable[[int], None] | None = None) -> Volume:
+    """The label map of `volume` on its own grid (same shape and affine), as uint8."""
+    return segment_prepared(network, prepare_for_bundle(bundle, volume), volume, device,
+                            batch_size, on_batch)
+
+
+def segment_prepared(network: torch.nn.Module, model_input: ModelInput, volume: Volume,
+                     device: torch.device, batch_size: int = 16,
+                     on_batch: Callable[[int], None] | None = None) -> Volume:
+    """Like segment_volume, for a volume already on its model grid (`model_input`)."""
+    probs = predict_slices(network, model_input.slices, device, batch_size, on_batch)
+    on_input = probabilities_to_input_grid(probs, model_input, volume)
+    labels = np.argmax(on_input, axis=0).astype(np.uint8)
+    return volume.with_data(labels, meta={**volume.meta, "kind": "labels"})

@@ -1,0 +1,316 @@
+"""A 2D discrete displacement network for registration (PDD-net-like; the details are our design).
+
+What is known of the method (METHODS.md section 6: Heinrich & Hansen, MIDL 2020, built on
+PDD-net, Heinrich, MICCAI 2019) is the outline; the exact layers below are our own choices.
+
+Conventions are those of :mod:`uda_core.spatial.warp`: images (B, 1, H, W), displacements
+in full-resolution PIXELS with channels (dy, dx), backward warping
+``warped(y, x) = moving(y + u_y, x + u_x)``, control points every ``stride`` pixels at
+((i + 0.5) stride - 0.5, (j + 0.5) stride - 0.5), labels ``iy * n + ix`` on a
+:class:`~uda_core.spatial.warp.DisplacementGrid`.
+
+Architecture:
+
+* ``generator`` (shared by the fixed and the moving image): conv3x3 + InstanceNorm + ReLU at full
+  resolution, then per factor 2 of ``stride`` a conv4x4 with stride 2 (padding 1) + InstanceNorm
+  + ReLU and a conv3x3 + InstanceNorm + ReLU, and a final conv1x1 to ``features`` channels,
+  L2-normalised per pixel. Output (B, features, Kh, Kw) with Kh = H / stride. The 4x4 stride-2
+  kernels centre feature cell (i, j) exactly on control point (i, j) (a 3x3 stride-2 conv would
+  shift it by half a pixel per level). InstanceNorm (not BatchNorm): per-image intensity
+  statistics differ between modalities, and batches here are small.
+* cost volume: for control point k and candidate d, ``D(k, d) = -mean_c (fF_c(k) - fM_c(k + d))^2``
+  (0 for a perfect match, more negative for worse), the moving features sampled at k + d by
+  bilinear ``grid_sample`` (align_corners=True on feature-cell indices: cell (i, j) is at
+  control point (i, j), so k + d lies at cell index (i + dy / stride, j + dx / stride);
+  border padding). Shape (B, L, Kh, Kw).
+* ``head1`` and ``head2`` (:class:`RegularisingHead`, same architecture, independently and
+  randomly initialised): two mean-field-like regularisation passes of the cost, giving logits
+  (B, L, Kh, Kw); see :class:`RegularisingHead`.
+* outputs: the mean of the two heads' softmaxes ``probs``, the probability-weighted expectation
+  of the candidates at each control point ``disp_cp`` (not the argmax, so it is differentiable
+  and sub-label) and the dense field ``disp`` from
+  :func:`~uda_core.spatial.warp.dense_from_control` (bilinear upsampling + Gaussian of
+  ``smooth_sigma_px``).
+
+For Maximum Classifier Discrepancy the generator and the two heads are separate attributes
+(``generator``, ``head1``, ``head2``) with disjoint parameters; the cost volume has none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uda_core.spatial.warp import (
+    DisplacementGrid,
+    dense_from_control,
+    expected_displacement,
+)
+
+__all__ = ["DiscreteRegNet", "FeatureExtractor", "RegularisingHead", "cost_volume"]
+
+
+def _conv_in_relu(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
+                  padding: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False),
+        nn.InstanceNorm2d(out_channels, affine=True),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class FeatureExtractor(nn.Module):
+    """Shared feature net G: (B, in_channels, H, W) -> unit-length features (B, F, H/s, W/s).
+
+    ``stride`` s must be a power of two (1, 2, 4, 8, ...): log2(s) stride-2 stages. Widths:
+    ``width`` at full resolution, doubled per stage up to 4 * width.
+    """
+
+    def __init__(self, in_channels: int = 1, features: int = 16, stride: int = 4,
+                 width: int = 16):
+        super().__init__()
+        if stride < 1 or stride & (stride - 1):
+            raise ValueError(f"stride must be a power of two (1, 2, 4, 8, ...), got {stride}")
+        if min(in_channels, features, width) < 1:
+            raise ValueError("in_channels, features and width must be >= 1")
+        layers = _conv_in_relu(in_channels, width)
+        channels = width
+        for level in range(1, int(math.log2(stride)) + 1):
+            out = width * min(2**level, 4)
+            layers += _conv_in_relu(channels, out, kernel=4, stride=2, padding=1)
+            layers += _conv_in_relu(out, out)
+            channels = out
+        layers.append(nn.Conv2d(channels, features, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return F.normalize(self.body(image), dim=1)
+
+
+def cost_volume(feat_fixed: Tensor, feat_moving: Tensor, candidates_px: Tensor,
+                stride: int) -> Tensor:
+    """Matching cost of every candidate displacement at every control point.
+
+    ``D(k, d) = -mean_c (fF_c(k) - fM_c(k + d))^2``; fM is sampled bilinearly at feature-cell
+    index k + d / stride (grid_sample, align_corners=True on cell indices, border padding).
+
+    Args:
+        feat_fixed, feat_moving: (B, C, Kh, Kw) features, cell (i, j) at control point (i, j).
+        candidates_px: (L, 2) candidate displacements (dy, dx) in full-resolution pixels.
+        stride: control-point spacing in pixels.
+
+    Returns:
+        (B, L, Kh, Kw) costs (<= 0; higher = better match).
+    """
+    if feat_fixed.shape != feat_moving.shape or feat_fixed.dim() != 4:
+        raise ValueError(
+            f"feature maps must have the same (B, C, Kh, Kw) shape, got "
+            f"{tuple(feat_fixed.shape)} and {tuple(feat_moving.shape)}"
+        )
+    batch, channels, kh, kw = feat_fixed.shape
+    dtype, device = feat_fixed.dtype, feat_fixed.device
+    offsets = candidates_px.to(device=device, dtype=dtype) / stride  # (L, 2) in cells
+    ys = torch.arange(kh, device=device, dtype=dtype)
+    xs = torch.arange(kw, device=device, dtype=dtype)
+    cell_y, cell_x = torch.meshgrid(ys, xs, indexing="ij")  # (Kh, Kw)
+    sample_y = cell_y.reshape(1, -1) + offsets[:, 0:1]  # (L, Kh*Kw)
+    sample_x = cell_x.reshape(1, -1) + offsets[:, 1:2]
+    grid = torch.stack(
+        (sample_x * (2.0 / max(kw - 1, 1)) - 1.0, sample_y * (2.0 / max(kh - 1, 1)) - 1.0),
+        dim=-1,
+    )  # (L, Kh*Kw, 2), (x, y)
+    grid = grid.unsqueeze(0).expand(batch, -1, -1, -1)
+    sampled = F.grid_sample(feat_moving, grid, mode="bilinear", padding_mode="border",
+                            align_corners=True)  # (B, C, L, Kh*Kw)
+    fixed = feat_fixed.reshape(batch, channels, 1, kh * kw)
+    cost = -((fixed - sampled) ** 2).mean(dim=1)  # (B, L, Kh*Kw)
+    return cost.reshape(batch, -1, kh, kw)
+
+
+def _replicate_pool(x: Tensor, kind: str) -> Tensor:
+    """3x3, stride-1 pooling of the last two axes with replicated edges (size kept)."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    if kind == "avg":
+        return F.avg_pool2d(padded, 3, stride=1)
+    return -F.max_pool2d(-padded, 3, stride=1)  # min-pool
+
+
+class RegularisingHead(nn.Module):
+    """Classifier head: cost volume (B, L, Kh, Kw) -> regularised label logits (B, L, Kh, Kw).
+
+    With E = -cost >= 0 (dissimilarity) and positive learnable scalars alpha, lambda1, lambda2,
+    gamma (stored as logarithms) and a learnable per-label bias b (L,):
+
+        s  = alpha * E
+        R(e) = spatial_avg3x3( avg3x3(avg3x3(min3x3(e))) )   # 3x3 pools over the n x n
+                                                                # displacement axes, then over
+                                                                # the control-point grid
+        e1 = s + lambda1 * R(s)          (first mean-field pass)
+        e2 = s + lambda2 * R(e1)         (second pass)
+        logits = -gamma * e2 + b
+
+    The min-pool followed by two avg-pools over the displacement axes approximates a smooth
+    min-convolution (a cheap, differentiable diffusion regulariser of each point's label costs);
+    the spatial avg-pool passes those costs on to the neighbouring control points. All pools are
+    3x3, stride 1, with replicated edges. Softmax ignores constant offsets, so the "beta" of
+    ``alpha * cost + beta`` would have no effect and is replaced by the per-label bias b (a
+    learnable displacement prior). Initial values are randomly jittered (alpha around
+    2 * features, since mean-over-channel distances of unit vectors lie in [0, 4 / features];
+    lambdas around 1; gamma around 1; b around 0), so two heads start different.
+    """
+
+    def __init__(self, n_per_axis: int, features: int = 16, jitter: float = 0.1):
+        super().__init__()
+        self.n_per_axis = int(n_per_axis)
+        n_labels = self.n_per_axis**2
+
+        def scalar(value: float) -> nn.Parameter:
+            return nn.Parameter(torch.tensor(math.log(value)) + jitter * torch.randn(()))
+
+        self.log_alpha = scalar(2.0 * features)
+        self.log_lambda1 = scalar(1.0)
+        self.log_lambda2 = scalar(1.0)
+        self.log_gamma = scalar(1.0)
+        self.label_bias = nn.Parameter(0.1 * jitter * torch.randn(n_labels))
+
+    def _regularise(self, energy: Tensor) -> Tensor:
+        batch, n_labels, kh, kw = energy.shape
+        n = self.n_per_axis
+        # displacement axes: (B, L, Kh, Kw) -> (B*Kh*Kw, 1, n, n), rows = dy, cols = dx
+        disp_view = energy.permute(0, 2, 3, 1).reshape(-1, 1, n, n)
+        disp_view = _replicate_pool(disp_view, "min")
+        disp_view = _replicate_pool(disp_view, "avg")
+        disp_view = _replicate_pool(disp_view, "avg")
+        back = disp_view.reshape(batch, kh, kw, n_labels).permute(0, 3, 1, 2)
+        return _replicate_pool(back, "avg")  # spatial: labels are channels
+
+    def forward(self, cost: Tensor) -> Tensor:
+        if cost.dim() != 4 or cost.shape[1] != self.n_per_axis**2:
+            raise ValueError(
+                f"cost must be (B, {self.n_per_axis**2}, Kh, Kw), got {tuple(cost.shape)}"
+            )
+        unary = self.log_alpha.exp() * (-cost)
+        energy = unary + self.log_lambda1.exp() * self._regularise(unary)
+        energy = unary + self.log_lambda2.exp() * self._regularise(energy)
+        return -self.log_gamma.exp() * energy + self.label_bias.view(1, -1, 1, 1)
+
+
+class DiscreteRegNet(nn.Module):
+    """2D discrete displacement network: (fixed, moving) -> label logits and displacements.
+
+    Args:
+        grid: the candidate displacements; when given, ``radius_px`` and ``n_per_axis`` are
+            ignored. Otherwise ``DisplacementGrid(radius_px, n_per_axis)``.
+        radius_px: largest candidate displacement per axis, full-resolution pixels.
+        n_per_axis: candidates per axis (odd); L = n_per_axis ** 2 labels.
+        stride: control-point spacing in pixels, a power of two; H and W of the inputs must be
+            multiples of it.
+        features: channels of the (L2-normalised) features.
+        smooth_sigma_px: Gaussian sigma (pixels) applied when upsampling to the dense field.
+        in_channels: channels of the input images (1 for the slices here).
+        width: channels of the first feature layer (doubled per stride-2 stage, at most x4).
+
+    ``config`` holds these settings as plain values, so ``DiscreteRegNet(**net.config)``
+    rebuilds the architecture.
+    """
+
+    def __init__(
+        self,
+        grid: DisplacementGrid | None = None,
+        radius_px: float = 6.0,
+        n_per_axis: int = 11,
+        stride: int = 4,
+        features: int = 16,
+        smooth_sigma_px: float = 4.0,
+        in_channels: int = 1,
+        width: int = 16,
+    ):
+        super().__init__()
+        if grid is None:
+            grid = DisplacementGrid(radius_px, n_per_axis)
+        elif not isinstance(grid, DisplacementGrid):
+            raise TypeError(f"grid must be a DisplacementGrid, got {type(grid).__name__}")
+        if smooth_sigma_px < 0:
+            raise ValueError(f"smooth_sigma_px must be >= 0, got {smooth_sigma_px}")
+        self.grid = grid
+        self.stride = int(stride)
+        self.features = int(features)
+        self.smooth_sigma_px = float(smooth_sigma_px)
+        self.in_channels = int(in_channels)
+        self.config = {
+            "radius_px": grid.radius_px,
+            "n_per_axis": grid.n_per_axis,
+            "stride": self.stride,
+            "features": self.features,
+            "smooth_sigma_px": self.smooth_sigma_px,
+            "in_channels": self.in_channels,
+            "width": int(width),
+        }
+        self.generator = FeatureExtractor(in_channels, features, stride, width)
+        self.head1 = RegularisingHead(grid.n_per_axis, features)
+        self.head2 = RegularisingHead(grid.n_per_axis, features)
+        self.register_buffer("candidates", grid.candidates, persistent=False)  # (L, 2) px
+
+    def _check_inputs(self, fixed: Tensor, moving: Tensor) -> None:
+        for name, image in (("fixed", fixed), ("moving", moving)):
+            if not isinstance(image, Tensor) or image.dim() != 4:
+                raise ValueError(f"{name} must be a (B, C, H, W) tensor")
+        if fixed.shape != moving.shape:
+            raise ValueError(
+                f"fixed and moving must have the same shape, got {tuple(fixed.shape)} and "
+                f"{tuple(moving.shape)}"
+            )
+        if fixed.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channel(s), got {fixed.shape[1]}"
+            )
+        height, width = fixed.shape[-2:]
+        if height % self.stride or width % self.stride:
+            raise ValueError(
+                f"H and W must be multiples of the control-point stride {self.stride}, "
+                f"got {height}x{width}"
+            )
+
+    def cost(self, fixed: Tensor, moving: Tensor) -> Tensor:
+        """Cost volume (B, L, Kh, Kw) of the generator's features (see :func:`cost_volume`)."""
+        self._check_inputs(fixed, moving)
+        return cost_volume(self.generator(fixed), self.generator(moving), self.candidates,
+                           self.stride)
+
+    def forward(self, fixed: Tensor, moving: Tensor) -> dict[str, Tensor]:
+        """Register ``moving`` onto ``fixed``.
+
+        Args:
+            fixed, moving: (B, 1, H, W) images; H, W multiples of ``stride``.
+
+        Returns:
+            dict with
+            ``cost`` (B, L, Kh, Kw) matching costs;
+            ``logits1``, ``logits2`` (B, L, Kh, Kw) the heads' logits;
+            ``probs1``, ``probs2`` their softmaxes over L;
+            ``probs`` (B, L, Kh, Kw) mean of the two softmaxes;
+            ``disp_cp`` (B, 2, Kh, Kw) expected displacement under ``probs``, pixels (dy, dx);
+            ``disp`` (B, 2, H, W) dense displacement, pixels (dy, dx), such that
+            ``warp_image(moving, disp)`` approximates ``fixed``.
+        """
+        cost = self.cost(fixed, moving)
+        logits1 = self.head1(cost)
+        logits2 = self.head2(cost)
+        probs1 = torch.softmax(logits1, dim=1)
+        probs2 = torch.softmax(logits2, dim=1)
+        probs = 0.5 * (probs1 + probs2)
+        disp_cp = expected_displacement(probs, self.grid)
+        disp = dense_from_control(disp_cp, fixed.shape[-2:], self.stride, self.smooth_sigma_px)
+        return {
+            "cost": cost,
+            "logits1": logits1,
+            "logits2": logits2,
+            "probs1": probs1,
+            "probs2": probs2,
+            "probs": probs,
+            "disp_cp": disp_cp,
+            "disp": disp,
+        }

@@ -1,0 +1,261 @@
+"""Supervised training on labelled source data: the work behind `uda train-source`.
+
+Produces a complete model bundle: the 2D U-Net, the class-ratio prior measured on the training
+labels (per class and per normalised axial slice position) and the early-feature head, trained
+afterwards with the network frozen (METHODS.md sections 1 and 4).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uda_core import __version__
+from uda_core.grid.prepare import labels_to_grid, prepare_volume
+from uda_core.io.files import fingerprint
+from uda_core.io.intensity import DEFAULT_NORMALISATION
+from uda_core.io.readers import read_labels, read_volume
+from uda_core.models.bundle import ModelBundle
+from uda_core.models.nets.unet import UNet2D
+
+Progress = Callable[[str, int, int, dict], None]  # (phase, done, total, scores)
+
+
+@dataclass
+class SourceTrainingConfig:
+    """Settings of supervised source training (defaults made the demo model)."""
+
+    class_names: tuple[str, ...] = ("background", "CSF", "GM", "WM")
+    modality: str = "T1w"
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    in_plane_shape: tuple[int, int] = (96, 112)
+    base_channels: int = 16
+    depth: int = 3
+    epochs: int = 30            # passes over the training slices
+    batch_size: int = 16
+    lr: float = 1e-3            # Adam, cosine decay to 0
+    weight_decay: float = 1e-4
+    empty_slice_share: float = 0.1   # share of slices without labelled tissue kept for training
+    head_epochs: int = 8        # early-head training with the network frozen
+    prior_bins: int = 20        # slice-position bins of the class-ratio prior
+    seed: int = 0
+    normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
+
+
+@dataclass
+class SliceSet:
+    """Labelled slices on the model grid: images (N, X, Y) float32, labels (N, X, Y) int64,
+    positions (N,) normalised axial position of each slice."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+
+
+def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
+                normalisation: dict) -> SliceSet:
+    """Every (image, labels) pair resampled to the model grid and stacked slice by slice."""
+    images, labels, positions = [], [], []
+    for image_path, label_path in pairs:
+        volume = read_volume(image_path)
+        model_input = prepare_volume(volume, spacing_mm, in_plane_shape, normalisation)
+        images.append(model_input.slices)
+        labels.append(labels_to_grid(read_labels(label_path), model_input))
+        positions.append(model_input.positions)
+    return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions))
+
+
+def load_slices_for_bundle(bundle, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:
+    """Labelled slices on the model grid of an existing bundle."""
+    return load_slices(pairs, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
+
+
+def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:
+    """Expected fraction of each class in a slice, overall and per slice-position bin.
+
+    Fractions are over all pixels of the model-grid slice. "constant" averages the slices that
+    contain labelled tissue; "per_position" averages slices whose position falls in each of
+    `bins` equal bins of 0..1 (empty bins fall back to the constant).
+    """
+    counts = np.stack([(slices.labels == c).mean(axis=(1, 2)) for c in range(num_classes)], 1)
+    has_tissue = counts[:, 1:].sum(axis=1) > 0
+    constant = counts[has_tissue].mean(axis=0) if has_tissue.any() else counts.mean(axis=0)
+    centres = (np.arange(bins) + 0.5) / bins
+    which = np.minimum((slices.positions * bins).astype(int), bins - 1)
+    per_position = [counts[which == b].mean(axis=0) if np.any(which == b) else constant
+                    for b in range(bins)]
+    return {"constant": [float(v) for v in constant],
+            "positions": [float(v) for v in centres],
+            "per_position": [[float(v) for v in row] for row in per_position]}
+
+
+def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the foreground classes of a batch."""
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0))[1:].mean()
+
+
+def _training_indices(slices: SliceSet, share_empty: float, rng: np.random.Generator):
+    has_tissue = (slices.labels > 0).reshape(len(slices.labels), -1).any(axis=1)
+    full, empty = np.flatnonzero(has_tissue), np.flatnonzero(~has_tissue)
+    keep = rng.choice(empty, size=min(len(empty), int(share_empty * len(full))), replace=False)
+    return np.concatenate([full, keep])
+
+
+def _batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(indices)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _to_batch(slices: SliceSet, idx: np.ndarray, device, flip: np.ndarray | None = None):
+    images = torch.from_numpy(slices.images[idx]).unsqueeze(1)
+    labels = torch.from_numpy(slices.labels[idx])
+    if flip is not None and flip.any():  # left-right flip (axis X) of chosen samples
+        f = torch.from_numpy(flip)
+        images[f] = images[f].flip(-2)
+        labels[f] = labels[f].flip(-2)
+    return images.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def mean_dice_on_slices(network, slices: SliceSet, device, num_classes: int,
+                        early: bool = False, batch_size: int = 32) -> float:
+    """Mean foreground Dice over a slice set (the final output, or the early head's)."""
+    network.eval()
+    inter = np.zeros(num_classes)
+    total = np.zeros(num_classes)
+    for start in range(0, len(slices.images), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(slices.images)))
+        images, labels = _to_batch(slices, idx, device)
+        logits = network.forward_with_early(images)[1] if early else network(images)
+        pred = logits.argmax(1)
+        for c in range(1, num_classes):
+            inter[c] += ((pred == c) & (labels == c)).sum().item()
+            total[c] += (pred == c).sum().item() + (labels == c).sum().item()
+    return float(np.mean(2 * inter[1:] / np.maximum(total[1:], 1)))
+
+
+def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, progress,
+         score_fn, seed_offset):
+    rng = np.random.default_rng(config.seed + seed_offset)
+    indices = _training_indices(slices, config.empty_slice_share, rng)
+    steps_per_epoch = -(-len(indices) // config.batch_size)
+    optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs * steps_per_epoch)
+    best_score, best_state = -1.0, None
+    for epoch in range(epochs):
+        network.train() if phase == "network" else network.eval()
+        losses = []
+        for idx in _batches(indices, config.batch_size, rng):
+            images, labels = _to_batch(slices, idx, device, rng.random(len(idx)) < 0.5)
+            loss = loss_fn(network, images, labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+        score = score_fn(network, val)
+        if score > best_score:
+            best_score = score
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        if progress:
+            progress(phase, epoch + 1, epochs,
+                     {"loss": float(np.mean(losses)), "val_dice": score, "best": best_score})
+    network.load_state_dict(best_state)
+    return best_score
+
+
+def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | None = None,
+                       device: torch.device | str = "cpu",
+                       progress: Progress | None = None,
+                       init_state: dict | None = None) -> tuple[ModelBundle, dict]:
+    """Train the segmentation network, its early head and the prior on labelled volumes.
+
+    train_pairs / val_pairs: sequences of (image path, label path). Validation pairs choose the
+    best epoch. init_state: a state dict of the same architecture (early head included, e.g.
+    `bundle.build_network().state_dict()`) to start from instead of random weights, for
+    fine-tuning. `config.head_epochs = 0` keeps the early head as it starts (the summary's
+    head Dice is then NaN). Returns the bundle and a summary with the validation Dice of both
+    outputs.
+    """
+    config = config or SourceTrainingConfig()
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    num_classes = len(config.class_names)
+    grid = (config.spacing_mm, config.in_plane_shape, config.normalisation)
+    train, val = load_slices(train_pairs, *grid), load_slices(val_pairs, *grid)
+    arch_kwargs = {"in_channels": 1, "num_classes": num_classes,
+                   "base_channels": config.base_channels, "depth": config.depth,
+                   "early_head": True}
+    network = UNet2D(**arch_kwargs).to(device)
+    if init_state is not None:
+        network.load_state_dict(init_state, strict=True)
+
+    head_params = {id(p) for p in network.early_head.parameters()}
+    body = [p for p in network.parameters() if id(p) not in head_params]
+
+    def segmentation_loss(net, images, labels):
+        logits = net(images)
+        return F.cross_entropy(logits, labels) + _soft_dice_loss(logits, labels)
+
+    def val_score(net, data):
+        return mean_dice_on_slices(net, data, device, num_classes)
+
+    val_dice = _fit(network, body, train, val, config, device, config.epochs,
+                    segmentation_loss, "network", progress, val_score, 0)
+
+    for p in body:
+        p.requires_grad_(False)
+
+    def head_loss(net, images, labels):
+        return F.cross_entropy(net.forward_with_early(images)[1], labels)
+
+    def head_score(net, data):
+        return mean_dice_on_slices(net, data, device, num_classes, early=True)
+
+    head_dice = float("nan")
+    if config.head_epochs > 0:
+        head_dice = _fit(network, list(network.early_head.parameters()), train, val, config,
+                         device, config.head_epochs, head_loss, "early head", progress,
+                         head_score, 1)
+    for p in body:
+        p.requires_grad_(True)
+
+    state = {k: v.cpu() for k, v in network.state_dict().items()}
+    head_state = {k[len("early_head."):]: v for k, v in state.items()
+                  if k.startswith("early_head.")}
+    body_state = {k: v for k, v in state.items() if not k.startswith("early_head.")}
+    summary = {"val_dice": val_dice, "val_dice_early_head": head_dice,
+               "train_slices": int(len(train.images)), "val_slices": int(len(val.images))}
+    provenance = {
+        "parent": None,
+        "method": "supervised-source",
+        "config": asdict(config),  # save_bundle stores it as builtins
+        "data_fingerprints": {str(p): fingerprint(p) for pair in train_pairs for p in pair},
+        "validation_fingerprints": {str(p): fingerprint(p) for pair in val_pairs for p in pair},
+        "summary": summary,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "command": " ".join(sys.argv),
+    }
+    bundle = ModelBundle(
+        architecture="unet2d", arch_kwargs=arch_kwargs, state_dict=body_state,
+        class_names=list(config.class_names), modality=config.modality,
+        spacing_mm=[float(s) for s in config.spacing_mm],
+        in_plane_shape=[int(s) for s in config.in_plane_shape], orientation="RAS",
+        slice_axis=2, normalisation=dict(config.normalisation),
+        class_ratio_prior=class_ratio_prior(train, num_classes, config.prior_bins),
+        early_head_state_dict=head_state, provenance=provenance)
+    return bundle, summary
+

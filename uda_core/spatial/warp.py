@@ -1,0 +1,415 @@
+"""Warping, displacement fields and displacement labels for 2D deformable registration.
+
+Conventions (shared with :mod:`uda_core.models.nets.regnet` and the registration pairs):
+
+* Images are tensors (B, C, H, W); H = rows (first spatial axis), W = columns.
+* A displacement field ``u`` is (B, 2, H, W) in PIXELS of the full-resolution slice, channel
+  order (dy, dx) = (rows, columns).
+* Backward warping: ``warped(y, x) = moving(y + u_y(y, x), x + u_x(y, x))``. The map
+  ``phi(p) = p + u(p)`` sends a pixel of the fixed image to the point of the moving image it
+  shows. Images are resampled bilinearly, label maps by nearest neighbour; outside the image the
+  border value is repeated.
+* grid_sample convention: ``align_corners=True``; pixel index ``p`` (pixel centres, 0 .. n-1)
+  maps to the normalised coordinate ``2 p / (n - 1) - 1``, so -1 and +1 are the centres of the
+  first and last pixels; the last axis of a sampling grid is ordered (x, y) = (column, row).
+* Control points: a regular grid with stride ``s`` pixels, ``Kh = H // s`` by ``Kw = W // s``;
+  control point (i, j) sits at pixel ((i + 0.5) s - 0.5, (j + 0.5) s - 0.5), the centre of its
+  s x s block. Control-point displacements are (B, 2, Kh, Kw), still in full-resolution pixels.
+* Displacement labels: :class:`DisplacementGrid` (radius r px, n candidates per axis, n odd):
+  candidate values ``linspace(-r, r, n)`` per axis; label = iy * n + ix with iy along rows (dy)
+  and ix along columns (dx), the row-major order :func:`uda_core.losses.projected_emd` expects
+  with ``grid_shape=(n, n)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DisplacementGrid",
+    "compose_displacements",
+    "control_point_coordinates",
+    "dense_from_control",
+    "dense_to_control",
+    "displacement_to_grid",
+    "expected_displacement",
+    "folding_fraction",
+    "identity_displacement",
+    "jacobian_determinant",
+    "label_to_displacement",
+    "pixel_coordinates",
+    "quantise",
+    "warp_image",
+]
+
+_WARP_MODES = ("bilinear", "nearest")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_field(disp: Tensor, name: str = "disp") -> None:
+    if not isinstance(disp, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(disp).__name__}")
+    if disp.dim() != 4 or disp.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (B, 2, H, W), got {tuple(disp.shape)}")
+    if not disp.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {disp.dtype}")
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    if len(shape) != 2 or any(int(s) < 1 for s in shape):
+        raise ValueError(f"shape must be two positive ints (H, W), got {tuple(shape)}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_stride(stride) -> int:
+    if int(stride) != stride or int(stride) < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    return int(stride)
+
+
+def _normalise(coord: Tensor, size: int) -> Tensor:
+    """Pixel index -> grid_sample coordinate (align_corners=True); any value works for size 1."""
+    return coord * (2.0 / max(size - 1, 1)) - 1.0
+
+
+# ----------------------------------------------------------------------------- coordinates
+
+
+def pixel_coordinates(shape, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Pixel indices of an (H, W) slice: tensor (2, H, W), channel 0 = row y, 1 = column x."""
+    height, width = _check_shape(shape)
+    ys = torch.arange(height, device=device, dtype=dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_y, grid_x))
+
+
+def identity_displacement(
+    batch: int, shape, *, device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """The identity transform as a displacement field: zeros of shape (batch, 2, H, W)."""
+    height, width = _check_shape(shape)
+    return torch.zeros(int(batch), 2, height, width, device=device, dtype=dtype)
+
+
+def displacement_to_grid(disp: Tensor) -> Tensor:
+    """Sampling grid for ``F.grid_sample(..., align_corners=True)`` from a displacement field.
+
+    Args:
+        disp: (B, 2, H, W) displacements in pixels, channels (dy, dx).
+
+    Returns:
+        (B, H, W, 2) normalised coordinates of the points p + u(p), last axis ordered (x, y).
+    """
+    _check_field(disp)
+    height, width = disp.shape[-2:]
+    base = pixel_coordinates((height, width), device=disp.device, dtype=disp.dtype)
+    points = base.unsqueeze(0) + disp  # (B, 2, H, W), (y, x) pixels
+    grid_x = _normalise(points[:, 1], width)
+    grid_y = _normalise(points[:, 0], height)
+    return torch.stack((grid_x, grid_y), dim=-1)
+
+
+def control_point_coordinates(
+    shape, stride: int, *, device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Pixel positions of the control points of an (H, W) slice: tensor (2, Kh, Kw), (y, x).
+
+    Kh = H // stride, Kw = W // stride; point (i, j) is at ((i + 0.5) stride - 0.5,
+    (j + 0.5) stride - 0.5) pixels.
+    """
+    height, width = _check_shape(shape)
+    stride = _check_stride(stride)
+    kh, kw = height // stride, width // stride
+    if kh < 1 or kw < 1:
+        raise ValueError(f"slice {height}x{width} is smaller than one stride ({stride} px)")
+    ys = (torch.arange(kh, device=device, dtype=dtype) + 0.5) * stride - 0.5
+    xs = (torch.arange(kw, device=device, dtype=dtype) + 0.5) * stride - 0.5
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_y, grid_x))
+
+
+# ----------------------------------------------------------------------------- warping
+
+
+def warp_image(moving: Tensor, disp: Tensor, mode: str = "bilinear") -> Tensor:
+    """Backward-warp ``moving`` with the displacement field ``disp``.
+
+    ``warped(y, x) = moving(y + u_y(y, x), x + u_x(y, x))``; points outside the image take the
+    value of the nearest border pixel. Differentiable with respect to both inputs in bilinear
+    mode (grid_sample, align_corners=True).
+
+    Args:
+        moving: (B, C, H, W) image(s). For ``mode="nearest"`` any dtype (integer label maps are
+            returned with their dtype and values unchanged, exact up to 2**24); for
+            ``"bilinear"`` a floating-point tensor.
+        disp: (B, 2, H, W) displacements in pixels, channels (dy, dx), same B, H, W.
+        mode: "bilinear" (intensities) or "nearest" (labels).
+
+    Returns:
+        (B, C, H, W) warped tensor with the dtype of ``moving``.
+    """
+    if mode not in _WARP_MODES:
+        raise ValueError(f"mode must be one of {_WARP_MODES}, got {mode!r}")
+    if not isinstance(moving, Tensor) or moving.dim() != 4:
+        raise ValueError(
+            f"moving must be a (B, C, H, W) tensor, got "
+            f"{tuple(moving.shape) if isinstance(moving, Tensor) else type(moving).__name__}"
+        )
+    _check_field(disp)
+    if moving.shape[0] != disp.shape[0] or moving.shape[-2:] != disp.shape[-2:]:
+        raise ValueError(
+            f"moving {tuple(moving.shape)} and disp {tuple(disp.shape)} must share B, H and W"
+        )
+    source = moving
+    if not moving.is_floating_point():
+        if mode != "nearest":
+            raise TypeError(
+                f"bilinear warping needs a floating-point image, got {moving.dtype}; "
+                "use mode='nearest' for label maps"
+            )
+        source = moving.to(torch.float32)
+    grid = displacement_to_grid(disp.to(source.dtype))
+    warped = F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)
+    if warped.dtype != moving.dtype:
+        warped = torch.round(warped).to(moving.dtype)
+    return warped
+
+
+def compose_displacements(first: Tensor, second: Tensor) -> Tensor:
+    """Displacement of the map p -> phi_second(phi_first(p)), with phi_u(p) = p + u(p).
+
+    ``w(p) = first(p) + second(p + first(p))`` (``second`` resampled bilinearly, border values
+    outside), so that ``warp_image(moving, w)`` ~ ``warp_image(warp_image(moving, second),
+    first)``: warping by ``second`` and then by ``first``.
+
+    Args:
+        first, second: (B, 2, H, W) displacements in pixels (dy, dx).
+
+    Returns:
+        (B, 2, H, W) displacements in pixels.
+    """
+    _check_field(first, "first")
+    _check_field(second, "second")
+    if first.shape != second.shape:
+        raise ValueError(
+            f"first and second must have the same shape, got {tuple(first.shape)} and "
+            f"{tuple(second.shape)}"
+        )
+    return first + warp_image(second, first)
+
+
+def _gaussian_kernel(sigma: float, dtype: torch.dtype, device) -> Tensor:
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _gaussian_smooth(field: Tensor, sigma_px: float) -> Tensor:
+    """Separable Gaussian filter (sigma in pixels) of each channel; edges replicated."""
+    if sigma_px <= 0:
+        return field
+    kernel = _gaussian_kernel(float(sigma_px), field.dtype, field.device)
+    radius = kernel.numel() // 2
+    channels = field.shape[1]
+    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    # replicate padding accepts pads larger than the image; this keeps constant fields constant
+    out = F.pad(field, (0, 0, radius, radius), mode="replicate")
+    out = F.conv2d(out, rows, groups=channels)
+    out = F.pad(out, (radius, radius, 0, 0), mode="replicate")
+    return F.conv2d(out, cols, groups=channels)
+
+
+def dense_from_control(
+    disp_cp: Tensor, shape, stride: int, smooth_sigma_px: float = 0.0
+) -> Tensor:
+    """Dense displacement field from control-point displacements (upsample, then smooth).
+
+    The control-point field is interpolated bilinearly to every pixel, with control point (i, j)
+    at pixel ((i + 0.5) stride - 0.5, (j + 0.5) stride - 0.5) and constant extrapolation beyond
+    the outermost points, then filtered with a Gaussian of ``smooth_sigma_px`` pixels
+    (separable, edges replicated, so a constant field stays constant). Differentiable.
+
+    Args:
+        disp_cp: (B, 2, Kh, Kw) displacements in full-resolution pixels (dy, dx), with
+            Kh = H // stride and Kw = W // stride.
+        shape: (H, W) of the full-resolution slice.
+        stride: control-point spacing in pixels.
+        smooth_sigma_px: Gaussian sigma in pixels; 0 = no smoothing.
+
+    Returns:
+        (B, 2, H, W) displacements in pixels.
+    """
+    _check_field(disp_cp, "disp_cp")
+    height, width = _check_shape(shape)
+    stride = _check_stride(stride)
+    kh, kw = height // stride, width // stride
+    if tuple(disp_cp.shape[-2:]) != (kh, kw):
+        raise ValueError(
+            f"disp_cp must have {kh}x{kw} control points for a {height}x{width} slice with "
+            f"stride {stride}, got {tuple(disp_cp.shape[-2:])}"
+        )
+    if smooth_sigma_px < 0:
+        raise ValueError(f"smooth_sigma_px must be >= 0, got {smooth_sigma_px}")
+    pixels = pixel_coordinates((height, width), device=disp_cp.device, dtype=disp_cp.dtype)
+    index = (pixels + 0.5) / stride - 0.5  # control-point index of each pixel, (2, H, W)
+    grid = torch.stack((_normalise(index[1], kw), _normalise(index[0], kh)), dim=-1)
+    grid = grid.unsqueeze(0).expand(disp_cp.shape[0], -1, -1, -1)
+    dense = F.grid_sample(disp_cp, grid, mode="bilinear", padding_mode="border",
+                          align_corners=True)
+    return _gaussian_smooth(dense, smooth_sigma_px)
+
+
+def dense_to_control(disp: Tensor, stride: int) -> Tensor:
+    """Sample a dense field at the control points (bilinear): (B, 2, H, W) -> (B, 2, Kh, Kw).
+
+    Used to turn a true dense displacement (pixels, (dy, dx)) into control-point targets, e.g.
+    ``quantise(dense_to_control(disp, stride), grid)`` gives the supervision labels.
+    """
+    _check_field(disp)
+    height, width = disp.shape[-2:]
+    points = control_point_coordinates((height, width), stride, device=disp.device,
+                                       dtype=disp.dtype)
+    grid = torch.stack((_normalise(points[1], width), _normalise(points[0], height)), dim=-1)
+    grid = grid.unsqueeze(0).expand(disp.shape[0], -1, -1, -1)
+    return F.grid_sample(disp, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+# ----------------------------------------------------------------------------- folding
+
+
+def jacobian_determinant(disp: Tensor) -> Tensor:
+    """Jacobian determinant of the map p -> p + u(p), by forward finite differences.
+
+    With a = d u_y / dy, b = d u_y / dx, c = d u_x / dy, e = d u_x / dx (pixel units, forward
+    differences from (y, x) to (y + 1, x) and (y, x + 1)):
+    ``det = (1 + a)(1 + e) - b c``. This is exactly the determinant of the affine map of the
+    triangle (y, x), (y + 1, x), (y, x + 1), so det <= 0 flags a folded (or collapsed) triangle.
+
+    Args:
+        disp: (B, 2, H, W) displacements in pixels (dy, dx), H, W >= 2.
+
+    Returns:
+        (B, H - 1, W - 1) determinants (dimensionless; 1 = no local area change); value
+        [b, y, x] belongs to pixel (y, x).
+    """
+    _check_field(disp)
+    if disp.shape[-2] < 2 or disp.shape[-1] < 2:
+        raise ValueError(f"jacobian_determinant needs H, W >= 2, got {tuple(disp.shape)}")
+    d_dy = disp[:, :, 1:, :-1] - disp[:, :, :-1, :-1]  # (B, 2, H-1, W-1)
+    d_dx = disp[:, :, :-1, 1:] - disp[:, :, :-1, :-1]
+    return (1.0 + d_dy[:, 0]) * (1.0 + d_dx[:, 1]) - d_dx[:, 0] * d_dy[:, 1]
+
+
+def folding_fraction(disp: Tensor) -> float:
+    """Share (0..1) of the pixels of :func:`jacobian_determinant` with det <= 0, whole batch."""
+    det = jacobian_determinant(disp)
+    return float((det <= 0).to(torch.float64).mean().item())
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class DisplacementGrid:
+    """Square grid of candidate displacements (the labels of discrete registration).
+
+    Candidate values per axis: ``linspace(-radius_px, radius_px, n_per_axis)`` pixels; label
+    ``iy * n + ix`` is the displacement (dy, dx) = (values[iy], values[ix]). ``n_per_axis`` must
+    be odd (>= 3) so that zero displacement is a candidate (label ``centre_label``).
+    """
+
+    radius_px: float
+    n_per_axis: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.radius_px, (int, float)) and math.isfinite(self.radius_px)
+                and self.radius_px > 0):
+            raise ValueError(f"radius_px must be a positive number, got {self.radius_px!r}")
+        if int(self.n_per_axis) != self.n_per_axis or self.n_per_axis < 3 \
+                or self.n_per_axis % 2 == 0:
+            raise ValueError(f"n_per_axis must be an odd integer >= 3, got {self.n_per_axis!r}")
+        object.__setattr__(self, "radius_px", float(self.radius_px))
+        object.__setattr__(self, "n_per_axis", int(self.n_per_axis))
+
+    @property
+    def n_labels(self) -> int:
+        """Number of labels L = n_per_axis ** 2."""
+        return self.n_per_axis**2
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n, n): the ``grid_shape`` for :func:`uda_core.losses.projected_emd`."""
+        return (self.n_per_axis, self.n_per_axis)
+
+    @property
+    def step_px(self) -> float:
+        """Spacing of the candidates in pixels: 2 radius / (n - 1)."""
+        return 2.0 * self.radius_px / (self.n_per_axis - 1)
+
+    @property
+    def centre_label(self) -> int:
+        """Label of the zero displacement."""
+        return self.n_labels // 2
+
+    @property
+    def values(self) -> Tensor:
+        """(n,) float32 candidate values per axis, pixels."""
+        return torch.linspace(-self.radius_px, self.radius_px, self.n_per_axis)
+
+    @property
+    def candidates(self) -> Tensor:
+        """(L, 2) float32 candidate displacements (dy, dx) in pixels, row l = label l."""
+        values = self.values
+        dy, dx = torch.meshgrid(values, values, indexing="ij")
+        return torch.stack((dy.reshape(-1), dx.reshape(-1)), dim=1)
+
+
+def quantise(disp_cp: Tensor, grid: DisplacementGrid) -> Tensor:
+    """Nearest candidate label of each displacement (per axis; outside the radius: clamped).
+
+    Args:
+        disp_cp: (B, 2, *points) displacements in pixels (dy, dx), e.g. (B, 2, Kh, Kw).
+        grid: the candidate grid.
+
+    Returns:
+        (B, *points) int64 labels iy * n + ix.
+    """
+    if not isinstance(disp_cp, Tensor) or disp_cp.dim() < 2 or disp_cp.shape[1] != 2:
+        raise ValueError("disp_cp must be a (B, 2, *points) tensor")
+    n = grid.n_per_axis
+    index = torch.round((disp_cp.to(torch.float64) + grid.radius_px) / grid.step_px)
+    index = index.clamp(0, n - 1).to(torch.int64)
+    return index[:, 0] * n + index[:, 1]
+
+
+def label_to_displacement(labels: Tensor, grid: DisplacementGrid) -> Tensor:
+    """Candidate displacements of labels: (B, *points) int -> (B, 2, *points) float32 pixels."""
+    if not isinstance(labels, Tensor) or labels.dim() < 1 or labels.is_floating_point():
+        raise ValueError("labels must be an integer tensor of shape (B, *points)")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= grid.n_labels):
+        raise ValueError(f"labels must lie in [0, {grid.n_labels - 1}]")
+    candidates = grid.candidates.to(labels.device)
+    disp = candidates[labels.long()]  # (B, *points, 2)
+    return torch.movedim(disp, -1, 1)
+
+
+def expected_displacement(probs: Tensor, grid: DisplacementGrid) -> Tensor:
+    """Probability-weighted mean candidate: (B, L, *points) -> (B, 2, *points) pixels (dy, dx)."""
+    if not isinstance(probs, Tensor) or probs.dim() < 2 or probs.shape[1] != grid.n_labels:
+        raise ValueError(
+            f"probs must be a (B, {grid.n_labels}, *points) tensor for this displacement grid"
+        )
+    candidates = grid.candidates.to(device=probs.device, dtype=probs.dtype)  # (L, 2)
+    flat = probs.reshape(probs.shape[0], probs.shape[1], -1)
+    disp = torch.einsum("blp,lc->bcp", flat, candidates)
+    return disp.reshape((probs.shape[0], 2) + tuple(probs.shape[2:]))

@@ -1,0 +1,193 @@
+"""The data of a registration adaptation run, and the engine task that serves it.
+
+A run adapts a registration network trained on T1-T1 pairs (source) to pairs whose moving
+image has another contrast (target, e.g. T1 fixed, T2 moving). Both kinds of pairs are made
+with the pairs helpers of :mod:`uda_core.runs.train_registration` from voxel-aligned slices
+(:class:`~uda_core.runs.train_registration.RegSlices`):
+
+- source pair: a fixed T1 slice and the same slice deformed by a random smooth field; the
+  field's quantised displacement at every control point supervises (free labels);
+- target pair: the fixed T1 slice and the voxel-aligned other-modality slice deformed by a
+  random smooth field. Its true displacement is known too, but it serves only the reference
+  numbers (accuracy, endpoint error), never training or the choice of a checkpoint.
+
+Fresh random fields are drawn for every batch, from the engine's checkpointed generator (a
+resumed run continues exactly); a separate fixed set of target pairs is scored.
+
+Conventions of :mod:`uda_core.spatial.warp`: slices (H, W) on the model grid, images
+(B, 1, H, W), displacements in model-grid pixels (dy, dx), control points every ``stride``
+pixels, labels ``iy * n + ix``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uda_core.engine.events import PreviewEvent
+from uda_core.errors import InputError
+from uda_core.io.intensity import foreground_mask
+from uda_core.io.readers import read_labels, read_volume
+from uda_core.runs.train_registration import (
+    RegPairs,
+    RegSlices,
+    evaluate_registration,
+    pairs_from_slices,
+)
+from uda_core.scores import registration as reg_scores
+from uda_core.spatial.fields import registration_slices
+
+__all__ = ["RegBatch", "RegistrationTask", "demo_files", "mono_modal", "slices_from_files"]
+
+
+def demo_files(modality: str, subjects: Sequence[int] = (100, 101, 102),
+               root: str | Path | None = None) -> tuple[list[Path], list[Path], list[Path]]:
+    """(T1 images, `modality` images, T1 label maps) of demo subjects as ``uda demo-data``
+    writes them (default root: resources/demo)."""
+    if root is None:
+        from uda_core.io.resources import resources_dir
+        root = resources_dir() / "demo"
+    root = Path(root)
+    ids = [f"sub-{int(s):03d}" for s in subjects]
+    return ([root / "t1" / f"{i}_t1.nii.gz" for i in ids],
+            [root / modality / f"{i}_{modality}.nii.gz" for i in ids],
+            [root / "t1" / f"{i}_labels.nii.gz" for i in ids])
+
+
+def slices_from_files(fixed: Sequence[str | Path], moving: Sequence[str | Path],
+                      labels: Sequence[str | Path] | None = None, grid=None) -> RegSlices:
+    """Slices of each (fixed, moving) volume pair on the model grid of `grid` (a bundle).
+
+    The moving volume must be aligned with its fixed volume in world space (e.g. one
+    session's T1 and T2): it is resampled onto the fixed volume's model grid without
+    registration. Without `labels` (tissue label maps of the fixed volumes), the fixed
+    slice's head mask (Otsu) stands in for them (1 = head): it marks the control points that
+    count in the reference accuracy and error.
+    """
+    if len(moving) != len(fixed) or (labels is not None and len(labels) != len(fixed)):
+        raise InputError(f"give one moving image (and label map) per fixed image; got "
+                         f"{len(fixed)} fixed, {len(moving)} moving"
+                         + (f", {len(labels)} label maps" if labels is not None else ""))
+    parts: dict[str, list] = {"fixed": [], "moving_source": [], "labels": [], "subjects": []}
+    for i, path in enumerate(fixed):
+        label_map = read_labels(labels[i]) if labels is not None else None
+        out = registration_slices(read_volume(path), read_volume(moving[i]), grid,
+                                  labels=label_map)
+        tissue = out[2] if label_map is not None else foreground_mask(out[0]).astype(np.int64)
+        parts["fixed"].append(out[0])
+        parts["moving_source"].append(out[1])
+        parts["labels"].append(tissue.astype(np.int64))
+        parts["subjects"].append(np.full(len(out[0]), i, dtype=np.int64))
+    return RegSlices(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+def mono_modal(slices: RegSlices) -> RegSlices:
+    """The same fixed slices as T1-T1 source material (moving images made from the fixed)."""
+    return RegSlices(fixed=slices.fixed, moving_source=slices.fixed, labels=slices.labels,
+                     subjects=slices.subjects)
+
+
+@dataclass
+class RegBatch:
+    """One MCD batch on the device: labelled source pairs and unlabelled target pairs.
+
+    source_fixed, source_moving: (Bs, 1, H, W); source_labels: (Bs, Kh, Kw) int64 true
+    quantised displacements; source_disp_cp: (Bs, 2, Kh, Kw) true block-mean displacement,
+    pixels; source_mask_cp: (Bs, Kh, Kw) bool control points inside the head;
+    target_fixed, target_moving: (Bt, 1, H, W).
+    """
+
+    source_fixed: torch.Tensor
+    source_moving: torch.Tensor
+    source_labels: torch.Tensor
+    source_disp_cp: torch.Tensor
+    source_mask_cp: torch.Tensor
+    target_fixed: torch.Tensor
+    target_moving: torch.Tensor
+
+
+class RegistrationTask:
+    """Registration adaptation data for :class:`uda_core.engine.Engine`.
+
+    Args:
+        network: the DiscreteRegNet being adapted (its grid and stride define the labels).
+        target: slices whose moving images are another modality (target pairs; also scored).
+        source: slices for the T1-T1 source pairs (e.g. ``mono_modal(target)``).
+        device: where batches go.
+        source_batch, target_batch: pairs per batch.
+        score_pairs: number of fixed target pairs scored (the same ones every time).
+        seed: seed of the scored pairs' choice and fields.
+        reference: also report the scored pairs' accuracy and endpoint error (needs the
+            fixed and moving volumes to be truly aligned, as in the demo data).
+        max_px, smooth_px: longest displacement and smoothness (pixels) of the random fields.
+        spacing_mm: (row, column) model-grid pixel size, for the endpoint error.
+    """
+
+    higher_is_better = reg_scores.HIGHER_IS_BETTER
+    n_previews = 0
+
+    def __init__(self, network, target: RegSlices, source: RegSlices, device: torch.device, *,
+                 source_batch: int = 4, target_batch: int = 4, score_pairs: int = 32,
+                 seed: int = 1, reference: bool = True, max_px: float = 5.0,
+                 smooth_px: float = 8.0, spacing_mm=(2.0, 2.0)):
+        self.network = network
+        self.target, self.source = target, source
+        self.device = device
+        self.source_batch, self.target_batch = int(source_batch), int(target_batch)
+        self.reference = reference
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.pair_args = {"displacement_grid": network.grid, "stride": network.stride,
+                          "max_px": max_px, "smooth_px": smooth_px}
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(target), min(score_pairs, len(target)), replace=False))
+        self.scored: RegPairs = pairs_from_slices(target, pick, rng, **self.pair_args)
+
+    def sample_batch(self, rng: np.random.Generator) -> RegBatch:
+        src = pairs_from_slices(self.source, rng.integers(0, len(self.source),
+                                                          self.source_batch),
+                                rng, **self.pair_args).to(self.device)
+        tgt = pairs_from_slices(self.target, rng.integers(0, len(self.target),
+                                                          self.target_batch),
+                                rng, **self.pair_args).to(self.device)
+        return RegBatch(src.fixed, src.moving, src.labels_cp, src.disp_cp, src.mask_cp,
+                        tgt.fixed, tgt.moving)
+
+    @torch.no_grad()
+    def _predict(self, pairs: RegPairs, chunk: int = 8) -> dict[str, torch.Tensor]:
+        keys = ("probs1", "probs2", "probs", "disp")
+        parts: dict[str, list] = {k: [] for k in keys}
+        for i in range(0, len(pairs), chunk):
+            out = self.network(pairs.fixed[i:i + chunk].to(self.device),
+                               pairs.moving[i:i + chunk].to(self.device))
+            for k in keys:
+                parts[k].append(out[k].float().cpu())
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+        """Label-free scores of the scored pairs (see reg_scores), their reference accuracy
+        and endpoint error (mm) when asked, and the collapse state."""
+        pairs = self.scored
+        out = self._predict(pairs)
+        head = (pairs.fixed_labels > 0).numpy()
+        scores = {
+            "discrepancy": reg_scores.head_discrepancy(out["probs1"], out["probs2"]),
+            "entropy": reg_scores.mean_entropy(out["probs"]),
+            "mutual_info": reg_scores.mean_mutual_information(pairs.fixed, pairs.moving,
+                                                              out["disp"], head),
+        }
+        reference = None
+        if self.reference:
+            found = evaluate_registration(self.network, pairs, spacing_mm=self.spacing_mm,
+                                          device=self.device)
+            reference = {"accuracy": found["accuracy"], "epe_mm": found["epe_mm"]}
+        return scores, reference, reg_scores.collapse_state(out["probs"])
+
+    def collapse_reason(self, state: np.ndarray, initial: np.ndarray) -> str | None:
+        return reg_scores.collapse_reason(state, initial)
+
+    def preview(self, step: int, index: int) -> PreviewEvent:
+        raise NotImplementedError("registration runs make no previews (n_previews = 0)")
