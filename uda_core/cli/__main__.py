@@ -4,4 +4,5 @@ import sys
 
 from uda_core.cli.parser import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
