@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uda_core.cli import _subject_range
+from uda_core.cli.common import subject_range
 from uda_core.engine.device import resolve_device
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
@@ -28,7 +28,7 @@ from uda_core.synth.demo_data import write_demo_data
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo:brain-t1")
-    parser.add_argument("--subjects", type=_subject_range, default=_subject_range("100-105"))
+    parser.add_argument("--subjects", type=subject_range, default=subject_range("100-105"))
     parser.add_argument("--domains", default="t1,protocol,t2,pd")
     args = parser.parse_args()
     domains = args.domains.split(",")

@@ -286,7 +286,7 @@ def recorded_child(func, job: dict, record: Path, reuse: bool, log: Log,
     the same job (same settings and files) is returned instead of running it again.
     `fresh_dir` (the run's output folder) is emptied before a run, so nothing of an earlier
     or interrupted run mixes in."""
-    from uda_core.runs.adapt import write_json_atomic
+    from uda_core.exports.json_file import write_json_atomic
     key = json.loads(json.dumps(job, default=str))
     if reuse and record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8"))

@@ -14,29 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from uda_core.cli.common import add_device, note, say, subject_range
 from uda_core.errors import InputError, UdaError
 
 
 def _subjects(text: str) -> tuple[int, ...]:
     """'0-11,20-27' -> (0, ..., 11, 20, ..., 27); 'none' -> ()."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    subjects: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                subjects.extend(range(int(lo), int(hi) + 1))
-            else:
-                subjects.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a subject list: {text!r} (e.g. 0-11,20-27 or "
-                                         "none)") from None
-    return tuple(subjects)
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+    return tuple(subject_range(text))
 
 
 # --- uda reg train-source ------------------------------------------------------------------
@@ -61,7 +45,7 @@ def cmd_reg_train_source(args: argparse.Namespace) -> int:
                                steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed)
     device = resolve_device(args.device)
-    _say(f"simulating demo subjects {_range_text(config.subjects)}, then training "
+    say(f"simulating demo subjects {_range_text(config.subjects)}, then training "
          f"{config.steps} steps ({device})")
     bars: dict = {}
     interactive = sys.stderr.isatty()
@@ -69,11 +53,11 @@ def cmd_reg_train_source(args: argparse.Namespace) -> int:
     def progress(phase: str, done: int, total: int, scores: dict) -> None:
         text = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != "pairs")
         if phase in ("validate", "evaluate"):
-            _note(bars.get("train"), f"{phase} ({done}/{total}): {text}")
+            note(bars.get("train"), f"{phase} ({done}/{total}): {text}")
             return
         if not interactive:
             if phase == "train" and (done % 100 == 0 or done == total):
-                _say(f"step {done}/{total}: {text}")
+                say(f"step {done}/{total}: {text}")
             return
         bar = bars.get(phase)
         if bar is None:
@@ -107,13 +91,6 @@ def _range_text(subjects) -> str:
     if len(subjects) <= 6:
         return ",".join(str(s) for s in subjects)
     return f"{subjects[0]}..{subjects[-1]} ({len(subjects)} subjects)"
-
-
-def _note(bar, text: str) -> None:
-    if bar is not None:
-        bar.write(text, file=sys.stderr)
-    else:
-        _say(text)
 
 
 # --- uda reg apply -------------------------------------------------------------------------
@@ -163,7 +140,7 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
             raise InputError(f"is not on the grid of {args.moving}; labels must share their "
                              "image's grid", args.moving_labels)
         if not moving.same_grid(fixed):
-            _say(f"note: resampling {args.moving} onto the grid of {args.fixed}")
+            say(f"note: resampling {args.moving} onto the grid of {args.fixed}")
             moving = resample_onto(moving, fixed)
             labels = None if labels is None else resample_onto(labels, fixed, labels=True)
     from tqdm import tqdm
@@ -184,17 +161,12 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
     write_outputs(result, targets, inputs, replace=targets.values() if args.overwrite else ())
     for target in targets.values():
         print(target)
-    _say(f"{args.method}: {result.slices} slices in {result.seconds:.1f} s, folding "
+    say(f"{args.method}: {result.slices} slices in {result.seconds:.1f} s, folding "
          f"{100 * result.folding:.2f} % of head pixels")
     return 0
 
 
 # --- parser --------------------------------------------------------------------------------
-
-def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
-                        help="where the network runs (default: auto)")
-
 
 def add_reg_parser(sub) -> argparse._SubParsersAction:
     """Add `uda reg` to the top-level sub-parsers ``sub``; return the group's sub-parsers."""
@@ -225,7 +197,7 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    _add_device(p)
+    add_device(p, "where the network runs (default: auto)")
     p.set_defaults(func=cmd_reg_train_source)
 
     p = reg_sub.add_parser(
@@ -251,7 +223,7 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
                         "(through world coordinates; no registration)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    _add_device(p)
+    add_device(p, "where the network runs (default: auto)")
     p.set_defaults(func=cmd_reg_apply)
 
     from uda_core.cli.reg_adapt import add_reg_adapt_parser, add_reg_bench_parser

@@ -1,5 +1,5 @@
 """`uda reg adapt` and `uda reg bench`: parsers and commands, hooked into `uda reg` by
-uda_core/cli_reg.py::
+uda_core/cli/reg.py::
 
     from uda_core.cli.reg_adapt import add_reg_adapt_parser, add_reg_bench_parser
     add_reg_adapt_parser(reg_subparsers)   # sets func=cmd_reg_adapt
@@ -15,113 +15,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
-EXIT_CANCELLED = 130
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
-                leave=False, disable=None)
-
-
-def _note(bar, text: str) -> None:
-    if bar is not None:
-        bar.write(text, file=sys.stderr)
-    else:
-        print(text, file=sys.stderr)
-
-
-def _read_settings(path: str | None) -> dict:
-    if not path:
-        return {}
-    from uda_core.cli import _read_settings as read
-    return read(path)
-
-
-class _Display:
-    """Listener: a progress bar with the losses, a line per scoring and the final status."""
-
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
-        self.interactive = sys.stderr.isatty()
-
-    def __call__(self, event) -> None:
-        from uda_core.engine.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
-        if isinstance(event, StepEvent):
-            if self.bar is None:
-                self.bar = _progress(event.total, self.desc)
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()},
-                                 refresh=False)
-            self.bar.update(1)
-            if not self.interactive and (event.step % 25 == 0 or event.step == event.total):
-                losses = ", ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
-                print(f"step {event.step}/{event.total} ({event.elapsed_s:.0f} s): {losses}",
-                      file=sys.stderr)
-        elif isinstance(event, ScoreEvent):
-            text = ", ".join(f"{k} {v:.4f}" for k, v in event.scores.items())
-            if event.reference:
-                text += "; reference (evaluation only): " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in event.reference.items())
-            _note(self.bar, f"step {event.step} scores: {text}"
-                            f"{'  (best)' if event.is_best else ''}")
-        elif isinstance(event, RollbackEvent):
-            _note(self.bar, f"step {event.step}: {event.reason}; rolled back to step "
-                            f"{event.to_step} and halved the learning rates")
-        elif isinstance(event, FinishedEvent):
-            if self.bar is not None:
-                self.bar.close()
-            print(f"{event.status}: {event.message}", file=sys.stderr)
+from uda_core.cli.common import (
+    ConsoleProgress,
+    cancel_on_interrupt,
+    engine_settings_from,
+    finish_adaptation,
+    read_settings,
+    subject_range,
+)
 
 
 def cmd_reg_adapt(args: argparse.Namespace) -> int:
     from uda_core.engine import RunControl
     from uda_core.runs.adapt_registration import run_reg_adaptation
 
-    settings = _read_settings(args.config)
-    engine_settings = dict(settings.pop("engine", {}))
-    for key in ("steps", "seed", "select_by"):
-        value = getattr(args, key)
-        if value is not None:
-            engine_settings[key] = value
+    settings = read_settings(args.config)
+    engine_settings = engine_settings_from(settings, args, ("steps", "seed", "select_by"))
     control = RunControl()
-
-    def first_interrupt(signum, frame):
-        control.cancel()
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
-        print("\ncancelling after the current step (Ctrl-C again to stop at once)",
-              file=sys.stderr)
-
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = _is_main_thread()
-    if in_main_thread:
-        signal.signal(signal.SIGINT, first_interrupt)
-    try:
+    with cancel_on_interrupt(control):
         summary = run_reg_adaptation(
             args.model, args.out, discrepancy=args.discrepancy, fixed=args.fixed,
             moving=args.moving, labels=args.labels, aligned=args.aligned,
             demo_domain=args.demo_domain, method_settings=settings,
             engine_settings=engine_settings, device=args.device,
-            listeners=[_Display(f"mcd-{args.discrepancy}")], control=control,
+            listeners=[ConsoleProgress(f"mcd-{args.discrepancy}")], control=control,
             resume=args.resume, overwrite=args.overwrite)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-    print(f"{summary['adapted_model']}  ({summary['status']}, {summary['steps_done']} steps in "
-          f"{summary['seconds']:.0f} s, kept step {summary['chosen_step']} by "
-          f"{summary['selected_by']})")
-    if summary["status"] == "cancelled":
-        print(f"resume with --resume {summary['checkpoint']}", file=sys.stderr)
-        return EXIT_CANCELLED
-    return 0
-
-
-def _is_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
+    return finish_adaptation(summary, verb="kept")
 
 
 def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
@@ -193,8 +115,7 @@ def cmd_reg_bench(args: argparse.Namespace) -> int:
     if args.seeds:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.subjects:
-        from uda_core.cli import _subject_range
-        changes["subjects"] = tuple(_subject_range(args.subjects))
+        changes["subjects"] = tuple(subject_range(args.subjects))
     if args.settings:
         changes["method_settings"] = json.loads(args.settings)
     config = quick_reg_config(**changes) if args.quick else RegBenchConfig(**changes)

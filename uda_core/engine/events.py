@@ -56,3 +56,8 @@ class FinishedEvent:
     steps_done: int
     best_step: int
     message: str
+
+
+#: Any event the engine emits.
+EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | CheckpointEvent | RollbackEvent
+               | FinishedEvent)

@@ -15,22 +15,20 @@ choice of the kept step) and writes
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from uda_core import __version__
-from uda_core.engine import Engine, EngineConfig, RunControl
+from uda_core.engine import EngineConfig, RunControl
 from uda_core.engine.device import resolve_device
+from uda_core.engine.listeners import Listener
 from uda_core.errors import UdaError
-from uda_core.io.files import fingerprint
 from uda_core.methods.base import config_from_dict
 from uda_core.methods.mcd import MCDRegistration
-from uda_core.models.bundle import save_bundle
-from uda_core.models.bundle.registration import load_registration_model, make_registration_bundle
-from uda_core.runs.adapt import MetricsWriter, write_json_atomic
+from uda_core.models.bundle.registration import (
+    load_registration_model,
+    make_registration_bundle,
+)
+from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.registration import (
     RegistrationTask,
     demo_files,
@@ -60,7 +58,7 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
                        labels: Sequence[str | Path] | None = None, aligned: bool = False,
                        demo_domain: str = "t2", method_settings: dict | None = None,
                        engine_settings: dict | None = None, device: str = "auto",
-                       listeners: Sequence[Callable] = (), control: RunControl | None = None,
+                       listeners: Sequence[Listener] = (), control: RunControl | None = None,
                        resume: str | Path | None = None, overwrite: bool = False) -> dict:
     """Adapt a registration model to target pairs with MCD; returns the run summary.
 
@@ -83,25 +81,24 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
         resume: a checkpoint of an earlier run into the same out_dir (its last.pt).
     """
     out_dir = Path(out_dir)
-    adapted_path = out_dir / "adapted.pt"
-    if adapted_path.exists() and not overwrite and resume is None:
-        raise UdaError(f"{adapted_path} already exists; pass --overwrite or choose another "
-                       "--out")
+    refuse_existing_output(out_dir, overwrite, resume)
     if (fixed is None) != (moving is None):
         raise UdaError("give --fixed and --moving together (one moving image per fixed one)")
+    name = f"mcd-{discrepancy}"
     try:
         settings = {**(method_settings or {}), "discrepancy": discrepancy}
         method_config = config_from_dict(MCDRegistration.config_class, settings)
         engine_config = config_from_dict(EngineConfig,
                                          {**DEFAULT_ENGINE_SETTINGS, **(engine_settings or {})})
     except (TypeError, ValueError) as exc:
-        raise UdaError(f"settings for mcd-{discrepancy}: {exc}") from exc
+        raise settings_error(name, exc) from exc
     torch_device = resolve_device(device)
     bundle, network = load_registration_model(model, torch_device)
 
     if fixed is None:
         fixed, moving, labels = demo_files(demo_domain)
         aligned = True
+    assert moving is not None
     inputs = [*fixed, *moving, *(labels or [])]
     for path in inputs:
         if not Path(path).exists():
@@ -115,51 +112,26 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
                             reference=aligned, max_px=max_px, smooth_px=smooth_px,
                             spacing_mm=bundle.spacing_mm[:2])
     method = MCDRegistration(network, bundle, method_config, torch_device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsWriter(out_dir / "metrics.jsonl", append=resume is not None)
-    engine = Engine(method, task, engine_config, out_dir, [metrics, *listeners], control)
-    started = time.perf_counter()
-    try:
-        result = engine.run(resume_from=resume)
-    finally:
-        metrics.close()
-    seconds = time.perf_counter() - started
 
-    name = f"mcd-{method_config.discrepancy}"
-    fingerprints = {str(p): fingerprint(p) for p in inputs}
-    provenance = {
-        "task": "registration", "parent": bundle.source or model,
-        "parent_provenance": bundle.provenance, "method": name,
-        "config": dataclasses.asdict(method_config),
-        "engine": dataclasses.asdict(engine_config),
-        "data": {"fixed": [str(p) for p in fixed], "moving": [str(p) for p in moving],
-                 "pairs": "fixed slice + moving slice deformed by random smooth fields "
-                          f"(max {max_px:g} px, sigma {smooth_px:g} px)"},
-        "data_fingerprints": fingerprints, "chosen_step": result.best_step,
-        "selected_by": engine_config.select_by, "status": result.status,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "package_version": __version__,
-    }
-    adapted = make_registration_bundle(network.cpu(), modality=bundle.modality,
-                                       spacing_mm=bundle.spacing_mm,
-                                       in_plane_shape=bundle.in_plane_shape,
-                                       normalisation=bundle.normalisation,
-                                       provenance=provenance)
-    save_bundle(adapted, adapted_path, overwrite=True)
-    summary = {
-        "status": result.status, "method": name, "model": model,
-        "steps_done": result.steps_done, "chosen_step": result.best_step,
-        "selected_by": engine_config.select_by, "chosen_scores": result.best_scores,
-        "seconds": round(seconds, 2),
-        "steps_per_second": round(result.steps_done / max(seconds, 1e-9), 3),
-        "device": str(torch_device), "fixed": [str(p) for p in fixed],
-        "moving": [str(p) for p in moving],
-        "labels": [str(p) for p in labels] if labels else None, "aligned": aligned,
-        "pairs": len(target), "method_config": dataclasses.asdict(method_config),
-        "engine_config": dataclasses.asdict(engine_config), "data_fingerprints": fingerprints,
-        "adapted_model": str(adapted_path),
-        "checkpoint": str(out_dir / "checkpoints" / "last.pt"),
-        "package_version": __version__,
-    }
-    write_json_atomic(out_dir / "run.json", summary)
+    def adapted_bundle(net, provenance):
+        return make_registration_bundle(net, modality=bundle.modality,
+                                        spacing_mm=bundle.spacing_mm,
+                                        in_plane_shape=bundle.in_plane_shape,
+                                        normalisation=bundle.normalisation,
+                                        provenance=provenance)
+
+    plan = RunPlan(
+        name=name, model=model, parent=bundle, method=method, task=task,
+        method_config=method_config, engine_config=engine_config, device=torch_device,
+        inputs=inputs, make_bundle=adapted_bundle,
+        provenance={"task": "registration",
+                    "data": {"fixed": [str(p) for p in fixed],
+                             "moving": [str(p) for p in moving],
+                             "pairs": "fixed slice + moving slice deformed by random smooth "
+                                      f"fields (max {max_px:g} px, sigma {smooth_px:g} px)"}},
+        summary={"fixed": [str(p) for p in fixed], "moving": [str(p) for p in moving],
+                 "labels": [str(p) for p in labels] if labels else None, "aligned": aligned,
+                 "pairs": len(target)})
+    summary = execute_plan(plan, out_dir, listeners=listeners, control=control,
+                           resume=resume)
     return summary

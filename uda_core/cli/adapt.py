@@ -1,0 +1,70 @@
+"""`uda adapt`: adapt a segmentation model to unlabelled target scans (first Ctrl-C cancels
+cleanly after the current step and keeps the checkpoint to --resume from)."""
+
+from __future__ import annotations
+
+import argparse
+
+from uda_core.cli.common import (
+    ConsoleProgress,
+    add_device,
+    cancel_on_interrupt,
+    engine_settings_from,
+    finish_adaptation,
+    read_settings,
+)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from uda_core.engine import RunControl
+    from uda_core.runs.adapt import run_adaptation
+
+    settings = read_settings(args.config)
+    engine_settings = engine_settings_from(settings, args,
+                                           ("steps", "seed", "batch_size", "select_by"))
+    control = RunControl()
+    with cancel_on_interrupt(control):
+        summary = run_adaptation(
+            args.model, args.method, args.targets, args.out, paired=args.paired,
+            source=args.source, reference=args.reference, method_settings=settings,
+            engine_settings=engine_settings, device=args.device,
+            listeners=[ConsoleProgress(args.method)], control=control, resume=args.resume,
+            save_masks=not args.no_masks, overwrite=args.overwrite, align=args.align)
+    return finish_adaptation(summary)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from uda_core.methods.catalogue import SUMMARIES as methods
+    p = sub.add_parser(
+        "adapt", help="adapt a model to unlabelled target scans",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Adapt MODEL to the unlabelled TARGET volumes with one method; writes "
+                    "OUT/adapted.pt, OUT/metrics.jsonl, OUT/run.json and OUT/masks/.\n\n"
+                    "methods:\n" + "\n".join(f"  {k:<12} {v}" for k, v in methods.items()))
+    p.add_argument("--model", required=True, help="model bundle or built-in name")
+    p.add_argument("--method", required=True, choices=list(methods), metavar="NAME",
+                   help="one of: " + ", ".join(methods))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--paired", nargs="+", metavar="IMAGE",
+                   help="ddm: a source-modality image of the same subject per target, in the "
+                        "same order (co-registered automatically unless on the same grid)")
+    p.add_argument("--source", nargs="+", metavar="DATA",
+                   help="labelled source volumes or folders (adaptsegnet; optional for ddm)")
+    p.add_argument("--reference", nargs="+", metavar="LABELS",
+                   help="reference labels per target, for reporting Dice only (never used "
+                        "for training or choosing)")
+    p.add_argument("--steps", type=int, help="number of updates (default: per method)")
+    p.add_argument("--batch-size", type=int, help="target slices per update (default 16)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--select-by", help="label-free score that picks the saved checkpoint")
+    p.add_argument("--config", help="JSON/TOML file with method settings (and an \"engine\" "
+                                    "table)")
+    p.add_argument("--resume", help="continue from OUT/checkpoints/last.pt or another "
+                                    "checkpoint")
+    p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
+                   help="how --paired images are aligned to targets (default auto)")
+    p.add_argument("--no-masks", action="store_true", help="do not write OUT/masks/")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing adapted.pt")
+    add_device(p)
+    p.add_argument("targets", nargs="+", metavar="TARGET", help="unlabelled target volumes")
+    p.set_defaults(func=cmd_adapt)

@@ -1,0 +1,77 @@
+"""`uda train-source`: supervised training of a segmentation model on labelled volumes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from uda_core.cli.common import add_device, progress_bar
+from uda_core.errors import InputError, UdaError
+
+
+def cmd_train_source(args: argparse.Namespace) -> int:
+    from uda_core.engine.device import resolve_device
+    from uda_core.io.files import find_labelled_pairs
+    from uda_core.models.bundle import save_bundle
+    from uda_core.runs.train_segmentation import SourceTrainingConfig, train_source_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError("already exists; pass --overwrite to replace it", out)
+    pairs = find_labelled_pairs(args.data)
+    if args.val:
+        val_pairs = find_labelled_pairs(args.val)
+        train_pairs = pairs
+    else:
+        if len(pairs) < 2:
+            raise UdaError("train-source needs at least 2 labelled volumes (one is held out "
+                           "for choosing the best epoch), or --val")
+        n_val = max(1, len(pairs) // 6)
+        train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
+                                  batch_size=args.batch_size, seed=args.seed,
+                                  modality=args.modality)
+    device = resolve_device(args.device)
+    print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
+          f"({device})", file=sys.stderr)
+    bars = {}
+
+    def progress(phase, done, total, scores):
+        if not sys.stderr.isatty():  # logs get one plain line per epoch
+            print(f"{phase} epoch {done}/{total}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), file=sys.stderr)
+            return
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = progress_bar(total, phase, "epoch")
+        bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
+        bar.update(1)
+
+    bundle, summary = train_source_model(train_pairs, val_pairs, config, device, progress)
+    for bar in bars.values():
+        bar.close()
+    save_bundle(bundle, out, overwrite=args.overwrite)
+    print(f"{out}  validation Dice: network {summary['val_dice']:.3f}, "
+          f"early head {summary['val_dice_early_head']:.3f}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-source", help="train a segmentation model on labelled data",
+                       description="Supervised training of a 2D U-Net on labelled volumes "
+                                   "(each image needs <prefix>_labels.nii.gz beside it), then "
+                                   "its class-ratio prior and early-feature head; writes a "
+                                   "model bundle.")
+    p.add_argument("--out", required=True, help="the model bundle to write (.pt)")
+    p.add_argument("--val", nargs="+", help="validation volumes or folders (default: hold "
+                                            "out the last sixth of DATA)")
+    p.add_argument("--epochs", type=int, default=30, help="network epochs (default 30)")
+    p.add_argument("--head-epochs", type=int, default=8, help="early-head epochs (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="default 16")
+    p.add_argument("--modality", default="T1w", help="input modality recorded in the bundle")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_device(p)
+    p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")
+    p.set_defaults(func=cmd_train_source)

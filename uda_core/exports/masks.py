@@ -1,0 +1,27 @@
+"""Masks of the adapted network, written on each target's own grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from uda_core.io.writers import output_stem, write_volume
+from uda_core.models.inference import segment_prepared
+from uda_core.tasks.segmentation_data import AdaptationData
+
+
+def write_masks(network: torch.nn.Module, data: AdaptationData,
+                targets: Sequence[str | Path], mask_dir: Path,
+                device: torch.device) -> list[Path]:
+    """MASK_DIR/<stem>_seg.nii.gz (uint8 labels) for every target, never over an input."""
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    inputs = [Path(t) for t in targets]
+    for volume, model_input, target in zip(data.volumes, data.inputs, targets, strict=True):
+        labels = segment_prepared(network, model_input, volume, device)
+        path = mask_dir / f"{output_stem(Path(target))}_seg.nii.gz"
+        written.append(write_volume(labels.with_data(labels.data, source=None), path,
+                                    dtype="uint8", overwrite=True, inputs=inputs))
+    return written
