@@ -212,17 +212,14 @@ class AdaptSegNet(AdaptationMethod):
             raise ValueError("adaptsegnet needs labelled source slices in every batch "
                              "(batch.source and batch.source_labels)")
         cfg = self.config
-        segmenter = self.optimisers[0]
         set_trainable(self.discriminator, False)
-        segmenter.zero_grad(set_to_none=True)
         with frozen_bn_stats(self.network, cfg.target_bn_stats):
             source_logits = self.network(batch.source)
         seg = F.cross_entropy(source_logits.float(), batch.source_labels)
         target_probs = torch.softmax(self.network(batch.target).float(), dim=1)
         adv = self.gan_loss(self.discriminator(target_probs), cfg.source_label)
         total = seg + cfg.lambda_adv * adv
-        total.backward()
-        segmenter.step()
+        self.update(total, self.optimisers[0])
         set_trainable(self.discriminator, True)
         source_probs = torch.softmax(source_logits.detach().float(), dim=1)
         losses = {"seg": seg.item(), "adv": adv.item(), "total": total.item()}
@@ -232,13 +229,10 @@ class AdaptSegNet(AdaptationMethod):
         """Phase 2: one discriminator update on detached softmax maps (B, C, X, Y) of each
         domain; returns the discriminator loss (the two domains' losses, each halved)."""
         cfg = self.config
-        disc = self.optimisers[1]
-        disc.zero_grad(set_to_none=True)
         loss = 0.5 * (self.gan_loss(self.discriminator(source_probs.detach()), cfg.source_label)
                       + self.gan_loss(self.discriminator(target_probs.detach()),
                                       cfg.target_label))
-        loss.backward()
-        disc.step()
+        self.update(loss, self.optimisers[1])
         return loss.item()
 
     def step(self, batch: Batch) -> dict[str, float]:

@@ -77,6 +77,16 @@ class AdaptationMethod:
         """One update on `batch`; returns each loss term by name (plain floats)."""
         raise NotImplementedError
 
+    def update(self, loss: torch.Tensor, *optimisers: torch.optim.Optimizer) -> None:
+        """One gradient update on `loss`: zero the gradients, backpropagate, step `optimisers`
+        (default: all of ``self.optimisers``). The one place methods do this."""
+        chosen = optimisers or tuple(self.optimisers)
+        for optimiser in chosen:
+            optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimiser in chosen:
+            optimiser.step()
+
     def finish(self) -> None:
         """Called once after the run with the chosen weights restored (e.g. set BatchNorm
         momentum back)."""

@@ -169,8 +169,6 @@ class DDM(AdaptationMethod):
         if batch.paired_source.shape != batch.target.shape:
             raise ValueError(f"paired source slices {tuple(batch.paired_source.shape)} and "
                              f"target slices {tuple(batch.target.shape)} differ in shape")
-        optimiser = self.optimisers[0]
-        optimiser.zero_grad(set_to_none=True)
         target_probs = torch.softmax(self.network(batch.target).float(), dim=1)
         with frozen_bn_stats(self.network, cfg.target_bn_stats):
             source_logits = self.network(batch.paired_source)
@@ -184,6 +182,5 @@ class DDM(AdaptationMethod):
             source_probs = source_probs.detach()
         match = pairwise_divergence(source_probs, target_probs, cfg.divergence)
         total = cfg.anchor_weight * anchor + cfg.lambda_match * match
-        total.backward()
-        optimiser.step()
+        self.update(total)
         return {"anchor": anchor.item(), "match": match.item(), "total": total.item()}

@@ -58,10 +58,7 @@ class EarlyFeatures(AdaptationMethod):
         if self.config.detach_pseudo_labels:
             pseudo = pseudo.detach()
         loss = -(pseudo * torch.log_softmax(early_logits.float(), dim=1)).sum(dim=1).mean()
-        optimiser = self.optimisers[0]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        self.update(loss)
         with torch.no_grad():
             agree = (logits.argmax(1) == early_logits.argmax(1)).float().mean()
         return {"soft_ce": loss.item(), "pixel_agreement": agree.item()}

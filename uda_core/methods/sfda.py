@@ -77,8 +77,5 @@ class SFDA(AdaptationMethod):
         ent = weighted_entropy(probs, self.class_weights)
         kl = kl_class_ratio(probs, prior, prior_floor=cfg.prior_floor)
         total = cfg.lambda_ent * ent + cfg.lambda_kl * kl
-        optimiser = self.optimisers[0]
-        optimiser.zero_grad(set_to_none=True)
-        total.backward()
-        optimiser.step()
+        self.update(total)
         return {"entropy": ent.item(), "kl_prior": kl.item(), "total": total.item()}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from uda_core.losses import weighted_entropy
 from uda_core.methods.base import INTERNALS, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
 
@@ -57,9 +58,6 @@ class Tent(AdaptationMethod):
 
     def step(self, batch: Batch) -> dict[str, float]:
         probs = torch.softmax(self.network(batch.target).float(), dim=1)
-        entropy = -(probs * torch.log(probs.clamp_min(1e-10))).sum(dim=1).mean()
-        optimiser = self.optimisers[0]
-        optimiser.zero_grad(set_to_none=True)
-        entropy.backward()
-        optimiser.step()
+        entropy = weighted_entropy(probs)
+        self.update(entropy)
         return {"entropy": entropy.item()}
