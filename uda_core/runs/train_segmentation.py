@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from uda_core import __version__
-from uda_core.grid.prepare import labels_to_grid, prepare_volume
+from uda_core.grid.labelled_slices import SliceSet, load_slices
 from uda_core.io.files import fingerprint
 from uda_core.io.intensity import DEFAULT_NORMALISATION
-from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.nets.unet import UNet2D
 
@@ -47,34 +45,6 @@ class SourceTrainingConfig:
     prior_bins: int = 20        # slice-position bins of the class-ratio prior
     seed: int = 0
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
-
-
-@dataclass
-class SliceSet:
-    """Labelled slices on the model grid: images (N, X, Y) float32, labels (N, X, Y) int64,
-    positions (N,) normalised axial position of each slice."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    positions: np.ndarray
-
-
-def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
-                normalisation: dict) -> SliceSet:
-    """Every (image, labels) pair resampled to the model grid and stacked slice by slice."""
-    images, labels, positions = [], [], []
-    for image_path, label_path in pairs:
-        volume = read_volume(image_path)
-        model_input = prepare_volume(volume, spacing_mm, in_plane_shape, normalisation)
-        images.append(model_input.slices)
-        labels.append(labels_to_grid(read_labels(label_path), model_input))
-        positions.append(model_input.positions)
-    return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions))
-
-
-def load_slices_for_bundle(bundle, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:
-    """Labelled slices on the model grid of an existing bundle."""
-    return load_slices(pairs, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
 
 
 def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from uda_core.errors import InputError
+from uda_core.grid.labelled_slices import load_slices_for_bundle
 from uda_core.grid.prepare import ModelInput, labels_to_grid
 from uda_core.io import Volume
 from uda_core.io.geometry import resample
@@ -102,7 +103,6 @@ def load_adaptation_data(bundle, targets: Sequence[str | Path],
         for path, model_input in zip(reference, inputs, strict=True):
             data.reference.append(labels_to_grid(read_labels(path), model_input))
     if source:
-        from uda_core.runs.train_segmentation import load_slices_for_bundle
         slices = load_slices_for_bundle(bundle, source)
         data.source_images, data.source_labels = slices.images, slices.labels
     return data
