@@ -85,10 +85,11 @@ def _field_comments(config_class: type) -> dict[str, list[str]]:
     tokens = _class_tokens(config_class)
     own: dict[str, list[str]] = {}
     shared: dict[str, list[str]] = {}
-    depth, body_col = 0, None
+    depth = 0
+    body_col = -1               # the body's indentation (known once its INDENT is read)
     pending: list[str] = []     # comment lines at body indentation waiting for their field
     block: list[str] = []       # the block above the previous field, while it may be shared
-    current = None              # the field whose statement or trailing comments are open
+    current: str | None = None  # the field whose statement or trailing comments are open
     at_line_start = True
     for i, tok in enumerate(tokens):
         if tok.type == tokenize.INDENT:
@@ -111,8 +112,9 @@ def _field_comments(config_class: type) -> dict[str, list[str]]:
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             is_field = (depth == 1 and tok.type == tokenize.NAME and nxt is not None
                         and nxt.type == tokenize.OP and nxt.string == ":")
-            current = tok.string if is_field else None
+            current = None
             if is_field:
+                current = tok.string
                 block = pending or block
                 own.setdefault(current, []).extend(pending)
                 shared[current] = block

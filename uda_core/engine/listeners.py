@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from uda_core.engine.events import EngineEvent, RollbackEvent, ScoreEvent, StepEvent
 
@@ -20,10 +21,11 @@ class MetricsWriter:
     """Listener writing one JSON line per step, per scoring and per rollback to metrics.jsonl
     (``loss/<term>``, ``score/<name>``, ``reference/<name>``, ``time_s`` in seconds)."""
 
-    def __init__(self, path: Path, append: bool = False):
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.handle = open(path, "a" if append else "w", buffering=1, encoding="utf-8")
 
     def __call__(self, event: EngineEvent) -> None:
+        row: dict[str, Any]
         if isinstance(event, StepEvent):
             row = {"step": event.step, "time_s": round(event.elapsed_s, 3),
                    **{f"loss/{k}": v for k, v in event.losses.items()}}

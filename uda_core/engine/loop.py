@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,12 +43,14 @@ from uda_core.engine.config import FALLBACK_SELECTION, EngineConfig
 from uda_core.engine.control import RunControl
 from uda_core.engine.events import (
     CheckpointEvent,
+    EngineEvent,
     FinishedEvent,
     PreviewEvent,
     RollbackEvent,
     ScoreEvent,
     StepEvent,
 )
+from uda_core.engine.listeners import Listener
 from uda_core.methods.base import AdaptationMethod
 
 
@@ -57,12 +59,12 @@ class RunResult:
     status: str
     steps_done: int
     best_step: int
-    best_scores: dict
-    history: list[dict] = field(default_factory=list)
-    network_state: dict | None = None   # the chosen weights (on the CPU)
+    best_scores: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    network_state: dict[str, torch.Tensor] | None = None   # the chosen weights (on the CPU)
 
 
-def _cpu_state(module: torch.nn.Module) -> dict:
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
@@ -80,7 +82,7 @@ class EngineTask(Protocol):
     def sample_batch(self, rng: np.random.Generator) -> Any:
         """One batch for ``method.step``, drawn with the engine's (checkpointed) generator."""
 
-    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+    def score(self) -> tuple[dict[str, float], dict[str, float] | None, np.ndarray]:
         """(label-free scores, reference numbers or None, collapse state): the collapse state
         is a small float array that ``collapse_reason`` compares with the one before any
         update. Called with the method in inference mode."""
@@ -99,9 +101,9 @@ class Engine:
     or :class:`uda_core.tasks.registration.RegistrationTask`.
     """
 
-    def __init__(self, method: AdaptationMethod, task: EngineTask,
+    def __init__(self, method: AdaptationMethod[Any], task: EngineTask,
                  config: EngineConfig | None = None, out_dir: str | Path | None = None,
-                 listeners: Iterable[Callable] = (), control: RunControl | None = None):
+                 listeners: Iterable[Listener] = (), control: RunControl | None = None) -> None:
         self.method = method
         self.config = config or EngineConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -114,20 +116,20 @@ class Engine:
         choices = (*self.task.higher_is_better, "last")  # "last": the final good weights
         if self.config.select_by not in choices:
             raise ValueError(f"select_by must be one of {', '.join(choices)}")
-        self.history: list[dict] = []
+        self.history: list[dict[str, Any]] = []
 
     # --- events ---------------------------------------------------------------------------
 
-    def emit(self, event) -> None:
+    def emit(self, event: EngineEvent) -> None:
         for listener in self.listeners:
             listener(event)
 
     # --- batches, scores, previews (the task's) -------------------------------------------
 
-    def sample_batch(self):
+    def sample_batch(self) -> Any:
         return self.task.sample_batch(self.rng)
 
-    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+    def score(self) -> tuple[dict[str, float], dict[str, float] | None, np.ndarray]:
         """The task's label-free scores, reference numbers and collapse state, computed with
         the method in inference mode."""
         self.method.inference_mode()
@@ -144,7 +146,7 @@ class Engine:
         finally:
             self.method.train_mode()
 
-    def _selection(self, scores: dict, step: int) -> float:
+    def _selection(self, scores: dict[str, float], step: int) -> float:
         if self.config.select_by == "last":
             return float(step)
         name = self.config.select_by
@@ -155,18 +157,18 @@ class Engine:
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def _snapshot(self, step: int) -> dict:
+    def _snapshot(self, step: int) -> dict[str, Any]:
         return {"step": step, "network": _cpu_state(self.network),
                 "modules": {k: _cpu_state(m) for k, m in self.method.extra_modules().items()},
                 "method_state": self.method.extra_state()}
 
-    def _restore(self, snapshot: dict) -> None:
+    def _restore(self, snapshot: dict[str, Any]) -> None:
         self.network.load_state_dict(snapshot["network"])
         for name, module in self.method.extra_modules().items():
             module.load_state_dict(snapshot["modules"][name])
         self.method.load_extra_state(snapshot["method_state"])
 
-    def _write_checkpoint(self, name: str, step: int, best: dict) -> None:
+    def _write_checkpoint(self, name: str, step: int, best: dict[str, Any]) -> None:
         if self.out_dir is None:
             return
         content = {**self._snapshot(step), "rng": self.rng.bit_generator.state,
@@ -177,7 +179,7 @@ class Engine:
 
     # --- the loop -------------------------------------------------------------------------
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -270,7 +272,9 @@ class Engine:
         return RunResult(status, step, best["step"], best["scores"], self.history,
                          _cpu_state(self.network))
 
-    def _record_scores(self, step, scores, reference, best, is_best) -> None:
+    def _record_scores(self, step: int, scores: dict[str, float],
+                       reference: dict[str, float] | None, best: dict[str, Any],
+                       is_best: bool) -> None:
         row = {"step": step, **{f"score/{k}": v for k, v in scores.items()}}
         if reference:
             row.update({f"reference/{k}": v for k, v in reference.items()})

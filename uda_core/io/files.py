@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from uda_core.errors import InputError
@@ -35,7 +36,7 @@ def label_path_for(image: Path) -> Path | None:
     return None
 
 
-def find_labelled_pairs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+def find_labelled_pairs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """(image, labels) pairs from image files and/or folders holding images with label files.
 
     A folder contributes every volume in it (not recursive) that is not itself a label file.

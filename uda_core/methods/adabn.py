@@ -21,7 +21,7 @@ class AdaBNConfig:
     momentum_after: float = 0.1    # BatchNorm momentum restored when the run ends
 
 
-class AdaBN(AdaptationMethod):
+class AdaBN(AdaptationMethod[Batch]):
     name = "adabn"
     summary = SUMMARIES["adabn"]
     config_class = AdaBNConfig

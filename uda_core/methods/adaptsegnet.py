@@ -11,8 +11,9 @@ Both optimisers follow a poly learning-rate decay over `total_steps`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -97,11 +98,12 @@ class AdaptSegNetConfig:
             self.segmenter_lr = _SEGMENTER_LR[self.segmenter_optimiser]
         if self.weight_decay is None:
             self.weight_decay = _WEIGHT_DECAY[self.segmenter_optimiser]
-        self.disc_betas = tuple(self.disc_betas)
+        # a list when read from JSON
+        self.disc_betas = cast(tuple[float, float], tuple(self.disc_betas))
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module, enabled: bool = True):
+def frozen_bn_stats(module: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Run forwards inside without changing BatchNorm running statistics (train-mode
     forwards still normalise with the batch statistics, and gradients flow as usual).
 
@@ -122,10 +124,11 @@ def frozen_bn_stats(module: nn.Module, enabled: bool = True):
         for m, momentum, tracked in saved:
             m.momentum = momentum
             if tracked is not None:
+                assert m.num_batches_tracked is not None  # tracked was cloned from it
                 m.num_batches_tracked.copy_(tracked)
 
 
-class AdaptSegNet(AdaptationMethod):
+class AdaptSegNet(AdaptationMethod[Batch]):
     """Adversarial alignment of the softmax output maps of labelled source and unlabelled
     target slices."""
 
@@ -134,7 +137,8 @@ class AdaptSegNet(AdaptationMethod):
     config_class = AdaptSegNetConfig
     needs = (TARGET, SOURCE_LABELLED, INTERNALS)
 
-    def __init__(self, network, bundle, config, device):
+    def __init__(self, network: nn.Module, bundle: Any, config: AdaptSegNetConfig,
+                 device: torch.device) -> None:
         super().__init__(network, bundle, config, device)
         self.discriminator: OutputSpaceDiscriminator | None = None
         self.steps_done = 0
@@ -150,6 +154,7 @@ class AdaptSegNet(AdaptationMethod):
         if isinstance(head, nn.Module):
             set_trainable(head, False)  # not on the segmentation path
         params = [p for p in self.network.parameters() if p.requires_grad]
+        segmenter: torch.optim.Optimizer
         if cfg.segmenter_optimiser == "sgd":
             segmenter = torch.optim.SGD(params, lr=cfg.segmenter_lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
@@ -212,6 +217,7 @@ class AdaptSegNet(AdaptationMethod):
             raise ValueError("adaptsegnet needs labelled source slices in every batch "
                              "(batch.source and batch.source_labels)")
         cfg = self.config
+        assert self.discriminator is not None, "adaptsegnet: call setup() before step()"
         set_trainable(self.discriminator, False)
         with frozen_bn_stats(self.network, cfg.target_bn_stats):
             source_logits = self.network(batch.source)
@@ -229,6 +235,7 @@ class AdaptSegNet(AdaptationMethod):
         """Phase 2: one discriminator update on detached softmax maps (B, C, X, Y) of each
         domain; returns the discriminator loss (the two domains' losses, each halved)."""
         cfg = self.config
+        assert self.discriminator is not None, "adaptsegnet: call setup() before step()"
         loss = 0.5 * (self.gan_loss(self.discriminator(source_probs.detach()), cfg.source_label)
                       + self.gan_loss(self.discriminator(target_probs.detach()),
                                       cfg.target_label))

@@ -7,7 +7,7 @@ everything else: batches, device, events, scores, checkpoints, cancel and rollba
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -43,8 +43,14 @@ class Batch:
     source_labels: torch.Tensor | None = None
 
 
-class AdaptationMethod:
-    """Base class. Subclasses set the class attributes and implement `setup` and `step`."""
+#: What a method's `step` takes: :class:`Batch` for segmentation methods,
+#: :class:`uda_core.tasks.registration.RegBatch` for registration ones.
+BatchT = TypeVar("BatchT")
+
+
+class AdaptationMethod(Generic[BatchT]):
+    """Base class, generic over the batch `step` takes (``AdaptationMethod[Batch]`` for
+    segmentation). Subclasses set the class attributes and implement `setup` and `step`."""
 
     name: ClassVar[str]
     summary: ClassVar[str]                  # one line, shown in lists
@@ -54,7 +60,7 @@ class AdaptationMethod:
     default_steps: ClassVar[int] = 300        # the run's budget when the user gives none
 
     def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
-                 device: torch.device):
+                 device: torch.device) -> None:
         self.network = network
         self.bundle = bundle
         self.config = config
@@ -73,7 +79,7 @@ class AdaptationMethod:
         """Set module modes for scoring and prediction (default: eval)."""
         self.network.eval()
 
-    def step(self, batch: Batch) -> dict[str, float]:
+    def step(self, batch: BatchT) -> dict[str, float]:
         """One update on `batch`; returns each loss term by name (plain floats)."""
         raise NotImplementedError
 
@@ -97,11 +103,11 @@ class AdaptationMethod:
             for group in optimiser.param_groups:
                 group["lr"] *= 0.5
 
-    def extra_state(self) -> dict:
+    def extra_state(self) -> dict[str, Any]:
         """Optimiser state for checkpoints (tensors and builtins only)."""
         return {"optimisers": [o.state_dict() for o in self.optimisers]}
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` returned."""
         for optimiser, saved in zip(self.optimisers, state.get("optimisers", []), strict=False):
             optimiser.load_state_dict(saved)
@@ -111,7 +117,7 @@ class AdaptationMethod:
         return {}
 
 
-def config_from_dict(config_class: type, values: dict | None) -> Any:
+def config_from_dict(config_class: type, values: dict[str, Any] | None) -> Any:
     """A config dataclass from a dict, refusing unknown keys with the list of known ones."""
     values = dict(values or {})
     known = {f.name for f in fields(config_class)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,7 @@ class DDMConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-class DDM(AdaptationMethod):
+class DDM(AdaptationMethod[Batch]):
     """Pulls the network's output on each target slice towards its output on the aligned
     source-modality slice of the same subject.
 
@@ -115,7 +115,8 @@ class DDM(AdaptationMethod):
     config_class = DDMConfig
     needs = (TARGET, PAIRED_SOURCE, INTERNALS)
 
-    def __init__(self, network, bundle, config, device):
+    def __init__(self, network: nn.Module, bundle: Any, config: DDMConfig,
+                 device: torch.device) -> None:
         super().__init__(network, bundle, config, device)
         self.teacher: nn.Module | None = None
 
@@ -173,6 +174,7 @@ class DDM(AdaptationMethod):
         with frozen_bn_stats(self.network, cfg.target_bn_stats):
             source_logits = self.network(batch.paired_source)
             if self._uses_labels(batch):
+                assert batch.source is not None and batch.source_labels is not None
                 anchor = F.cross_entropy(self.network(batch.source).float(),
                                          batch.source_labels)
             else:

@@ -15,11 +15,13 @@ keeps all but the early block's in eval mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from uda_core.methods.base import EARLY_HEAD, INTERNALS, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
+from uda_core.models.nets.unet import UNet2D
 
 
 @dataclass
@@ -29,17 +31,23 @@ class EarlyConfig:
     update_all_bn_stats: bool = True   # reference: model.train() on target data
 
 
-class EarlyFeatures(AdaptationMethod):
+class EarlyFeatures(AdaptationMethod[Batch]):
     name = "early"
     summary = SUMMARIES["early"]
     config_class = EarlyConfig
     needs = (TARGET, EARLY_HEAD, INTERNALS)
     default_steps = 300
 
+    @property
+    def unet(self) -> UNet2D:
+        """The network: a U-Net with an early head (what EARLY_HEAD and INTERNALS ask of the
+        bundle)."""
+        return cast(UNet2D, self.network)
+
     def setup(self) -> None:
         for p in self.network.parameters():
             p.requires_grad_(False)
-        params = list(self.network.early_block.parameters())
+        params = list(self.unet.early_block.parameters())
         for p in params:
             p.requires_grad_(True)
         self.optimisers = [torch.optim.Adam(params, lr=self.config.lr, weight_decay=0.0)]
@@ -49,11 +57,13 @@ class EarlyFeatures(AdaptationMethod):
             self.network.train()
         else:
             self.network.eval()
-            self.network.early_block.train()
-        self.network.early_head.eval()
+            self.unet.early_block.train()
+        head = self.unet.early_head
+        assert head is not None, "early needs a network with an early head"
+        head.eval()
 
     def step(self, batch: Batch) -> dict[str, float]:
-        logits, early_logits = self.network.forward_with_early(batch.target)
+        logits, early_logits = self.unet.forward_with_early(batch.target)
         pseudo = torch.softmax(logits.float(), dim=1)
         if self.config.detach_pseudo_labels:
             pseudo = pseudo.detach()

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from uda_core.methods.adabn import AdaBN
 from uda_core.methods.adaptsegnet import AdaptSegNet
-from uda_core.methods.base import EARLY_HEAD, INTERNALS, NEED_DESCRIPTIONS, PRIOR, AdaptationMethod
+from uda_core.methods.base import (
+    EARLY_HEAD,
+    INTERNALS,
+    NEED_DESCRIPTIONS,
+    PRIOR,
+    AdaptationMethod,
+    Batch,
+)
 from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
 from uda_core.methods.sfda import SFDA
 from uda_core.methods.tent import Tent
 
-METHODS: dict[str, type[AdaptationMethod]] = {
+if TYPE_CHECKING:
+    from uda_core.models.bundle import ModelBundle
+
+METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
     m.name: m for m in (SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures)}
 
 
-def missing_needs(method: type[AdaptationMethod], bundle, provided: set[str]) -> list[str]:
+def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
+                  provided: set[str]) -> list[str]:
     """Human-readable descriptions of what `method` needs and does not have.
 
     provided: the data the user gave, among TARGET, PAIRED_SOURCE, SOURCE_LABELLED. What the

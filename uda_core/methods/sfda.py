@@ -41,7 +41,7 @@ class SFDAConfig:
     prior_floor: float = 1e-4      # smallest prior share, so no class is driven to zero
 
 
-class SFDA(AdaptationMethod):
+class SFDA(AdaptationMethod[Batch]):
     name = "sfda"
     summary = SUMMARIES["sfda"]
     config_class = SFDAConfig

@@ -31,7 +31,7 @@ class TentConfig:
                                    # and 1e-4 raised it to 0.747 (scripts/tune_on_validation.py)
 
 
-class Tent(AdaptationMethod):
+class Tent(AdaptationMethod[Batch]):
     name = "tent"
     summary = SUMMARIES["tent"]
     config_class = TentConfig

@@ -20,7 +20,14 @@ from uda_core.errors import UdaError
 from uda_core.exports.masks import write_masks
 from uda_core.exports.report import write_run_report
 from uda_core.io.files import find_labelled_pairs
-from uda_core.methods.base import PAIRED_SOURCE, SOURCE_LABELLED, TARGET, config_from_dict
+from uda_core.methods.base import (
+    PAIRED_SOURCE,
+    SOURCE_LABELLED,
+    TARGET,
+    AdaptationMethod,
+    Batch,
+    config_from_dict,
+)
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
@@ -28,7 +35,8 @@ from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
 
 
-def check_method(method_name: str, bundle: ModelBundle, provided: set[str]) -> type:
+def check_method(method_name: str, bundle: ModelBundle,
+                 provided: set[str]) -> type[AdaptationMethod[Batch]]:
     """The method class, or a UdaError saying what is missing, before anything runs."""
     if method_name not in METHODS:
         raise UdaError(f"unknown method {method_name!r}; choose one of {', '.join(METHODS)}")

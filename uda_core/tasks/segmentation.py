@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -26,7 +28,8 @@ class SegmentationTask:
 
     higher_is_better = label_free.HIGHER_IS_BETTER
 
-    def __init__(self, method: AdaptationMethod, data: AdaptationData, config: EngineConfig):
+    def __init__(self, method: AdaptationMethod[Batch], data: AdaptationData,
+                 config: EngineConfig) -> None:
         self.method = method
         self.data = data
         self.config = config
@@ -52,12 +55,14 @@ class SegmentationTask:
             paired = np.stack([self.data.paired[v][z] for v, z in zip(vols, zs, strict=True)])
             batch.paired_source = self._tensor(paired)
         if self.data.source_images is not None:
+            source_labels = self.data.source_labels
+            assert source_labels is not None  # loaded together with source_images
             src = rng.integers(0, len(self.data.source_images), size)
             batch.source = self._tensor(self.data.source_images[src])
-            batch.source_labels = torch.from_numpy(self.data.source_labels[src]).to(self.device)
+            batch.source_labels = torch.from_numpy(source_labels[src]).to(self.device)
         return batch
 
-    def _build_score_set(self) -> dict:
+    def _build_score_set(self) -> dict[str, Any]:
         rng = np.random.default_rng(self.config.seed + 1)
         n = min(self.config.score_slices, len(self.pool.volume))
         pick = np.sort(rng.choice(len(self.pool.volume), n, replace=False))
@@ -65,7 +70,7 @@ class SegmentationTask:
         pairs = list(zip(vols, zs, strict=True))
         images = np.stack([self.data.inputs[v].slices[z] for v, z in pairs])
         positions = np.array([self.data.inputs[v].positions[z] for v, z in pairs])
-        score_set = {"images": self._tensor(images), "positions": positions}
+        score_set: dict[str, Any] = {"images": self._tensor(images), "positions": positions}
         if self.data.reference is not None:
             score_set["reference"] = torch.from_numpy(
                 np.stack([self.data.reference[v][z] for v, z in pairs]))
@@ -82,7 +87,7 @@ class SegmentationTask:
         return torch.cat(chunks)
 
     @torch.no_grad()
-    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+    def score(self) -> tuple[dict[str, float], dict[str, float] | None, np.ndarray]:
         """Label-free scores on the fixed score slices, the reference Dice when labels were
         given, and the predicted class shares (for the collapse guard)."""
         images = self._score_set["images"]
@@ -101,9 +106,9 @@ class SegmentationTask:
         }
         if "prior" in self._score_set:
             scores["prior_kl"] = label_free.prior_divergence(probs, self._score_set["prior"])
-        if getattr(self.method.bundle, "has_early_head", False) and hasattr(
-                self.network, "forward_with_early"):
-            early = torch.cat([self.network.forward_with_early(images[i:i + 16])[1].argmax(1)
+        forward_with_early = getattr(self.network, "forward_with_early", None)
+        if getattr(self.method.bundle, "has_early_head", False) and forward_with_early is not None:
+            early = torch.cat([forward_with_early(images[i:i + 16])[1].argmax(1)
                                for i in range(0, len(images), 16)])
             scores["early_agreement"] = label_free.label_agreement(labels, early,
                                                                    self.num_classes)
