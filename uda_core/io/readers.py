@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +28,11 @@ import SimpleITK as sitk
 
 from uda_core.errors import InputError
 from uda_core.io.volume import Volume
+
+if TYPE_CHECKING:
+    from nibabel.arrayproxy import ArrayProxy
+    from nibabel.freesurfer.mghformat import MGHImage
+    from nibabel.nifti1 import Nifti1Image
 
 NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 SITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -188,7 +193,7 @@ def _checked_shape(opened: _Opened, path: Path) -> tuple[int, int, int]:
     if opened.components != 1:
         raise InputError(f"has {opened.components} values per voxel (vector or colour image); "
                          "UDA Studio needs one value per voxel", path)
-    return squeezed
+    return squeezed[0], squeezed[1], squeezed[2]  # exactly three axes here
 
 
 def _check_memory(shape, itemsize: int, out_itemsize: int, path: Path) -> None:
@@ -278,7 +283,9 @@ def _gzip_stream_ok(path: Path) -> bool:
 
 def _open_nibabel(path: Path, suffix: str) -> _Opened:
     try:
-        img = nib.load(str(path), mmap=False)
+        # typed as FileBasedImage; a .nii/.nii.gz/.mgz loads as a Nifti1Image (or its
+        # subclass Nifti2Image) or an MGHImage
+        img = cast("Nifti1Image | MGHImage", nib.load(str(path), mmap=False))
         shape = tuple(img.shape)
         itemsize = img.get_data_dtype().itemsize
         affine = np.asarray(img.affine, dtype=np.float64)
@@ -292,7 +299,8 @@ def _open_nibabel(path: Path, suffix: str) -> _Opened:
     def load(as_float32: bool) -> tuple[np.ndarray, np.ndarray]:
         full = img
         if suffix == ".nii":
-            _check_file_size(path, int(img.dataobj.offset), shape, itemsize, path)
+            proxy = cast("ArrayProxy", img.dataobj)  # an image read from a file holds one
+            _check_file_size(path, int(proxy.offset), shape, itemsize, path)
         if _is_gzip_name(path):
             # Decompress the whole stream ourselves: unlike nibabel's partial read, reading to
             # the end checks gzip's CRC, so damaged data is an error rather than garbage.
@@ -483,16 +491,16 @@ def _open_dicom_folder(path: Path) -> _Opened:
 
     def load(as_float32: bool) -> tuple[np.ndarray, np.ndarray]:
         if len(files) == 1:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(files[0])
-            image = reader.Execute()
+            file_reader = sitk.ImageFileReader()
+            file_reader.SetFileName(files[0])
+            image = file_reader.Execute()
         else:
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(files)
-            reader.MetaDataDictionaryArrayUpdateOn()
+            series_reader = sitk.ImageSeriesReader()
+            series_reader.SetFileNames(files)
+            series_reader.MetaDataDictionaryArrayUpdateOn()
             with _quiet_itk():  # ITK's "non uniform sampling" warning: checked below instead
-                image = reader.Execute()
-            _check_slice_spacing(reader, len(files), image, path)
+                image = series_reader.Execute()
+            _check_slice_spacing(series_reader, len(files), image, path)
         affine = _sitk_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
                                 image.GetDimension())
         return _sitk_array(image, as_float32), affine
