@@ -110,7 +110,9 @@ class Deformation:
     def jacobian_determinant(self, grid_affine: np.ndarray, grid_shape) -> np.ndarray:
         """det(d phi / dx) at the voxel centres of a grid (finite differences): (X, Y, Z)."""
         phi = self.template_points(grid_affine, grid_shape).astype(np.float64)
-        d_index = np.stack([np.stack(np.gradient(phi[..., c]), axis=-1) for c in range(3)], -2)
+        # numpy's stub types gradient() as an array; of a 3D array it is a tuple of three
+        d_index = np.stack([np.stack(np.gradient(phi[..., c]), axis=-1)  # type: ignore[arg-type]
+                            for c in range(3)], -2)
         # d phi / d x = (d phi / d index) @ inv(d x / d index)
         jac = d_index @ np.linalg.inv(np.asarray(grid_affine, dtype=np.float64)[:3, :3])
         return np.linalg.det(jac)

@@ -16,6 +16,7 @@ to the lower label).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import nibabel.orientations as nio
@@ -72,10 +73,11 @@ class Domain:
     def tissue_signals(self) -> tuple[float, float, float]:
         """Signals of pure CSF, GM, WM (signed for inversion recovery, CSF PD = 1)."""
         props = contrast.TISSUE_PROPERTIES[self.field_strength]
-        return tuple(
+        csf, gm, wm = (
             contrast.tissue_signal(props[t], self.tr_ms, self.te_ms, self.ti_ms)
             for t in contrast.TISSUES
         )
+        return csf, gm, wm
 
     def to_dict(self) -> dict:
         """Plain JSON-friendly description (for manifests)."""
@@ -201,6 +203,12 @@ class _Grids:
     factor: int | None  # integer block factor sim -> out, or None (smooth + trilinear)
 
 
+def _shape3(sizes: Iterable[float]) -> tuple[int, int, int]:
+    """Three sizes as a shape of ints."""
+    x, y, z = (int(n) for n in sizes)
+    return x, y, z
+
+
 def _grids(t_affine: np.ndarray, t_shape, spacing_mm: float) -> _Grids:
     """Output grid (RAS, `spacing_mm` isotropic) and the fine simulation grid under it."""
     voxel = float(np.linalg.norm(t_affine[:3, :3], axis=0).mean())
@@ -210,15 +218,15 @@ def _grids(t_affine: np.ndarray, t_shape, spacing_mm: float) -> _Grids:
         raise ValueError("the template must be stored RAS with a diagonal affine")
     centre = t_affine @ np.append((np.asarray(t_shape) - 1) / 2.0, 1.0)
     extent = np.asarray(t_shape) * voxel + 2 * ANATOMY_PADDING_MM
-    out_shape = tuple(int(n) for n in np.ceil(extent / spacing_mm - 1e-6))
+    out_shape = _shape3(np.ceil(extent / spacing_mm - 1e-6))
     out_affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     out_affine[:3, 3] = centre[:3] - (np.asarray(out_shape) - 1) / 2.0 * spacing_mm
     ratio = spacing_mm / voxel
     factor = int(round(ratio)) if abs(ratio - round(ratio)) < 1e-6 and ratio >= 1 else None
     if factor is not None:
-        sim_shape = tuple(n * factor for n in out_shape)
+        sim_shape = _shape3([n * factor for n in out_shape])
     else:
-        sim_shape = tuple(int(np.ceil(n * spacing_mm / voxel)) for n in out_shape)
+        sim_shape = _shape3([np.ceil(n * spacing_mm / voxel) for n in out_shape])
     sim_affine = np.diag([voxel, voxel, voxel, 1.0])
     sim_affine[:3, 3] = centre[:3] - (np.asarray(sim_shape) - 1) / 2.0 * voxel
     return _Grids(sim_affine, sim_shape, voxel, out_affine, out_shape, factor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -100,7 +101,7 @@ def extract_template(out_dir, source_dir=None, margin_mm: float = 4.0) -> dict[s
         if not path.is_file():
             raise InputError(f"MNI ICBM152 map {file_name} not found", path)
         try:
-            img = nib.load(str(path))
+            img = cast(nib.Nifti1Image, nib.load(str(path)))  # a .nii.gz file
             data = np.asarray(img.dataobj)
         except Exception as exc:
             raise InputError(f"cannot read the MNI ICBM152 map: {exc}", path) from exc
@@ -185,7 +186,7 @@ def load_template(dir=None) -> dict[str, Volume]:
                 path,
             )
         try:
-            img = nib.load(str(path))
+            img = cast(nib.Nifti1Image, nib.load(str(path)))  # a .nii.gz file
             data = np.asarray(img.dataobj, dtype=np.float32) / np.float32(255.0)
         except Exception as exc:
             raise InputError(f"cannot read the template map: {exc}", path) from exc
