@@ -62,11 +62,11 @@ def read_metrics(path: str | Path) -> dict[str, Series]:
 
 def trailing_mean(values: Sequence[float], window: int) -> np.ndarray:
     """Mean of each value and the `window - 1` before it (fewer at the start), (N,)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0 or window <= 1:
-        return values
-    sums = np.cumsum(np.concatenate([[0.0], values]))
-    ends = np.arange(1, len(values) + 1)
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) == 0 or window <= 1:
+        return array
+    sums = np.cumsum(np.concatenate([[0.0], array]))
+    ends = np.arange(1, len(array) + 1)
     starts = np.maximum(ends - window, 0)
     return (sums[ends] - sums[starts]) / (ends - starts)
 
@@ -216,7 +216,7 @@ def _why(series: dict[str, Series], summary: dict) -> list[str]:
         lines.append(f"Chosen by `last`: the final weights that passed the collapse guard "
                      f"(step {chosen}).")
     else:
-        direction = "higher" if HIGHER_IS_BETTER.get(by, True) else "lower"
+        direction = "higher" if by is None or HIGHER_IS_BETTER.get(by, True) else "lower"
         cadence = f"every {every} steps and " if every else ""
         lines.append(f"The network was scored without labels {cadence}at the end; the weights "
                      f"with the best `{by}` ({direction} is better) were kept: step {chosen}.")
@@ -245,7 +245,8 @@ def _score_rows(series: dict[str, Series], chosen: int | None) -> list[list]:
         for key in sorted(k for k in series if k.startswith(prefix)):
             points = series[key]
             name = key[len(prefix):]
-            better = {True: "higher", False: "lower"}.get(HIGHER_IS_BETTER.get(name), "")
+            higher = HIGHER_IS_BETTER.get(name)
+            better = "" if higher is None else "higher" if higher else "lower"
             if prefix == "reference/":
                 better = "higher"
             rows.append([f"{name}{note}", better, _value_at(points, 0),
