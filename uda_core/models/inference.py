@@ -29,6 +29,7 @@ def predict_slices(network: torch.nn.Module, slices: np.ndarray, device: torch.d
         out[:, start:start + probs.shape[0]] = np.moveaxis(probs, 1, 0)
         if on_batch is not None:
             on_batch(probs.shape[0])
+    assert out is not None, "no slices to predict"
     return out
 
 

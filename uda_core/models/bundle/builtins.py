@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeGuard
 
 from uda_core.errors import ModelError
 from uda_core.io.resources import resources_dir
@@ -17,7 +18,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def is_builtin_name(name: object) -> bool:
+def is_builtin_name(name: object) -> TypeGuard[str]:
     """True for strings of the form ``demo:...`` (whether or not the name is known)."""
     return isinstance(name, str) and name.startswith("demo:")
 

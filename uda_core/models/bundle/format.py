@@ -148,7 +148,8 @@ class ModelBundle:
                 raise ValueError(f"unknown architecture {type(network).__name__}; pass it")
             architecture = names[0]
         if arch_kwargs is None:
-            arch_kwargs = network.arch_kwargs()
+            # nn.Module.__getattr__ is typed Tensor | Module; our networks define arch_kwargs()
+            arch_kwargs = network.arch_kwargs()  # type: ignore[operator]
         main, head = _split_weights(network)
         return cls(architecture=architecture, arch_kwargs=dict(arch_kwargs), state_dict=main,
                    class_names=list(class_names), early_head_state_dict=head, **fields)

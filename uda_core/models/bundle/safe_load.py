@@ -38,6 +38,7 @@ def _pickle_globals(data: bytes) -> list[str] | None:
     strings: list[str] = []
     memo: dict[int, Any] = {}
     last: Any = None  # the string just pushed, if the previous op pushed one
+    arg: Any  # the op's argument (int, str, bytes...; None for an op without one)
     try:
         for op, arg, _ in pickletools.genops(data):
             name = op.name
