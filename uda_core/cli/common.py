@@ -18,9 +18,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uda_core.errors import InputError
+
+if TYPE_CHECKING:  # the engine (and torch) load only when a run starts
+    from uda_core.engine.events import EngineEvent
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -106,11 +109,12 @@ class ConsoleProgress:
     """Listener of an adaptation run: a progress bar with the losses (a plain line every 25
     steps when stderr is no terminal), a line per scoring and rollback, the final status."""
 
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None  # a tqdm bar from the first step on
         self.interactive = sys.stderr.isatty()
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: EngineEvent) -> None:
         from uda_core.engine.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
         if isinstance(event, StepEvent):
             if self.bar is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from uda_core.cli.common import add_device, progress_bar
 from uda_core.errors import InputError, UdaError
@@ -35,7 +36,7 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
           f"({device})", file=sys.stderr)
-    bars = {}
+    bars: dict[str, Any] = {}  # tqdm bars by phase
 
     def progress(phase, done, total, scores):
         if not sys.stderr.isatty():  # logs get one plain line per epoch

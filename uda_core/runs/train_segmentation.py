@@ -11,6 +11,7 @@ import datetime as _dt
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,14 +166,16 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     num_classes = len(config.class_names)
     grid = (config.spacing_mm, config.in_plane_shape, config.normalisation)
     train, val = load_slices(train_pairs, *grid), load_slices(val_pairs, *grid)
-    arch_kwargs = {"in_channels": 1, "num_classes": num_classes,
-                   "base_channels": config.base_channels, "depth": config.depth,
-                   "early_head": True}
+    arch_kwargs: dict[str, Any] = {"in_channels": 1, "num_classes": num_classes,
+                                   "base_channels": config.base_channels,
+                                   "depth": config.depth, "early_head": True}
     network = UNet2D(**arch_kwargs).to(device)
     if init_state is not None:
         network.load_state_dict(init_state, strict=True)
 
-    head_params = {id(p) for p in network.early_head.parameters()}
+    early_head = network.early_head
+    assert early_head is not None  # built with early_head=True
+    head_params = {id(p) for p in early_head.parameters()}
     body = [p for p in network.parameters() if id(p) not in head_params]
 
     def segmentation_loss(net, images, labels):
@@ -196,7 +199,7 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
 
     head_dice = float("nan")
     if config.head_epochs > 0:
-        head_dice = _fit(network, list(network.early_head.parameters()), train, val, config,
+        head_dice = _fit(network, list(early_head.parameters()), train, val, config,
                          device, config.head_epochs, head_loss, "early head", progress,
                          head_score, 1)
     for p in body:
