@@ -15,8 +15,8 @@ from uda_core.engine.checkpoints import load_checkpoint
 from uda_core.engine.events import ScoreEvent, StepEvent
 from uda_core.methods.mcd import MCDConfig, MCDRegistration
 from uda_core.models.nets.regnet import DiscreteRegNet
-from uda_core.runs.train_registration import RegSlices
-from uda_core.tasks.registration import RegistrationTask, mono_modal
+from uda_core.tasks.registration import RegistrationTask
+from uda_core.tasks.registration_data import RegSlices, mono_modal
 
 PAIR_ARGS = {"max_px": 2.0, "smooth_px": 4.0}
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from uda_core.grid.pair_slices import registration_slices
 from uda_core.io import Volume
 from uda_core.spatial.fields import (
     displacement_at_control_points,
@@ -13,7 +14,6 @@ from uda_core.spatial.fields import (
     jacobian_determinant_2d,
     make_pairs,
     random_smooth_displacement_2d,
-    registration_slices,
     warp_slice,
 )
 

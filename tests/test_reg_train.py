@@ -8,6 +8,7 @@ import torch
 
 from uda_core.errors import ModelError
 from uda_core.io import Volume
+from uda_core.methods.registration_source import source_supervised_loss
 from uda_core.models.bundle import describe, load_model, save_bundle
 from uda_core.models.bundle.registration import (
     displacement_label_names,
@@ -16,17 +17,18 @@ from uda_core.models.bundle.registration import (
 )
 from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.runs.train_registration import (
-    RegSlices,
     RegTrainingConfig,
-    evaluate_registration,
-    load_registration_slices,
-    make_registration_pairs,
-    pairs_from_slices,
-    source_supervised_loss,
     train_registration,
     train_registration_source,
 )
+from uda_core.scores.registration import evaluate_registration
 from uda_core.spatial.warp import DisplacementGrid, label_to_displacement, warp_image
+from uda_core.tasks.registration_data import (
+    RegSlices,
+    load_registration_slices,
+    make_registration_pairs,
+    pairs_from_slices,
+)
 
 SMALL_NET = {"radius_px": 3.0, "n_per_axis": 7, "stride": 4, "features": 8, "width": 8,
              "smooth_sigma_px": 2.0}

@@ -10,7 +10,7 @@ For each shift (the moving modality: "t2", "pd"; the fixed image is always T1):
   the same subjects' slices with fresh random fields (transductive, as in ``uda bench``: the
   true fields of the evaluation pairs are never seen), once per seed, files to files;
   ``sitk``: :func:`~uda_core.spatial.sitk_bspline.register_bspline_2d` on every pair;
-- scores (:func:`~uda_core.runs.train_registration.evaluate_registration`, the same code for all):
+- scores (:func:`~uda_core.scores.registration.evaluate_registration`, the same code for all):
   accuracy (share of head control points whose label is the true quantised displacement),
   endpoint error at the head control points (mm), Dice of the warped tissue labels (CSF, GM,
   WM), folding (share of head pixels with Jacobian determinant <= 0); time per pair (one
@@ -37,10 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from uda_core.models.bundle.registration import load_registration_model
-from uda_core.runs.train_registration import RegPairs, evaluate_registration, pairs_from_slices
+from uda_core.scores.registration import evaluate_registration
 from uda_core.spatial.fields import displacement_at_control_points
 from uda_core.spatial.warp import quantise, warp_image
-from uda_core.tasks.registration import demo_files, slices_from_files
+from uda_core.tasks.registration_data import (
+    RegPairs,
+    demo_files,
+    pairs_from_slices,
+    slices_from_files,
+)
 
 REG_SHIFTS = ("t2", "pd")
 REG_METHODS = ("none", "l1", "swd", "pemd", "sitk")

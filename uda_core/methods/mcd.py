@@ -4,10 +4,11 @@ Saito et al. (CVPR 2018; mil-tokyo/MCD_DA) with the generator G = the shared fea
 :class:`~uda_core.models.nets.regnet.DiscreteRegNet` (``network.generator``) and the classifiers
 C1, C2 = its two regularising heads (``head1``, ``head2``), which classify each control
 point's displacement among the L candidates of the displacement grid. One step of
-:class:`MCDRegistration` on a :class:`~uda_core.tasks.registration.RegBatch`:
+:class:`MCDRegistration` on a :class:`~uda_core.methods.batches.RegBatch`:
 
 - A: G, C1, C2 minimise the supervised source loss on T1-T1 source pairs: the loss the
-  source model was trained with (:func:`uda_core.runs.train_registration.source_supervised_loss`:
+  source model was trained with
+  (:func:`uda_core.methods.registration_source.source_supervised_loss`:
   each head's cross-entropy against the true quantised displacement, summed over the heads,
   head control points weighted 1 and the others ``background_weight``, plus ``l2_weight``
   times the squared error of the expected displacement).
@@ -40,10 +41,10 @@ from torch import Tensor
 
 from uda_core.losses import discrepancy_l1, projected_emd, sliced_wasserstein
 from uda_core.methods.base import AdaptationMethod, set_trainable
+from uda_core.methods.batches import RegBatch
 from uda_core.methods.catalogue import REG_DISCREPANCIES
-from uda_core.runs.train_registration import source_supervised_loss
+from uda_core.methods.registration_source import control_point_weights, source_supervised_loss
 from uda_core.spatial.warp import expected_displacement
-from uda_core.tasks.registration import RegBatch
 
 __all__ = ["DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
 
@@ -139,8 +140,7 @@ class MCDRegistration(AdaptationMethod):
         probs = 0.5 * (torch.softmax(logits1, 1) + torch.softmax(logits2, 1))
         out = {"logits1": logits1, "logits2": logits2,
                "disp_cp": expected_displacement(probs, self.network.grid)}
-        weight = (batch.source_mask_cp.float() * (1.0 - cfg.background_weight)
-                  + cfg.background_weight)
+        weight = control_point_weights(batch.source_mask_cp, cfg.background_weight)
         return source_supervised_loss(out, batch.source_labels, batch.source_disp_cp,
                                       l2_weight=cfg.l2_weight, weight_cp=weight)
 

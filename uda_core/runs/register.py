@@ -36,10 +36,10 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from uda_core.errors import InputError, UdaError
-from uda_core.grid.prepare import prepare_volume
+from uda_core.grid.model_grid import ModelGrid
+from uda_core.grid.pair_slices import MIN_HEAD_FRACTION, pair_on_model_grid
 from uda_core.io import Volume
 from uda_core.io.geometry import resample
-from uda_core.io.intensity import DEFAULT_NORMALISATION, foreground_mask, normalise
 from uda_core.io.writers import output_stem, write_volume
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.bundle.registration import network_from_bundle
@@ -53,7 +53,7 @@ OUTPUT_SUFFIXES = {"warped": "_warped.nii.gz", "labels": "_labels_warped.nii.gz"
                    "field": "_field.nii.gz"}
 
 METHODS = ("network", "sitk")
-MIN_HEAD_FRACTION = 0.02  # slices with less head (fixed image, Otsu) are not registered
+# MIN_HEAD_FRACTION (from uda_core.grid.pair_slices): slices with less head are not registered
 _CHUNK_SLICES = 16  # fixed-grid slices sampled at a time (bounds the coordinate arrays)
 # done, total: slices registered so far / to register
 Progress = Callable[[int, int], None]
@@ -112,12 +112,6 @@ def resample_onto(volume: Volume, reference: Volume, labels: bool = False) -> Vo
         data = np.rint(data).astype(volume.data.dtype)
     return Volume(data=data, affine=reference.affine.copy(), source=volume.source,
                   header=reference.header, meta=dict(volume.meta))
-
-
-def _model_grid(bundle: ModelBundle | None):
-    if bundle is None:
-        return (2.0, 2.0, 2.0), (96, 112), dict(DEFAULT_NORMALISATION)
-    return bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation
 
 
 def _register_network(network, fixed: np.ndarray, moving: np.ndarray, device, batch_size,
@@ -192,15 +186,10 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         if bundle is None:
             raise UdaError("registration with a network needs a registration model")
         network = network if network is not None else network_from_bundle(bundle, device)
-    spacing_mm, shape, spec = _model_grid(bundle)
-    model_input = prepare_volume(fixed, spacing_mm, shape, spec)
+    grid = ModelGrid.of(bundle)
+    pair = pair_on_model_grid(fixed, moving, grid, MIN_HEAD_FRACTION)
+    model_input, moving_slices, head, keep = pair.model_input, pair.moving, pair.head, pair.keep
     fixed_slices = model_input.slices
-    on_grid = resample(moving.data, moving.affine, model_input.grid_affine,
-                       model_input.grid_shape, order=1, fill=float(np.min(moving.data)))
-    moving_slices = normalise(np.moveaxis(on_grid, 2, 0), spec).astype(np.float32)
-
-    head = foreground_mask(fixed_slices)
-    keep = np.flatnonzero(head.reshape(head.shape[0], -1).mean(axis=1) >= MIN_HEAD_FRACTION)
     done = [0]
 
     def step(n: int) -> None:
@@ -216,7 +205,7 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         if method == "network":
             disp[keep] = _register_network(network, f, m, device, batch_size, step)
         else:
-            disp[keep] = _register_sitk(f, m, tuple(spacing_mm[:2]), step)
+            disp[keep] = _register_sitk(f, m, grid.pixel_mm, step)
 
     det = jacobian_determinant(torch.from_numpy(disp)).numpy()  # (Z, X - 1, Y - 1)
     det = np.pad(det, ((0, 0), (0, 1), (0, 1)), mode="edge")  # (Z, X, Y)

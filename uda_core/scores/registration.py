@@ -1,6 +1,6 @@
-"""Label-free scores of a registration network, for choosing a checkpoint and guarding
-against collapse. (The reference scores that need the true displacement, for evaluation
-only, are :func:`uda_core.runs.train_registration.evaluate_registration`'s.)
+"""Scores of a registration network: label-free ones, for choosing a checkpoint and guarding
+against collapse, and the reference scores that need the true displacement, for evaluation
+only (:func:`evaluate_registration`).
 
 Conventions of :mod:`uda_core.spatial.warp`: probabilities (B, L, Kh, Kw) over the L
 displacement labels at the control points, displacements (B, 2, H, W) in pixels (dy, dx),
@@ -16,22 +16,56 @@ Label-free (HIGHER_IS_BETTER says which way is better):
   2 = one determines the other) between each fixed image and the moving image warped by the
   network, on the fixed image's head pixels, 32 bins, mean over pairs. A multi-modal image
   similarity, like the Mattes MI SimpleITK optimises; it needs no displacement labels.
+
+Reference (:func:`evaluate_registration`): accuracy of the argmax label, endpoint error in mm,
+Dice of the warped labels, folding (share of head pixels with Jacobian determinant <= 0,
+:func:`uda_core.spatial.warp.jacobian_determinant`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from uda_core.spatial.warp import warp_image
+from uda_core.spatial.warp import jacobian_determinant, warp_image
 
 HIGHER_IS_BETTER = {"discrepancy": False, "entropy": False, "mutual_info": True}
 
-__all__ = ["HIGHER_IS_BETTER", "collapse_reason", "collapse_state", "head_discrepancy",
-           "mean_entropy", "mean_mutual_information", "normalised_mutual_information"]
+__all__ = ["HIGHER_IS_BETTER", "RegistrationNetwork", "ScoredPairs", "collapse_reason",
+           "collapse_state", "evaluate_registration", "head_discrepancy", "mean_entropy",
+           "mean_mutual_information", "normalised_mutual_information"]
+
+
+class ScoredPairs(Protocol):
+    """What :func:`evaluate_registration` reads of its pairs (the fields of
+    :class:`uda_core.tasks.registration_data.RegPairs`)."""
+
+    fixed: Tensor
+    moving: Tensor
+    disp_cp: Tensor
+    labels_cp: Tensor
+    mask_cp: Tensor
+    fixed_labels: Tensor
+    moving_labels: Tensor
+
+    def __len__(self) -> int: ...
+
+    def subset(self, index) -> ScoredPairs: ...
+
+    def to(self, device) -> ScoredPairs: ...
+
+
+class RegistrationNetwork(Protocol):
+    """(fixed, moving) -> DiscreteRegNet's output dict ("probs", "disp_cp", "disp"), with
+    ``eval()``."""
+
+    def __call__(self, fixed: Tensor, moving: Tensor) -> dict[str, Tensor]: ...
+
+    def eval(self): ...
 
 
 def head_discrepancy(probs1: Tensor, probs2: Tensor) -> float:
@@ -105,3 +139,85 @@ def collapse_reason(state: np.ndarray, initial: np.ndarray, constant: float = 0.
         return (f"the prediction became uniform (normalised entropy {state[1]:.3f}, was "
                 f"{initial[1]:.3f})")
     return None
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _score_sums(out: dict[str, Tensor], pairs: ScoredPairs, scale: Tensor,
+                n_classes: int) -> dict[str, np.ndarray]:
+    mask = pairs.mask_cp
+    pred = out["probs"].argmax(1)
+    error = ((out["disp_cp"] - pairs.disp_cp) * scale).norm(dim=1)  # (B, Kh, Kw) mm
+    still = (pairs.disp_cp * scale).norm(dim=1)  # error of no registration
+    warped = warp_image(pairs.moving_labels[:, None], out["disp"], mode="nearest")[:, 0]
+    det = jacobian_determinant(out["disp"])
+    brain = pairs.fixed_labels[:, :-1, :-1] > 0
+    sums = {
+        "points": mask.sum(), "points_all": mask.numel(),
+        "correct": ((pred == pairs.labels_cp) & mask).sum(),
+        "correct_all": (pred == pairs.labels_cp).sum(),
+        "correct_identity": ((pairs.labels_cp == pairs.labels_cp.new_tensor(
+            out["probs"].shape[1] // 2)) & mask).sum(),
+        "epe": (error * mask).sum(), "epe_identity": (still * mask).sum(),
+        "folded": ((det <= 0) & brain).sum(), "brain": brain.sum(),
+    }
+    result = {k: np.asarray(float(v)) for k, v in sums.items()}
+    for name, labels in (("after", warped), ("before", pairs.moving_labels)):
+        inter = [((labels == c) & (pairs.fixed_labels == c)).sum() for c in range(1, n_classes)]
+        size = [(labels == c).sum() + (pairs.fixed_labels == c).sum()
+                for c in range(1, n_classes)]
+        result[f"inter_{name}"] = np.array([float(v) for v in inter])
+        result[f"size_{name}"] = np.array([float(v) for v in size])
+    return result
+
+
+@torch.no_grad()
+def evaluate_registration(network: RegistrationNetwork, pairs: ScoredPairs, *,
+                          spacing_mm=(2.0, 2.0), batch_size: int = 16, device="cpu",
+                          n_classes: int = 4) -> dict[str, float]:
+    """Reference scores of ``network`` on ``pairs`` with known displacements (network put in
+    eval mode). ``pairs`` is a :class:`uda_core.tasks.registration_data.RegPairs` (or anything
+    shaped like it, :class:`ScoredPairs`); ``network`` maps (fixed, moving) to
+    DiscreteRegNet's output dict (probs, disp_cp, disp).
+
+    Returns a dict of floats:
+    ``accuracy``: share of brain control points (``mask_cp``) whose argmax label (of the mean
+    of the heads' softmaxes) equals the true quantised label (the paper's "registration
+    accuracy"); ``accuracy_all``: the same over every control point; ``accuracy_identity``:
+    share whose true label is zero displacement (what predicting "no motion" scores);
+    ``epe_mm``: mean endpoint error at brain control points between the expected displacement
+    and the true (unquantised) block-mean displacement, in mm (``spacing_mm`` = (row, column)
+    pixel size); ``epe_identity_mm``: the same for zero displacement (the initial error);
+    ``dice_before`` / ``dice_after``: mean Dice over tissue classes 1..n_classes-1 of the
+    moving labels (before / after warping with the dense field, nearest neighbour) against the
+    fixed labels, pooled over all pairs; ``folding``: share of brain pixels whose Jacobian
+    determinant is <= 0; ``pairs``: N.
+    """
+    network.eval()
+    scale = torch.tensor([float(spacing_mm[0]), float(spacing_mm[1])],
+                         device=device).view(1, 2, 1, 1)
+    total: dict[str, np.ndarray] = {}
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs.subset(slice(start, start + batch_size)).to(device)
+        out = network(batch.fixed, batch.moving)
+        for key, value in _score_sums(out, batch, scale, n_classes).items():
+            total[key] = total.get(key, 0.0) + value
+    if not total:
+        raise ValueError("no pairs to evaluate")
+
+    def dice(name: str) -> float:
+        return float(np.mean(2 * total[f"inter_{name}"] / np.maximum(total[f"size_{name}"], 1)))
+
+    points = max(float(total["points"]), 1.0)
+    return {
+        "accuracy": float(total["correct"]) / points,
+        "accuracy_all": float(total["correct_all"]) / max(float(total["points_all"]), 1.0),
+        "accuracy_identity": float(total["correct_identity"]) / points,
+        "epe_mm": float(total["epe"]) / points,
+        "epe_identity_mm": float(total["epe_identity"]) / points,
+        "dice_before": dice("before"),
+        "dice_after": dice("after"),
+        "folding": float(total["folded"]) / max(float(total["brain"]), 1.0),
+        "pairs": float(len(pairs)),
+    }

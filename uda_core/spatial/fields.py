@@ -6,29 +6,30 @@ pairs are made the same way, except that the moving slice comes from another mod
 same subject (e.g. its voxel-aligned T2 slice), so their true displacement is known too and can
 be used for evaluation.
 
-Conventions (the registration package's, see the module docs of ``warp`` and ``regnet``):
+Conventions are those of :mod:`uda_core.spatial.warp`, which holds the one warp
+(:func:`~uda_core.spatial.warp.warp_image`) and the one Jacobian
+(:func:`~uda_core.spatial.warp.jacobian_determinant`); the numpy functions here
+(:func:`warp_slice`, :func:`jacobian_determinant_2d`) are thin fronts of them for one slice:
 
 - A slice is an (H, W) array; H = rows = first spatial axis, W = columns = second.
 - A displacement field is (2, H, W) (or (N, 2, H, W)) in PIXELS of that slice, channel order
   (dy, dx) = (rows, columns).
-- A field u warps a moving image backwards: warped(y, x) = moving(y + u_y, x + u_x), bilinear
-  for intensities, nearest neighbour for labels; points outside the image take the value of
-  the nearest edge pixel ("border").
+- A field u is a pull (backward) field: warped(y, x) = moving(y + u_y, x + u_x), bilinear for
+  intensities, nearest neighbour for labels; points outside the image take the value of the
+  nearest edge pixel ("border").
+
+(Model-grid slices of whole volumes, formerly ``registration_slices`` here, are
+:mod:`uda_core.grid.pair_slices`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.ndimage import gaussian_filter
 
-from uda_core.grid.prepare import labels_to_grid, prepare_volume
-from uda_core.io import Volume
-from uda_core.io.geometry import resample
-from uda_core.io.intensity import DEFAULT_NORMALISATION, foreground_mask, normalise
+from uda_core.spatial.warp import jacobian_determinant, warp_image
 
 __all__ = [
     "displacement_at_control_points",
@@ -36,24 +37,17 @@ __all__ = [
     "jacobian_determinant_2d",
     "make_pairs",
     "random_smooth_displacement_2d",
-    "registration_slices",
     "warp_slice",
 ]
 
-# Model grid used when registration_slices is given no grid: the demo model's
-# (uda_core.runs.train_segmentation.SourceTrainingConfig defaults).
-_DEFAULT_GRID = {"spacing_mm": (2.0, 2.0, 2.0), "in_plane_shape": (96, 112),
-                 "normalisation": DEFAULT_NORMALISATION}
 
-
-# --- warping (numpy) -----------------------------------------------------------------------
-# NOTE for the lead: warp_slice duplicates, in numpy, what uda_core.spatial.warp.warp_image
-# does in torch (written at the same time, so not imported here). Both sample at
-# (y + u_y, x + u_x) with the edge pixels extended, which is grid_sample(padding_mode="border",
-# align_corners=True); they can be merged later.
+# --- numpy fronts of uda_core.spatial.warp --------------------------------------------------
 
 def warp_slice(image: np.ndarray, disp: np.ndarray, order: int = 1) -> np.ndarray:
     """Backward-warp one slice: out(y, x) = image(y + disp[0, y, x], x + disp[1, y, x]).
+
+    :func:`uda_core.spatial.warp.warp_image` on one numpy slice, computed in float64 (so the
+    float32 results match scipy's ``map_coordinates(order=1, mode="nearest")``).
 
     Args:
         image: (H, W) array (intensities, or integer labels with order=0).
@@ -71,33 +65,37 @@ def warp_slice(image: np.ndarray, disp: np.ndarray, order: int = 1) -> np.ndarra
     if image.ndim != 2 or disp.shape != (2, *image.shape):
         raise ValueError(f"need image (H, W) and disp (2, H, W); got {image.shape} and "
                          f"{disp.shape}")
-    rows, cols = np.meshgrid(np.arange(image.shape[0], dtype=np.float64),
-                             np.arange(image.shape[1], dtype=np.float64), indexing="ij")
-    coords = np.stack([rows + disp[0], cols + disp[1]])
-    if order == 1:
-        return map_coordinates(image.astype(np.float32, copy=False), coords, order=1,
-                               mode="nearest").astype(np.float32, copy=False)
-    return map_coordinates(image, coords, order=0, mode="nearest")
+    out = _warp_channels(image[None, None], disp[None],
+                         "bilinear" if order == 1 else "nearest")[0, 0]
+    return out.astype(np.float32) if order == 1 else out.astype(image.dtype)
 
 
-def _warp_field(field: np.ndarray, disp: np.ndarray) -> np.ndarray:
-    """Each channel of a (2, H, W) field sampled (bilinear, border) at x + disp(x)."""
-    return np.stack([warp_slice(field[c], disp) for c in range(field.shape[0])])
+def _warp_channels(values: np.ndarray, disp: np.ndarray, mode: str = "bilinear"
+                   ) -> np.ndarray:
+    """(N, C, H, W) sampled at x + disp(x), disp (N, 2, H, W): warp_image in float64.
+
+    Returns (N, C, H, W) float64 (label values stay exact: nearest neighbour copies them)."""
+    source = torch.from_numpy(np.array(values, dtype=np.float64))
+    field = torch.from_numpy(np.array(disp, dtype=np.float64))
+    return warp_image(source, field, mode=mode).numpy()
+
+
+def jacobian_determinant_2d(disp: np.ndarray) -> np.ndarray:
+    """:func:`uda_core.spatial.warp.jacobian_determinant` of one (2, H, W) numpy field.
+
+    Determinant of the Jacobian of x -> x + u(x) by forward differences (the reason is in
+    ``jacobian_determinant``'s doc): (H - 1, W - 1) float64, value [y, x] for pixel (y, x).
+    `disp` is in pixels, channels (dy, dx); the identity gives 1 everywhere and a value <= 0
+    means the map folds there.
+    """
+    disp = np.asarray(disp)
+    if disp.ndim != 3 or disp.shape[0] != 2:
+        raise ValueError(f"disp must be (2, H, W), got shape {disp.shape}")
+    field = torch.from_numpy(np.array(disp, dtype=np.float64))[None]
+    return jacobian_determinant(field)[0].numpy()
 
 
 # --- random fields -------------------------------------------------------------------------
-
-def jacobian_determinant_2d(disp: np.ndarray) -> np.ndarray:
-    """det of the Jacobian of x -> x + u(x) at every pixel (central differences): (H, W).
-
-    `disp` is (2, H, W) in pixels, channels (dy, dx); the identity gives 1 everywhere and a
-    value <= 0 means the map folds there.
-    """
-    disp = np.asarray(disp, dtype=np.float64)
-    duy_dy, duy_dx = np.gradient(disp[0])
-    dux_dy, dux_dx = np.gradient(disp[1])
-    return (1.0 + duy_dy) * (1.0 + dux_dx) - duy_dx * dux_dy
-
 
 def random_smooth_displacement_2d(shape, rng: np.random.Generator, max_px: float = 5.0,
                                   smooth_px: float = 8.0, min_jacobian: float = 0.2
@@ -107,7 +105,8 @@ def random_smooth_displacement_2d(shape, rng: np.random.Generator, max_px: float
     White Gaussian noise per component (dy, dx) is smoothed by a Gaussian of standard
     deviation `smooth_px` pixels (edges reflected), then scaled so that the longest
     displacement vector is `max_px` pixels. If the map x -> x + u(x) would have a Jacobian
-    determinant <= `min_jacobian` anywhere, the field is shrunk by 0.8 until it does not.
+    determinant (:func:`jacobian_determinant_2d`) <= `min_jacobian` anywhere, the field is
+    shrunk by 0.8 until it does not.
 
     Args:
         shape: (H, W) of the slice.
@@ -144,17 +143,20 @@ def invert_displacement_2d(disp: np.ndarray, iterations: int = 10) -> np.ndarray
     of a pixel for the fields of :func:`random_smooth_displacement_2d` (see the tests).
 
     Args:
-        disp: (2, H, W) u in pixels, channels (dy, dx).
+        disp: (2, H, W) u in pixels, channels (dy, dx); or (N, 2, H, W), one field each.
         iterations: fixed-point steps.
 
     Returns:
-        (2, H, W) float32 v in pixels, channels (dy, dx).
+        float32 v of the shape of `disp`, pixels, channels (dy, dx).
     """
     disp = np.asarray(disp, dtype=np.float32)
-    inverse = np.zeros_like(disp)
+    fields = disp if disp.ndim == 4 else disp[None]
+    if fields.ndim != 4 or fields.shape[1] != 2:
+        raise ValueError(f"disp must be (2, H, W) or (N, 2, H, W), got shape {disp.shape}")
+    inverse = np.zeros_like(fields)
     for _ in range(int(iterations)):
-        inverse = -_warp_field(disp, inverse)
-    return inverse
+        inverse = -_warp_channels(fields, inverse).astype(np.float32)
+    return inverse if disp.ndim == 4 else inverse[0]
 
 
 # --- pairs ---------------------------------------------------------------------------------
@@ -202,15 +204,15 @@ def make_pairs(images: np.ndarray, labels: np.ndarray | None, rng: np.random.Gen
             raise ValueError(f"labels {labels.shape} must have the shape of images "
                              f"{images.shape}")
     n, h, w = images.shape
-    moving = np.empty_like(images)
     disp = np.empty((n, 2, h, w), dtype=np.float32)
-    moving_labels = None if labels is None else np.empty((n, h, w), dtype=np.int64)
-    for i in range(n):
+    for i in range(n):  # all fields first: the generator's draws are those of one per slice
         disp[i] = random_smooth_displacement_2d((h, w), rng, max_px, smooth_px)
-        inverse = invert_displacement_2d(disp[i], inverse_iterations)
-        moving[i] = warp_slice(source[i], inverse, order=1)
-        if labels is not None:
-            moving_labels[i] = warp_slice(labels[i].astype(np.int64), inverse, order=0)
+    inverse = invert_displacement_2d(disp, inverse_iterations)
+    moving = _warp_channels(source[:, None], inverse)[:, 0].astype(np.float32)
+    moving_labels = None
+    if labels is not None:
+        moving_labels = _warp_channels(labels[:, None].astype(np.int64), inverse,
+                                       "nearest")[:, 0].astype(np.int64)
     return {
         "fixed": torch.from_numpy(images.copy())[:, None],
         "moving": torch.from_numpy(moving)[:, None],
@@ -231,59 +233,3 @@ def displacement_at_control_points(disp: torch.Tensor, stride: int) -> torch.Ten
     if disp.ndim != 4 or disp.shape[1] != 2:
         raise ValueError(f"disp must be (B, 2, H, W), got {tuple(disp.shape)}")
     return F.avg_pool2d(disp, kernel_size=int(stride), stride=int(stride))
-
-
-# --- slices on the model grid --------------------------------------------------------------
-
-def _grid_value(grid, name: str):
-    if grid is None:
-        return _DEFAULT_GRID[name]
-    if isinstance(grid, Mapping):
-        return grid[name]
-    return getattr(grid, name)
-
-
-def registration_slices(volume_t1: Volume, volume_other: Volume | None = None, grid=None, *,
-                        labels: Volume | None = None, min_fraction: float = 0.02):
-    """Axial slices of a subject's images on a model grid, for registration pairs.
-
-    The fixed modality (`volume_t1`) goes through :func:`uda_core.grid.prepare.prepare_volume`
-    (model grid centred on its head, normalised). The other modality is resampled onto the
-    SAME grid through world coordinates (trilinear, outside filled with its minimum; no
-    registration: the two are taken to be aligned in world space, e.g. a T1/T2 pair of one
-    session) and normalised with the same specification. Slices where the fixed image's
-    foreground (Otsu, :func:`uda_core.io.intensity.foreground_mask` of the whole stack)
-    covers less than `min_fraction` of the slice are dropped, in all outputs alike.
-
-    Args:
-        volume_t1: the fixed modality's volume.
-        volume_other: the other modality of the same subject, any grid, or None.
-        grid: where the model grid comes from: any object with attributes, or a mapping with
-            keys, ``spacing_mm`` (x, y, z mm), ``in_plane_shape`` (X, Y voxels) and
-            ``normalisation`` (e.g. a ModelBundle or SourceTrainingConfig); None: 2 mm,
-            96 x 112, the default normalisation.
-        labels: a label map of `volume_t1`'s subject (any grid), or None.
-        min_fraction: least share of head pixels for a slice to be kept (0 keeps all).
-
-    Returns:
-        (fixed_slices, other_slices): (Z', X, Y) float32 each, other_slices None without
-        `volume_other`; with `labels`, a third item (Z', X, Y) int64 (nearest neighbour).
-        X is the rows (H) and Y the columns (W) of each slice.
-    """
-    model_input = prepare_volume(volume_t1, _grid_value(grid, "spacing_mm"),
-                                 _grid_value(grid, "in_plane_shape"),
-                                 _grid_value(grid, "normalisation"))
-    fixed = model_input.slices
-    head = foreground_mask(fixed).reshape(fixed.shape[0], -1).mean(axis=1)
-    keep = np.flatnonzero(head >= min_fraction)
-    other = None
-    if volume_other is not None:
-        on_grid = resample(volume_other.data, volume_other.affine, model_input.grid_affine,
-                           model_input.grid_shape, order=1,
-                           fill=float(np.min(volume_other.data)))
-        other = normalise(np.moveaxis(on_grid, 2, 0), _grid_value(grid, "normalisation"))
-        other = np.ascontiguousarray(other[keep], dtype=np.float32)
-    fixed = np.ascontiguousarray(fixed[keep], dtype=np.float32)
-    if labels is None:
-        return fixed, other
-    return fixed, other, np.ascontiguousarray(labels_to_grid(labels, model_input)[keep])

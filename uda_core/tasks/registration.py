@@ -1,9 +1,9 @@
-"""The data of a registration adaptation run, and the engine task that serves it.
+"""The engine task of a registration adaptation run (its data: :mod:`.registration_data`).
 
 A run adapts a registration network trained on T1-T1 pairs (source) to pairs whose moving
 image has another contrast (target, e.g. T1 fixed, T2 moving). Both kinds of pairs are made
-with the pairs helpers of :mod:`uda_core.runs.train_registration` from voxel-aligned slices
-(:class:`~uda_core.runs.train_registration.RegSlices`):
+with the pairs helpers of :mod:`uda_core.tasks.registration_data` from voxel-aligned slices
+(:class:`~uda_core.tasks.registration_data.RegSlices`):
 
 - source pair: a fixed T1 slice and the same slice deformed by a random smooth field; the
   field's quantised displacement at every control point supervises (free labels);
@@ -21,93 +21,26 @@ pixels, labels ``iy * n + ix``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from uda_core.engine.events import PreviewEvent
-from uda_core.errors import InputError
-from uda_core.io.intensity import foreground_mask
-from uda_core.io.readers import read_labels, read_volume
-from uda_core.runs.train_registration import (
+from uda_core.methods.batches import RegBatch
+from uda_core.scores import registration as reg_scores
+from uda_core.scores.registration import evaluate_registration
+
+# demo_files, mono_modal, slices_from_files: re-exported for uda_core.runs.adapt_registration,
+# which imports them from here (their home is registration_data).
+from uda_core.tasks.registration_data import (
     RegPairs,
     RegSlices,
-    evaluate_registration,
+    demo_files,
+    mono_modal,
     pairs_from_slices,
+    slices_from_files,
 )
-from uda_core.scores import registration as reg_scores
-from uda_core.spatial.fields import registration_slices
 
-__all__ = ["RegBatch", "RegistrationTask", "demo_files", "mono_modal", "slices_from_files"]
-
-
-def demo_files(modality: str, subjects: Sequence[int] = (100, 101, 102),
-               root: str | Path | None = None) -> tuple[list[Path], list[Path], list[Path]]:
-    """(T1 images, `modality` images, T1 label maps) of demo subjects as ``uda demo-data``
-    writes them (default root: resources/demo)."""
-    if root is None:
-        from uda_core.io.resources import resources_dir
-        root = resources_dir() / "demo"
-    root = Path(root)
-    ids = [f"sub-{int(s):03d}" for s in subjects]
-    return ([root / "t1" / f"{i}_t1.nii.gz" for i in ids],
-            [root / modality / f"{i}_{modality}.nii.gz" for i in ids],
-            [root / "t1" / f"{i}_labels.nii.gz" for i in ids])
-
-
-def slices_from_files(fixed: Sequence[str | Path], moving: Sequence[str | Path],
-                      labels: Sequence[str | Path] | None = None, grid=None) -> RegSlices:
-    """Slices of each (fixed, moving) volume pair on the model grid of `grid` (a bundle).
-
-    The moving volume must be aligned with its fixed volume in world space (e.g. one
-    session's T1 and T2): it is resampled onto the fixed volume's model grid without
-    registration. Without `labels` (tissue label maps of the fixed volumes), the fixed
-    slice's head mask (Otsu) stands in for them (1 = head): it marks the control points that
-    count in the reference accuracy and error.
-    """
-    if len(moving) != len(fixed) or (labels is not None and len(labels) != len(fixed)):
-        raise InputError(f"give one moving image (and label map) per fixed image; got "
-                         f"{len(fixed)} fixed, {len(moving)} moving"
-                         + (f", {len(labels)} label maps" if labels is not None else ""))
-    parts: dict[str, list] = {"fixed": [], "moving_source": [], "labels": [], "subjects": []}
-    for i, path in enumerate(fixed):
-        label_map = read_labels(labels[i]) if labels is not None else None
-        out = registration_slices(read_volume(path), read_volume(moving[i]), grid,
-                                  labels=label_map)
-        tissue = out[2] if label_map is not None else foreground_mask(out[0]).astype(np.int64)
-        parts["fixed"].append(out[0])
-        parts["moving_source"].append(out[1])
-        parts["labels"].append(tissue.astype(np.int64))
-        parts["subjects"].append(np.full(len(out[0]), i, dtype=np.int64))
-    return RegSlices(**{k: np.concatenate(v) for k, v in parts.items()})
-
-
-def mono_modal(slices: RegSlices) -> RegSlices:
-    """The same fixed slices as T1-T1 source material (moving images made from the fixed)."""
-    return RegSlices(fixed=slices.fixed, moving_source=slices.fixed, labels=slices.labels,
-                     subjects=slices.subjects)
-
-
-@dataclass
-class RegBatch:
-    """One MCD batch on the device: labelled source pairs and unlabelled target pairs.
-
-    source_fixed, source_moving: (Bs, 1, H, W); source_labels: (Bs, Kh, Kw) int64 true
-    quantised displacements; source_disp_cp: (Bs, 2, Kh, Kw) true block-mean displacement,
-    pixels; source_mask_cp: (Bs, Kh, Kw) bool control points inside the head;
-    target_fixed, target_moving: (Bt, 1, H, W).
-    """
-
-    source_fixed: torch.Tensor
-    source_moving: torch.Tensor
-    source_labels: torch.Tensor
-    source_disp_cp: torch.Tensor
-    source_mask_cp: torch.Tensor
-    target_fixed: torch.Tensor
-    target_moving: torch.Tensor
+__all__ = ["RegistrationTask", "demo_files", "mono_modal", "slices_from_files"]
 
 
 class RegistrationTask:

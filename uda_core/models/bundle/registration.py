@@ -30,7 +30,7 @@ import torch
 
 from uda_core import __version__
 from uda_core.errors import ModelError
-from uda_core.io.intensity import DEFAULT_NORMALISATION
+from uda_core.grid.model_grid import DEFAULT_GRID, ModelGrid
 from uda_core.models.bundle import ModelBundle, load_model
 from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.spatial.warp import DisplacementGrid
@@ -48,20 +48,24 @@ def displacement_label_names(grid: DisplacementGrid) -> list[str]:
 
 
 def make_registration_bundle(network: DiscreteRegNet, *, modality: str = "T1w",
-                             spacing_mm=(2.0, 2.0, 2.0), in_plane_shape=(96, 112),
+                             spacing_mm=DEFAULT_GRID.spacing_mm,
+                             in_plane_shape=DEFAULT_GRID.in_plane_shape,
                              normalisation: dict | None = None,
                              provenance: dict | None = None) -> ModelBundle:
     """A registration bundle holding a copy of ``network``'s weights and its model grid.
 
+    The grid (:class:`~uda_core.grid.model_grid.ModelGrid`: ``spacing_mm``, ``in_plane_shape``,
+    ``normalisation``, None: the default; RAS, axial) defaults to the demo grid.
     ``in_plane_shape`` (X, Y voxels) must be multiples of the network's stride.
     ``provenance`` gets ``task``, ``date`` and ``package_version`` when it lacks them.
     """
     if not isinstance(network, DiscreteRegNet):
         raise TypeError(f"network must be a DiscreteRegNet, got {type(network).__name__}")
-    shape = [int(s) for s in in_plane_shape]
-    if any(s % network.stride for s in shape):
-        raise ValueError(f"in_plane_shape {shape} must be multiples of the stride "
-                         f"{network.stride}")
+    grid = ModelGrid(spacing_mm=spacing_mm, in_plane_shape=in_plane_shape,
+                     normalisation=normalisation or DEFAULT_GRID.normalisation)
+    if any(s % network.stride for s in grid.in_plane_shape):
+        raise ValueError(f"in_plane_shape {list(grid.in_plane_shape)} must be multiples of "
+                         f"the stride {network.stride}")
     prov = {"task": "registration",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__}
@@ -70,9 +74,7 @@ def make_registration_bundle(network: DiscreteRegNet, *, modality: str = "T1w",
     return ModelBundle(
         architecture=REGISTRATION_ARCHITECTURE, arch_kwargs=dict(network.config),
         state_dict=state, class_names=displacement_label_names(network.grid),
-        modality=str(modality), spacing_mm=[float(s) for s in spacing_mm],
-        in_plane_shape=shape, orientation="RAS", slice_axis=2,
-        normalisation=dict(normalisation or DEFAULT_NORMALISATION), class_ratio_prior=None,
+        modality=str(modality), **grid.bundle_fields(), class_ratio_prior=None,
         early_head_state_dict=None, provenance=prov)
 
 
