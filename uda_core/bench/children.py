@@ -75,9 +75,11 @@ def oracle_job(job: dict) -> dict:
         raise ModelError("the oracle fine-tunes a unet2d bundle with an early head; this "
                          "model is not one", job["model"])
     arch = bundle.full_arch_kwargs()
+    sx, sy, sz = bundle.spacing_mm  # a loaded bundle has 3 spacings and 2 in-plane sizes
+    nx, ny = bundle.in_plane_shape
     config = SourceTrainingConfig(
         class_names=tuple(bundle.class_names), modality=job["modality"],
-        spacing_mm=tuple(bundle.spacing_mm), in_plane_shape=tuple(bundle.in_plane_shape),
+        spacing_mm=(sx, sy, sz), in_plane_shape=(nx, ny),
         base_channels=arch["base_channels"], depth=arch["depth"], epochs=job["epochs"],
         head_epochs=0, seed=job["seed"], normalisation=dict(bundle.normalisation))
     init_state = bundle.build_network("cpu").state_dict()
@@ -154,6 +156,8 @@ def overhead_job(job: dict) -> dict:
             p.requires_grad_(True)
         optimiser = torch.optim.Adam(network.parameters(), lr=sfda.lr, betas=(0.9, 0.999),
                                      weight_decay=sfda.weight_decay)
+        class_ratio_prior = bundle.class_ratio_prior
+        assert class_ratio_prior is not None, "sfda needs a model with a class-ratio prior"
         rng = np.random.default_rng(seed)
         started = time.perf_counter()
         for _ in range(steps):
@@ -162,7 +166,7 @@ def overhead_job(job: dict) -> dict:
             images = np.stack([data.inputs[v].slices[z] for v, z in where])
             positions = np.array([data.inputs[v].positions[z] for v, z in where], np.float32)
             x = torch.from_numpy(images).unsqueeze(1).to(device)
-            prior = torch.from_numpy(prior_for_positions(bundle.class_ratio_prior, positions)
+            prior = torch.from_numpy(prior_for_positions(class_ratio_prior, positions)
                                      .astype(np.float32)).to(device)
             with autocast():
                 probs = torch.softmax(network(x).float(), dim=1)

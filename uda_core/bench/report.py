@@ -105,6 +105,7 @@ def claims(result: BenchResult) -> list[tuple[str, bool | None, str]]:
         if row is None:
             out.append((text, None, "not run"))
         else:
+            assert protocol is not None  # a row of it was found
             out.append((text, row.dice > protocol.source_only.dice,
                         f"{row.dice:.3f} vs {protocol.source_only.dice:.3f}"))
     row = method("protocol", "sfda")
@@ -132,7 +133,8 @@ def claims(result: BenchResult) -> list[tuple[str, bool | None, str]]:
 
     text = (f"the default adaptation (sfda, default steps) of 3 target volumes finishes "
             f"within {DEFAULT_RUN_BUDGET_S / 60:.0f} min")
-    walls = {s: method(s, "sfda").wall_s[0] for s in result.shifts if method(s, "sfda")}
+    sfda_rows = {s: method(s, "sfda") for s in result.shifts}
+    walls = {s: r.wall_s[0] for s, r in sfda_rows.items() if r is not None}
     if len(config.targets) != 3 or config.steps is not None or not walls:
         out.append((text, None, "not measured in this configuration"))
     else:
@@ -279,11 +281,13 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> Path:
                             zorder=4)
         ax.bar(xs, ys, width * 0.9, color=colours[k], label=name, zorder=2)
     for i, shift in enumerate(shifts):
+        # label None: no legend entry (matplotlib's stub asks for a str)
         ax.hlines(shift.source_only.dice, i - 0.45, i + 0.45, colors="0.25",
-                  linestyles="dashed", label="source only" if i == 0 else None, zorder=3)
+                  linestyles="dashed", zorder=3,
+                  label="source only" if i == 0 else None)  # type: ignore[arg-type]
         if shift.oracle is not None:
-            ax.hlines(shift.oracle.scores.dice, i - 0.45, i + 0.45, colors="black",
-                      label="oracle" if i == 0 else None, zorder=3)
+            ax.hlines(shift.oracle.scores.dice, i - 0.45, i + 0.45, colors="black", zorder=3,
+                      label="oracle" if i == 0 else None)  # type: ignore[arg-type]
     ax.set_xticks(range(len(shifts)), [s.shift for s in shifts])
     ax.set_ylim(0, 1)
     ax.set_ylabel("mean Dice (CSF, GM, WM)")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,16 +78,16 @@ class BenchConfig:
         return self.multi_seeds if method in self.multi_seed.get(shift, ()) else self.seeds
 
 
-def quick_config(**changes) -> BenchConfig:
+def quick_config(**changes: Any) -> BenchConfig:
     """The tiny version for tests (under a minute on 2 idle CPU cores): protocol only, tent
     and adabn, one 4 mm target, 3 steps scored on 4 slices, a 1-epoch oracle on one
     subject, 2 timed overhead steps, 1 torch thread per process (robust on a busy machine:
     oversubscribed torch threads slow down several-fold)."""
-    values = dict(shifts=("protocol",), methods=("tent", "adabn"), targets=(100,),
-                  source_subjects=(0,), oracle_train=(0,), oracle_val=(1,), oracle_epochs=1,
-                  spacing_mm=4.0, steps=3, multi_seed={}, engine_settings={"score_slices": 4},
-                  overhead_steps=2, overhead_warmup=1, overhead_repeats=1, threads=1,
-                  quick=True)
+    values: dict[str, Any] = dict(
+        shifts=("protocol",), methods=("tent", "adabn"), targets=(100,), source_subjects=(0,),
+        oracle_train=(0,), oracle_val=(1,), oracle_epochs=1, spacing_mm=4.0, steps=3,
+        multi_seed={}, engine_settings={"score_slices": 4}, overhead_steps=2,
+        overhead_warmup=1, overhead_repeats=1, threads=1, quick=True)
     values.update(changes)
     return BenchConfig(**values)
 
@@ -366,13 +367,14 @@ def run_shift(config: BenchConfig, shift: str, bundle, device, data_dir: Path,
             settings = {**config.engine_settings, "seed": seed}
             if config.steps is not None:
                 settings["steps"] = config.steps
-            job = {"model": config.model, "method": method, "targets": targets,
-                   "out_dir": work / "runs" / shift / f"{method}-seed{seed}",
-                   "paired": paired if method == "ddm" else None,
-                   "source": source if method == "adaptsegnet" or (
-                       method == "ddm" and config.ddm_with_source) else None,
-                   "engine_settings": settings, "device": config.device,
-                   "threads": config.threads}
+            job: dict[str, Any] = {
+                "model": config.model, "method": method, "targets": targets,
+                "out_dir": work / "runs" / shift / f"{method}-seed{seed}",
+                "paired": paired if method == "ddm" else None,
+                "source": source if method == "adaptsegnet" or (
+                    method == "ddm" and config.ddm_with_source) else None,
+                "engine_settings": settings, "device": config.device,
+                "threads": config.threads}
             try:
                 done = recorded_child(children.adapt_job, job,
                                       job["out_dir"] / "bench_record.json", config.reuse, log,
@@ -421,8 +423,10 @@ def run_benchmark(config: BenchConfig, log: Log = _stderr) -> BenchResult:
     started = time.perf_counter()
     outer = log
 
-    def log(line: str) -> None:  # every line stamped with the time since the start
+    def stamped(line: str) -> None:  # every line stamped with the time since the start
         outer(f"[{time.perf_counter() - started:6.0f} s] {line}")
+
+    log = stamped
 
     import torch
     threads_before = torch.get_num_threads()
@@ -431,7 +435,8 @@ def run_benchmark(config: BenchConfig, log: Log = _stderr) -> BenchResult:
     device = resolve_device(config.device)
     bundle = load_model(config.model)
     keep = config.work_dir is not None
-    work = Path(config.work_dir) if keep else Path(tempfile.mkdtemp(prefix="uda-bench-"))
+    work = (Path(config.work_dir) if config.work_dir is not None
+            else Path(tempfile.mkdtemp(prefix="uda-bench-")))
     try:
         work.mkdir(parents=True, exist_ok=True)
         data_dir = work / "data"
