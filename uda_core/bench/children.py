@@ -12,6 +12,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # children import torch and the engine only inside the jobs
+    from uda_core.engine.events import EngineEvent
 
 
 def peak_rss_mb() -> float | None:
@@ -193,5 +197,5 @@ def overhead_job(job: dict) -> dict:
             "device": str(device)}
 
 
-def _ignore(event) -> None:
+def _ignore(event: EngineEvent) -> None:
     """A listener that does nothing (the engine still builds and emits every event)."""

@@ -44,7 +44,7 @@ class Batch:
 
 
 #: What a method's `step` takes: :class:`Batch` for segmentation methods,
-#: :class:`uda_core.tasks.registration.RegBatch` for registration ones.
+#: :class:`uda_core.methods.batches.RegBatch` for registration ones.
 BatchT = TypeVar("BatchT")
 
 

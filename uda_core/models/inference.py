@@ -9,6 +9,7 @@ import torch
 
 from uda_core.grid.prepare import ModelInput, prepare_volume, probabilities_to_input_grid
 from uda_core.io import Volume
+from uda_core.models.bundle import ModelBundle
 
 
 @torch.no_grad()
@@ -33,13 +34,13 @@ def predict_slices(network: torch.nn.Module, slices: np.ndarray, device: torch.d
     return out
 
 
-def prepare_for_bundle(bundle, volume: Volume) -> ModelInput:
+def prepare_for_bundle(bundle: ModelBundle, volume: Volume) -> ModelInput:
     """`volume` on the model grid the bundle was trained for."""
     return prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
 
 
-def segment_volume(bundle, network: torch.nn.Module, volume: Volume, device: torch.device,
-                   batch_size: int = 16,
+def segment_volume(bundle: ModelBundle, network: torch.nn.Module, volume: Volume,
+                   device: torch.device, batch_size: int = 16,
                    on_batch: Callable[[int], None] | None = None) -> Volume:
     """The label map of `volume` on its own grid (same shape and affine), as uint8."""
     return segment_prepared(network, prepare_for_bundle(bundle, volume), volume, device,

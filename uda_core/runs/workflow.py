@@ -54,7 +54,7 @@ class RunPlan:
     name: str
     model: str
     parent: ModelBundle
-    method: AdaptationMethod
+    method: AdaptationMethod[Any]
     task: EngineTask
     method_config: Any
     engine_config: EngineConfig

@@ -16,6 +16,7 @@ from uda_core.io import Volume
 from uda_core.io.geometry import resample
 from uda_core.io.intensity import foreground_mask, normalise
 from uda_core.io.readers import read_labels, read_volume
+from uda_core.models.bundle import ModelBundle
 from uda_core.models.inference import prepare_for_bundle
 
 
@@ -51,7 +52,8 @@ class AdaptationData:
     def training_slices(self, skip_empty: bool = True, min_fraction: float = 0.02) -> SliceIndex:
         """Slices to sample from; with skip_empty, only those where the head covers at least
         `min_fraction` of the slice (judged from intensities, no labels)."""
-        volume_ids, slice_ids = [], []
+        volume_ids: list[np.ndarray] = []
+        slice_ids: list[np.ndarray] = []
         for v, model_input in enumerate(self.inputs):
             z = np.arange(model_input.slices.shape[0])
             if skip_empty:
@@ -62,8 +64,8 @@ class AdaptationData:
         return SliceIndex(np.concatenate(volume_ids), np.concatenate(slice_ids))
 
 
-def paired_on_target_grid(bundle, paired: Volume, target: Volume, target_input: ModelInput,
-                          align: str = "auto") -> np.ndarray:
+def paired_on_target_grid(bundle: ModelBundle, paired: Volume, target: Volume,
+                          target_input: ModelInput, align: str = "auto") -> np.ndarray:
     """The paired source-modality image on the target's model grid, normalised: (Z, X, Y).
 
     align: "world" trusts both files' world coordinates; "register" co-registers them with
@@ -80,7 +82,7 @@ def paired_on_target_grid(bundle, paired: Volume, target: Volume, target_input: 
     return normalise(slices, bundle.normalisation).astype(np.float32, copy=False)
 
 
-def load_adaptation_data(bundle, targets: Sequence[str | Path],
+def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
                          paired: Sequence[str | Path] | None = None,
                          source: Sequence[tuple[Path, Path]] | None = None,
                          reference: Sequence[str | Path] | None = None,
