@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,8 +85,8 @@ class RegBenchConfig:
 def quick_reg_config(**changes) -> RegBenchConfig:
     """The tiny version for tests: subject 100, T1->T2, 2 MCD steps, a handful of pairs,
     SimpleITK with 5 iterations per level."""
-    values = dict(shifts=("t2",), subjects=(100,), slice_every=12, steps=2, seeds=(0,),
-                  workers=1,
+    values: dict[str, Any] = dict(shifts=("t2",), subjects=(100,), slice_every=12, steps=2,
+                  seeds=(0,), workers=1,
                   method_settings={"source_batch": 2, "target_batch": 2, "num_k": 1},
                   engine_settings={"score_slices": 2, "score_every": 0},
                   sitk_iterations=5, timing_pairs=2, quick=True)
@@ -160,11 +161,11 @@ class SitkRegistration:
                                                    iterations=self.iterations, threads=1)
             fields.append(disp)
             self.seconds.append(seconds)
-        disp = torch.from_numpy(np.stack(fields))
-        disp_cp = displacement_at_control_points(disp, self.stride)
+        dense = torch.from_numpy(np.stack(fields))
+        disp_cp = displacement_at_control_points(dense, self.stride)
         labels = quantise(disp_cp, self.grid)
         probs = F.one_hot(labels, self.grid.n_labels).permute(0, 3, 1, 2).float()
-        return {"probs": probs, "disp_cp": disp_cp, "disp": disp}
+        return {"probs": probs, "disp_cp": disp_cp, "disp": dense}
 
 
 @torch.no_grad()

@@ -56,23 +56,23 @@ def table_lines(result: RegBenchResult, shift: str) -> list[str]:
 def claims(result: RegBenchResult) -> list[tuple[str, bool | None, str]]:
     """The issue's targets as (statement, met? (None: not measured), numbers); recorded,
     never asserted."""
-    out = []
-    get = result.row
-    pemd, swd, none = get("t2", "mcd-pemd"), get("t2", "mcd-swd"), get("t2", "none")
-    sitk = get("t2", "SimpleITK")
+    out: list[tuple[str, bool | None, str]] = []
 
-    def have(*rows):
-        return all(r is not None and r.scores for r in rows)
+    def scored(method: str) -> RegRow | None:  # the T1->T2 row when it has scores
+        row = result.row("t2", method)
+        return row if row is not None and row.scores else None
 
-    if have(pemd, swd):
+    pemd, swd, none = scored("mcd-pemd"), scored("mcd-swd"), scored("none")
+    sitk = scored("SimpleITK")
+    if pemd and swd:
         a, b = pemd.mean("accuracy"), swd.mean("accuracy")
         out.append(("T1->T2: pemd beats swd in accuracy", a > b, f"{a:.3f} vs {b:.3f}"))
-    if have(pemd, swd, none):
+    if pemd and swd and none:
         base = none.mean("accuracy")
         both = pemd.mean("accuracy") > base and swd.mean("accuracy") > base
         out.append(("T1->T2: pemd and swd both beat no adaptation in accuracy", both,
                     f"{pemd.mean('accuracy'):.3f}, {swd.mean('accuracy'):.3f} vs {base:.3f}"))
-    if have(pemd, none):
+    if pemd and none:
         identity = none.scores[0]["accuracy_identity"]
         out.append(("(observation) T1->T2: pemd beats no registration at all (zero "
                     "displacement) in accuracy", pemd.mean("accuracy") > identity,
@@ -83,8 +83,8 @@ def claims(result: RegBenchResult) -> list[tuple[str, bool | None, str]]:
         out.append(("learned registration of one 2D pair >= 50x faster than SimpleITK",
                     ratio >= 50, f"{ratio:.0f}x ({timing['learned_s'] * 1000:.1f} ms vs "
                                  f"{timing['sitk_s'] * 1000:.0f} ms)"))
-    best = pemd if have(pemd) else none
-    if have(best, sitk):
+    best = pemd or none
+    if best and sitk:
         gap = sitk.mean("dice_after") - best.mean("dice_after")
         out.append((f"warped-label Dice ({best.method}) within 0.05 of SimpleITK's",
                     gap <= 0.05, f"{best.mean('dice_after'):.3f} vs "

@@ -55,7 +55,8 @@ def prepare_volume(volume: Volume, spacing_mm, in_plane_shape, normalisation: di
     slices = np.ascontiguousarray(np.moveaxis(on_grid, 2, 0))  # (Z, X, Y)
     positions = slice_positions(foreground_mask(slices))
     slices = normalise(slices, normalisation).astype(np.float32, copy=False)
-    return ModelInput(slices, grid_affine, tuple(int(s) for s in grid_shape), positions)
+    nx, ny, nz = (int(s) for s in grid_shape)
+    return ModelInput(slices, grid_affine, (nx, ny, nz), positions)
 
 
 def labels_to_grid(labels: Volume, model_input: ModelInput) -> np.ndarray:

@@ -44,6 +44,7 @@ from uda_core.methods.base import AdaptationMethod, set_trainable
 from uda_core.methods.batches import RegBatch
 from uda_core.methods.catalogue import REG_DISCREPANCIES
 from uda_core.methods.registration_source import control_point_weights, source_supervised_loss
+from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.spatial.warp import expected_displacement
 
 __all__ = ["DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
@@ -102,7 +103,7 @@ def discrepancy(p1: Tensor, p2: Tensor, config: MCDConfig, grid_shape: tuple[int
                      f"got {config.discrepancy!r}")
 
 
-class MCDRegistration(AdaptationMethod):
+class MCDRegistration(AdaptationMethod[RegBatch]):
     """MCD steps A/B/C on a DiscreteRegNet (see the module doc); one engine step = A + B +
     num_k x C. Optimisers: Adam over the generator, Adam over both heads."""
 
@@ -112,6 +113,7 @@ class MCDRegistration(AdaptationMethod):
     config_class: ClassVar[type] = MCDConfig
     needs: ClassVar[tuple[str, ...]] = ()
     default_steps: ClassVar[int] = 150
+    network: DiscreteRegNet
 
     def setup(self) -> None:
         cfg = self.config
@@ -154,11 +156,7 @@ class MCDRegistration(AdaptationMethod):
         """A: G, C1, C2 minimise the supervised source loss; returns it."""
         loss = self._source_loss(self.network.cost(batch.source_fixed, batch.source_moving),
                                  batch)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_c.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
-        self.opt_c.step()
+        self.update(loss, self.opt_g, self.opt_c)
         return float(loss.detach())
 
     def step_b(self, batch: RegBatch) -> tuple[float, float]:
@@ -170,9 +168,7 @@ class MCDRegistration(AdaptationMethod):
             cost_t = net.cost(batch.target_fixed, batch.target_moving)
         loss = self._source_loss(cost_s, batch)
         dis = self._discrepancy(cost_t)
-        self.opt_c.zero_grad(set_to_none=True)
-        (loss - self.config.weight * dis).backward()
-        self.opt_c.step()
+        self.update(loss - self.config.weight * dis, self.opt_c)
         return float(loss.detach()), float(dis.detach())
 
     def step_c(self, batch: RegBatch) -> float:
@@ -185,9 +181,7 @@ class MCDRegistration(AdaptationMethod):
             for _ in range(self.config.num_k):
                 cost = self.network.cost(batch.target_fixed, batch.target_moving)
                 dis = self._discrepancy(cost)
-                self.opt_g.zero_grad(set_to_none=True)
-                (self.config.weight * dis).backward()
-                self.opt_g.step()
+                self.update(self.config.weight * dis, self.opt_g)
                 values.append(float(dis.detach()))
         finally:
             for head in self.heads:

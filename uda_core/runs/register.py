@@ -189,6 +189,7 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     grid = ModelGrid.of(bundle)
     pair = pair_on_model_grid(fixed, moving, grid, MIN_HEAD_FRACTION)
     model_input, moving_slices, head, keep = pair.model_input, pair.moving, pair.head, pair.keep
+    assert moving_slices is not None  # a moving volume was given
     fixed_slices = model_input.slices
     done = [0]
 

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,11 +130,12 @@ def train_registration(slices: RegSlices, config: RegTrainingConfig, *,
                                  weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(config.steps, 1))
     spacing = tuple(config.spacing_mm[:2])
-    best = {"accuracy": -1.0, "step": 0, "state": None, "scores": {}}
+    best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None, "scores": {}}
     losses: list[float] = []
     status, step, start = "completed", 0, time.perf_counter()
 
     def validate(at: int) -> None:
+        assert val_pairs is not None
         scores = evaluate_registration(net, val_pairs, spacing_mm=spacing, device=device)
         if scores["accuracy"] > best["accuracy"]:
             best.update(accuracy=scores["accuracy"], step=at, scores=scores,

@@ -252,6 +252,7 @@ class DiscreteRegNet(nn.Module):
         self.generator = FeatureExtractor(in_channels, features, stride, width)
         self.head1 = RegularisingHead(grid.n_per_axis, features)
         self.head2 = RegularisingHead(grid.n_per_axis, features)
+        self.candidates: Tensor
         self.register_buffer("candidates", grid.candidates, persistent=False)  # (L, 2) px
 
     def _check_inputs(self, fixed: Tensor, moving: Tensor) -> None:
