@@ -1,9 +1,9 @@
 """npe2 sample data: demo subject sub-100 in four simulated MRI domains, with its labels.
 
-Files come from ``resources/demo`` (found through
-:func:`uda_core.models.bundle.builtins.resources_dir`), listed in its ``manifest.json``. Each sample
-is the image plus the reference tissue labels on the image's own grid, both placed in the
-(S, P, L) mm world by :mod:`app.layers`, so they overlay exactly.
+Files come from ``resources/demo`` (found through :func:`uda_core.io.resources.resources_dir`),
+listed in its ``manifest.json``. Each sample is the image plus the reference tissue labels on
+the image's own grid, both placed in the (S, P, L) mm world by :mod:`app.layers`, so they
+overlay exactly.
 """
 
 from __future__ import annotations

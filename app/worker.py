@@ -1,10 +1,29 @@
-"""Running one adaptation off the GUI thread, with Qt signals for everything it reports.
+"""The app's one threading mechanism: a callable on its own ``QThread``, reported by signals.
 
-``RunController`` (lives on the GUI thread) starts an ``AdaptationWorker`` on its own
-``QThread``; the worker calls :func:`uda_core.runs.adapt.run_adaptation` and turns each engine
-event into a signal. Events hold plain numbers and numpy arrays (never device tensors), so they
-cross threads as they are; Qt queues each emission to the receiver's thread, so every
-widget slot runs on the GUI thread and the worker never touches a layer or a widget.
+:class:`BackgroundCall` runs one callable on a new ``QThread`` and, once that thread has
+ended, emits ``returned(result)`` or ``errored(exception)`` and then ``finished()`` on the GUI
+thread; :func:`run_in_background` is the one-line form both panels use for short jobs
+(reading volumes, saving results) and for a registration. :class:`RunController` is built on
+it for the long job, one adaptation: it owns the run's :class:`~uda_core.engine.RunControl`
+(stop, pause, resume, which target to preview) and re-emits each engine event of
+:func:`uda_core.runs.adapt.run_adaptation` as a signal. Events hold plain numbers and numpy
+arrays (never device tensors), so they cross threads as they are; Qt queues each emission to
+the receiver's thread, so every widget slot runs on the GUI thread and no background thread
+touches a layer or a widget.
+
+Why QThread and not superqt's ``create_worker`` (which the data box and the registration
+panel used before; napari's own wrapper of it mishandles a worker's error in napari 0.9):
+a long run needs a thread of its own that can be waited for (closing the window stops the
+run, then waits for its checkpoint to be written), and results are delivered only after the
+thread has ended, so ``is_running`` is already False in a result's slot and the next job may
+start from it. superqt's workers share Qt's global thread pool (as many threads as cores: two
+here), where a registration would hold a slot that a file read then waits for, and a worker
+cannot be waited for on its own. One mechanism also means one set of rules: results and
+errors arrive on the GUI thread, in that order, then ``finished``.
+
+Why this module is ``app.worker`` and not ``app.threading``: ``python app/main.py`` puts
+``app/`` first on ``sys.path``, where a module named ``threading`` would hide the standard
+library's.
 
 Rate: a small model on a GPU makes 10+ steps a second, hence 10+ ``stepped`` emissions a
 second. Qt delivers those cheaply; a slot that redraws a plot should redraw at its own pace
@@ -31,11 +50,13 @@ from __future__ import annotations
 import gc
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
+from typing import Any
 
 import torch
-from qtpy.QtCore import QObject, Qt, QThread, Signal, Slot
+from qtpy.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from uda_core.engine import RunControl
 from uda_core.engine.events import (
@@ -50,6 +71,155 @@ from uda_core.errors import UdaError
 from uda_core.runs.adapt import run_adaptation
 
 logger = logging.getLogger(__name__)
+
+_ACTIVE: set[BackgroundCall] = set()   # started and not yet delivered: kept alive here
+_QUIT_HOOKED: list[bool] = []          # whether aboutToQuit waits for _ACTIVE yet
+
+
+class _CallWorker(QObject):
+    """Lives on the background thread: calls the callable once, emits what came of it."""
+
+    returned = Signal(object)
+    errored = Signal(object)
+    done = Signal()   # the very last emission, whatever happened
+
+    def __init__(self, fn: Callable[..., Any], args: tuple):
+        super().__init__()
+        self._call: tuple | None = (fn, args)
+
+    @Slot()
+    def run(self) -> None:
+        fn, args = self._call or (None, ())
+        self._call = None   # nothing of the job outlives it here
+        try:
+            result = fn(*args)
+        except Exception as exc:  # delivered to the GUI thread, traceback attached
+            self.errored.emit(exc)
+        else:
+            self.returned.emit(result)
+        finally:
+            fn = args = result = None
+            self.done.emit()
+
+
+class BackgroundCall(QObject):
+    """``fn(*args)`` once, on a ``QThread`` of its own; create and use it on the GUI thread.
+
+    Signals (all emitted on the GUI thread, after the thread has ended, so ``is_running`` is
+    already False in their slots): exactly one of ``returned(result)`` and
+    ``errored(exception)``, then ``finished()``. The exception keeps its ``__traceback__``.
+    """
+
+    returned = Signal(object)
+    errored = Signal(object)
+    finished = Signal()
+
+    def __init__(self, fn: Callable[..., Any], *args, name: str = "uda-background",
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self._job: tuple | None = (fn, args)
+        self._name = name
+        self._thread: QThread | None = None
+        self._worker: _CallWorker | None = None
+        self._outcome: tuple | None = None   # (signal, args) to emit when the thread ends
+
+    @property
+    def is_running(self) -> bool:
+        """True from start() until ``finished`` has been emitted."""
+        return self._thread is not None
+
+    def start(self) -> None:
+        if self._job is None:
+            raise RuntimeError("a BackgroundCall runs once")
+        fn, args = self._job
+        self._job = None
+        _wait_for_calls_on_quit()
+        worker = _CallWorker(fn, args)
+        worker.returned.connect(self._keep_returned)   # queued: background -> GUI
+        worker.errored.connect(self._keep_errored)
+        thread = QThread()
+        thread.setObjectName(self._name)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # quit from the background thread itself (QThread.quit is thread-safe): a queued
+        # quit would wait for the GUI event loop, which wait() blocks
+        worker.done.connect(thread.quit, Qt.DirectConnection)
+        thread.finished.connect(worker.deleteLater)   # runs as the thread ends
+        thread.finished.connect(self._on_thread_finished)
+        self._thread, self._worker = thread, worker
+        _ACTIVE.add(self)
+        thread.start()
+
+    def wait(self, timeout_ms: int | None = 30000) -> bool:
+        """Block until the thread has ended (None: however long it takes); True if it has
+        (or none was started). The signals it queued are delivered afterwards by the event
+        loop, if one still runs."""
+        thread = self._thread
+        if thread is None:
+            return True
+        return thread.wait() if timeout_ms is None else thread.wait(int(timeout_ms))
+
+    @Slot(object)
+    def _keep_returned(self, result) -> None:
+        self._outcome = (self.returned, (result,))
+
+    @Slot(object)
+    def _keep_errored(self, exc) -> None:
+        self._outcome = (self.errored, (exc,))
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.wait()   # returns at once: the thread's last act was emitting finished
+            thread.deleteLater()
+        self._thread = self._worker = None
+        # let go of it once this event is handled: not while Qt is still inside its handler
+        QTimer.singleShot(0, lambda: _ACTIVE.discard(self))
+        outcome = self._outcome or (
+            self.errored, (RuntimeError("the background job ended without a result"),))
+        self._outcome = None
+        signal, args = outcome
+        signal.emit(*args)
+        self.finished.emit()
+
+
+def run_in_background(fn: Callable[..., Any], *args,
+                      on_returned: Callable[[Any], None] | None = None,
+                      on_errored: Callable[[Exception], None] | None = None,
+                      on_finished: Callable[[], None] | None = None,
+                      name: str = "uda-background") -> BackgroundCall:
+    """Start ``fn(*args)`` on its own thread; the callbacks run on the GUI thread, in the
+    order returned-or-errored, finished. Without ``on_errored`` an error is logged with its
+    traceback. Call on the GUI thread; returns the started :class:`BackgroundCall`."""
+    call = BackgroundCall(fn, *args, name=name)
+    if on_returned is not None:
+        call.returned.connect(on_returned)
+    call.errored.connect(on_errored if on_errored is not None else _log_error)
+    if on_finished is not None:
+        call.finished.connect(on_finished)
+    call.start()
+    return call
+
+
+def _log_error(exc: Exception) -> None:
+    logger.error("a background job failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+
+def _wait_for_calls_on_quit() -> None:
+    """Once: when the application quits, wait for the jobs still running (as Qt waits for
+    its global thread pool), so no ``QThread`` is destroyed while its thread runs."""
+    app = QCoreApplication.instance()
+    if _QUIT_HOOKED or app is None:
+        return
+    _QUIT_HOOKED.append(True)
+    app.aboutToQuit.connect(wait_for_background_calls)
+
+
+def wait_for_background_calls(timeout_ms: int | None = None) -> bool:
+    """Block until every started :class:`BackgroundCall`'s thread has ended (None: no time
+    limit, each); True when they all have."""
+    return all(call.wait(timeout_ms) for call in list(_ACTIVE))
 
 
 @dataclass
@@ -73,7 +243,8 @@ class RunRequest:
 
 
 class AdaptationWorker(QObject):
-    """Runs one request in whichever thread it lives in; reports through signals only.
+    """Runs one request in whichever thread calls ``run()``; reports through signals only
+    (emitted from that thread; Qt queues them to receivers living on other threads).
 
     Exactly one of ``finished`` and ``failed`` is emitted, last, at the end of ``run()``.
     """
@@ -129,8 +300,7 @@ class AdaptationWorker(QObject):
             self.failed.emit(str(exc), "")
         except Exception as exc:  # anything else is a bug: keep the traceback for the user
             logger.exception("adaptation failed")
-            first_line = next(iter(str(exc).splitlines()), "")
-            self.failed.emit(f"{type(exc).__name__}: {first_line}", traceback.format_exc())
+            self.failed.emit(*bug_report(exc))
         else:
             failed = False
             self.status.emit(f"Finished: {summary['status']}")
@@ -166,11 +336,18 @@ def release_memory(full: bool = True) -> None:
         torch.cuda.empty_cache()
 
 
+def bug_report(exc: BaseException) -> tuple[str, str]:
+    """(one line "TypeName: first line of the message", the traceback text) for a bug."""
+    first_line = next(iter(str(exc).splitlines()), "")
+    return f"{type(exc).__name__}: {first_line}", "".join(traceback.format_exception(exc))
+
+
 class RunController(QObject):
-    """One adaptation at a time on a worker thread; create and use it on the GUI thread.
+    """One adaptation at a time on a :class:`BackgroundCall`; create and use it on the GUI
+    thread.
 
     Re-emits the worker's signals (connect widgets once, to the controller), always on the
-    GUI thread. ``finished`` / ``failed`` come after the worker thread has ended, so
+    GUI thread. ``finished`` / ``failed`` come after the run's thread has ended, so
     ``is_running`` is already False in their slots and a new run may start from them.
     """
 
@@ -182,11 +359,11 @@ class RunController(QObject):
     finished = Signal(dict)         # run summary, incl. "report": {"png": path, "md": path}
     failed = Signal(str, str)       # one-line message, traceback text ("" for a UdaError)
     status = Signal(str)            # short human message
-    running_changed = Signal(bool)  # True at start, False once the worker thread has ended
+    running_changed = Signal(bool)  # True at start, False once the run's thread has ended
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._thread: QThread | None = None
+        self._call: BackgroundCall | None = None
         self._worker: AdaptationWorker | None = None
         self._control: RunControl | None = None
         self._outcome: tuple | None = None   # (signal, args) to emit when the thread ends
@@ -194,36 +371,32 @@ class RunController(QObject):
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self._call is not None
 
     @property
     def is_paused(self) -> bool:
         return self._control is not None and self._control.paused
 
     def start(self, request: RunRequest) -> None:
-        """Start `request` on a new worker thread; RuntimeError while a run is going."""
+        """Start `request` on a new thread; RuntimeError while a run is going."""
         if self.is_running:
             raise RuntimeError("a run is already going; stop it or wait for it to finish")
         self._control = RunControl()
         self._control.preview_index = self._preview_index
         self._outcome = None
-        thread = QThread()
-        thread.setObjectName("uda-adaptation")
+        # the worker stays on this (GUI) thread and emits from the run's thread, so every
+        # connection below is queued: run thread -> GUI thread, in emission order
         worker = AdaptationWorker(request, self._control)
-        worker.moveToThread(thread)
         for name in ("stepped", "scored", "previewed", "checkpointed", "rolled_back",
                      "status"):
-            getattr(worker, name).connect(getattr(self, name))  # queued: worker -> GUI
+            getattr(worker, name).connect(getattr(self, name))
         worker.finished.connect(self._keep_finished)
         worker.failed.connect(self._keep_failed)
-        thread.started.connect(worker.run)
-        # quit from the worker thread itself (QThread.quit is thread-safe): a queued quit
-        # would wait for the GUI event loop, which wait() blocks
-        worker.done.connect(thread.quit, Qt.DirectConnection)
-        thread.finished.connect(worker.deleteLater)   # runs as the worker thread ends
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker
-        thread.start()
+        call = BackgroundCall(worker.run, name="uda-adaptation")
+        call.errored.connect(self._keep_bug)     # only if run() itself broke
+        call.finished.connect(self._on_run_ended)
+        self._call, self._worker = call, worker
+        call.start()
         self.running_changed.emit(True)
 
     def stop(self) -> None:
@@ -250,11 +423,11 @@ class RunController(QObject):
             self._control.preview_index = int(index)
 
     def wait(self, timeout_ms: int = 30000) -> bool:
-        """Block until the worker thread has ended (e.g. after stop() when the window closes);
+        """Block until the run's thread has ended (e.g. after stop() when the window closes);
         True if it has (or none was running). The signals it queued, ``finished`` included,
         are delivered afterwards by the event loop, if one still runs."""
-        thread = self._thread
-        return thread is None or thread.wait(timeout_ms)
+        call = self._call
+        return call is None or call.wait(timeout_ms)
 
     @Slot(dict)
     def _keep_finished(self, summary: dict) -> None:
@@ -264,13 +437,13 @@ class RunController(QObject):
     def _keep_failed(self, message: str, details: str) -> None:
         self._outcome = (self.failed, (message, details))
 
+    @Slot(object)
+    def _keep_bug(self, exc: Exception) -> None:
+        self._outcome = (self.failed, bug_report(exc))
+
     @Slot()
-    def _on_thread_finished(self) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.wait()   # returns at once: the thread's last act was emitting finished
-            thread.deleteLater()
-        self._thread = self._worker = self._control = None
+    def _on_run_ended(self) -> None:
+        self._call = self._worker = self._control = None
         outcome = self._outcome or (self.failed, ("the run ended without a result", ""))
         self._outcome = None
         self.running_changed.emit(False)

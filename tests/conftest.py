@@ -79,7 +79,7 @@ def pytest_unconfigure(config):
     napari (vispy/OpenGL under Xvfb), torch and SimpleITK all loaded segfaults in C code (no
     Python frame; PySide6 6.9 and 6.12 alike), which would turn a green run red. The exit
     status is the session's own; the app's own exit is tested separately
-    (tests/gui/test_scripted_demo.py runs `uda-studio` to a clean exit code 0).
+    (tests/app/test_scripted_demo.py runs `uda-studio` to a clean exit code 0).
     """
     import os
     import sys

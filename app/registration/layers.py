@@ -1,8 +1,8 @@
 """The registration's layers: images, overlays, the deformation, the Jacobian and folds.
 
-:func:`result_layers` builds plain layer tuples (no Qt, no napari: it runs in the worker);
-:class:`RegistrationLayers` adds them to the viewer on the GUI thread and keeps the
-deformation grid following the axial slice on screen.
+:func:`result_layers` builds plain layer tuples (no Qt, no napari: it runs on the run's
+background thread); :class:`RegistrationLayers` adds them to the viewer on the GUI thread and
+keeps the deformation grid following the axial slice on screen.
 
 Geometry: every layer goes through :mod:`app.layers`. Images and labels carry their own
 napari affine; arrows and grid lines, computed in RAS mm by

@@ -3,8 +3,8 @@ moving labels, a model or SimpleITK's baseline; Register, Cancel, Save.
 
 Only wiring lives here. The run (:func:`app.registration.run.run_registration`) and the
 saving (:func:`uda_core.runs.register.write_outputs`, shared with `uda reg apply`) happen
-in superqt worker threads (napari 0.9's own ``create_worker`` mishandles a worker's error);
-they reach the GUI through signals.
+on background threads (:func:`app.worker.run_in_background`, as the adaptation panel's file
+reads do); their results and errors reach the panel on the GUI thread.
 Layers are added by :class:`app.registration.layers.RegistrationLayers` on the GUI thread.
 """
 
@@ -30,14 +30,15 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt.utils import create_worker
 
 from app.registration.layers import RegistrationLayers, result_layers
 from app.registration.run import SITK, RegistrationRequest, run_registration
 from app.widgets.file_list import VOLUME_FILTER
+from app.worker import run_in_background
 from uda_core.engine.device import DEVICE_CHOICES
 from uda_core.errors import UdaError
-from uda_core.models.bundle.builtins import BUILTIN_MODELS, resources_dir
+from uda_core.io.resources import resources_dir
+from uda_core.models.bundle.builtins import BUILTIN_MODELS
 from uda_core.runs.register import output_paths, write_outputs
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,6 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "demo:reg-t1"
 SITK_LABEL = "SimpleITK B-spline (baseline)"
 MODEL_FILTER = "Registration bundles (*.pt *.pth);;All files (*)"
-
-
-def _run_in_worker(idle: threading.Event, *args):
-    """:func:`run_registration` in the worker thread; ``idle`` is set when it ends, however
-    it ends (so :meth:`RegistrationPanel.wait` works from any thread)."""
-    try:
-        return run_registration(*args)
-    finally:
-        idle.set()
 
 
 def demo_model_installed() -> bool:
@@ -109,10 +101,8 @@ class RegistrationPanel(QWidget):
         self.layers = RegistrationLayers(napari_viewer)
         self.outcome = None
         self.confirm = self._ask_yes_no
-        self._cancel = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._worker = None
+        self._cancel = threading.Event()   # polled by the run between slices
+        self._run = None                   # the BackgroundCall of the run under way
         self._last_error_box = None
 
         self.fixed = FilePicker("fixed image (the reference grid)")
@@ -182,7 +172,9 @@ class RegistrationPanel(QWidget):
     # -- public actions (the buttons, the tests and the scripted demo) --------------------------
     @property
     def is_running(self) -> bool:
-        return not self._idle.is_set()
+        """True from register() until the run's thread has ended and its outcome is
+        delivered (False already in the slots of ``registered``, ``cancelled``, ``failed``)."""
+        return self._run is not None and self._run.is_running
 
     def set_model(self, spec: str) -> None:
         """Choose "sitk", a built-in name or a bundle file (added to the list)."""
@@ -221,15 +213,13 @@ class RegistrationPanel(QWidget):
         if request is None:
             return False
         self._cancel.clear()
-        self._idle.clear()
         self._set_running(True)
         self.progress.setRange(0, 0)  # busy until the first slice is done
         self.status.setText(f"Registering {request.moving.name} onto {request.fixed.name}…")
-        self._worker = create_worker(
-            _run_in_worker, self._idle, request, self._report_progress, self._cancel.is_set,
-            result_layers, _start_thread=True,
-            _connect={"returned": self._on_registered, "errored": self._on_run_error,
-                      "finished": self._on_run_finished})
+        self._run = run_in_background(
+            run_registration, request, self._report_progress, self._cancel.is_set,
+            result_layers, on_returned=self._on_registered, on_errored=self._on_run_error,
+            on_finished=self._on_run_finished, name="uda-registration")
         return True
 
     def cancel(self) -> None:
@@ -239,9 +229,9 @@ class RegistrationPanel(QWidget):
             self.status.setText("Cancelling…")
 
     def wait(self, timeout_s: float = 60.0) -> bool:
-        """Block until the worker has stopped (e.g. before closing); True when idle. Its
-        last signals may still be queued for the GUI thread."""
-        return self._idle.wait(timeout_s)
+        """Block until the run's thread has ended (e.g. before closing); True when it has
+        or none runs. Its outcome may still be queued for the GUI thread."""
+        return self._run is None or self._run.wait(int(timeout_s * 1000))
 
     def save_to(self, folder) -> bool:
         """Write the last result into ``folder`` in the background (asks before replacing
@@ -264,9 +254,9 @@ class RegistrationPanel(QWidget):
             self.status.setText("Not saved: the existing files were kept.")
             return False
         self.save_button.setEnabled(False)
-        create_worker(write_outputs, result, targets, request.inputs(), existing,
-                      _start_thread=True,
-                      _connect={"returned": self._on_saved, "errored": self._on_save_error})
+        run_in_background(write_outputs, result, targets, request.inputs(), existing,
+                          on_returned=self._on_saved, on_errored=self._on_save_error,
+                          name="uda-save-registration")
         return True
 
     def show_error(self, message: str, details: str = "") -> None:
@@ -285,7 +275,7 @@ class RegistrationPanel(QWidget):
 
     # -- reactions ------------------------------------------------------------------------------
     def _report_progress(self, done: int, total: int) -> None:
-        """Called in the worker thread: the signal is queued to the GUI thread."""
+        """Called on the run's thread: the signal is queued to the GUI thread."""
         try:
             self.progressed.emit(done, total)
         except RuntimeError:  # the panel is gone (viewer closed): stop the run

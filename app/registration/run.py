@@ -1,8 +1,8 @@
 """The registration panel's background work, free of Qt: read, register, save.
 
-:func:`run_registration` runs in a worker thread (the panel starts it with superqt's
-``create_worker``) and reports only through the callables it is given. Saving uses
-:func:`uda_core.runs.register.write_outputs`, as `uda reg apply` does.
+:func:`run_registration` runs on a background thread (the panel starts it with
+:func:`app.worker.run_in_background`) and reports only through the callables it is given.
+Saving uses :func:`uda_core.runs.register.write_outputs`, as `uda reg apply` does.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def run_registration(request: RegistrationRequest,
 
     Args:
         request: files, model, device, resampling choice.
-        progress: progress(done, total) in slices, from this (worker) thread.
+        progress: progress(done, total) in slices, from this (background) thread.
         cancel: polled between slices; True stops the run with UdaError("cancelled").
         make_layers: outcome -> layer tuples, run here so the GUI thread only adds them.
 

@@ -1,8 +1,7 @@
 """The run's data: target volumes (required) and the optional inputs, each saying why.
 
-Volumes are read off the GUI thread (a superqt thread worker; napari's own wrapper mishandles
-a worker's error signal in napari 0.9) and then shown as layers with their real spacing and
-orientation.
+Volumes are read off the GUI thread (:func:`app.worker.run_in_background`) and then shown, on
+the GUI thread, as layers with their real spacing and orientation.
 """
 
 from __future__ import annotations
@@ -11,17 +10,17 @@ from pathlib import Path
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
-from superqt.utils import create_worker
 
 from app.segmentation.mask_layers import MaskLayers
 from app.widgets.file_list import FileList
+from app.worker import run_in_background
 from uda_core.errors import UdaError
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.methods.base import PAIRED_SOURCE, SOURCE_LABELLED, TARGET
 
 
 def _read_all(kind: str, paths: list[Path]) -> list[tuple[int, Path, object]]:
-    """Runs in a worker thread: (index, path, Volume) per file; UdaError for a bad one."""
+    """Runs in a background thread: (index, path, Volume) per file; UdaError for a bad one."""
     reader = read_labels if kind == "labels" else read_volume
     return [(i, p, reader(p)) for i, p in enumerate(paths)]
 
@@ -82,9 +81,9 @@ class DataBox(QGroupBox):
 
     def _start(self, kind: str, paths: list[Path], on_done) -> None:
         self._pending += 1
-        create_worker(_read_all, kind, paths, _start_thread=True,
-                      _connect={"returned": on_done, "errored": self._on_error,
-                                "finished": self._on_finished})
+        run_in_background(_read_all, kind, paths, on_returned=on_done,
+                          on_errored=self._on_error, on_finished=self._on_finished,
+                          name="uda-read-volumes")
 
     def _on_error(self, exc: Exception) -> None:
         self.failed.emit(str(exc) if isinstance(exc, UdaError) else

@@ -1,8 +1,9 @@
 """The UDA Studio panel: model, data, method, run, save; live curves in a second dock.
 
-This widget only wires things together. Files are read off the GUI thread; the adaptation runs
-in :class:`app.worker.RunController`'s thread and reaches the GUI only through signals;
-layers are changed only here, on the GUI thread.
+This widget only wires things together. Files are read off the GUI thread (the data box, with
+:func:`app.worker.run_in_background`); the adaptation runs on the thread of an
+:class:`app.worker.RunController` and reaches the GUI only through signals; layers are changed
+only on the GUI thread.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""RunController: a run on a worker thread, its signals on the GUI thread, stop, errors, pause."""
+"""app.worker: BackgroundCall (a callable on its own thread, its outcome on the GUI thread) and
+RunController (a run on that thread: its signals on the GUI thread, stop, errors, pause)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,13 @@ import torch
 from qtpy.QtCore import Qt, QThread
 from qtpy.QtWidgets import QApplication
 
-from app.worker import AdaptationWorker, RunController, RunRequest
+from app.worker import (
+    AdaptationWorker,
+    BackgroundCall,
+    RunController,
+    RunRequest,
+    run_in_background,
+)
 from tests.conftest import blob_volume, write_nifti
 from uda_core.engine import RunControl
 from uda_core.engine.checkpoints import load_checkpoint
@@ -66,6 +74,58 @@ def make_request(model, targets, out_dir, **engine) -> RunRequest:
     settings = {"steps": 4, "batch_size": 2, "score_every": 2, "preview_every": 2, **engine}
     return RunRequest(model=str(model), method="tent", targets=targets, out_dir=str(out_dir),
                       engine_settings=settings, device="cpu")
+
+
+def on_gui_thread() -> bool:
+    return QThread.currentThread() == QApplication.instance().thread()
+
+
+def test_a_background_call_runs_off_the_gui_thread_and_delivers_on_it(qtbot):
+    ran_on_gui_thread, seen = [], []
+
+    def job(a, b):
+        ran_on_gui_thread.append(on_gui_thread())
+        return a + b
+
+    call = BackgroundCall(job, 2, 3)
+    call.returned.connect(lambda value: seen.append(
+        ("returned", value, on_gui_thread(), call.is_running)))
+    call.errored.connect(lambda exc: seen.append(("errored", exc)))
+    call.finished.connect(lambda: seen.append(("finished", on_gui_thread())))
+    with qtbot.waitSignal(call.finished, timeout=TIMEOUT_MS):
+        call.start()
+        assert call.is_running
+    assert ran_on_gui_thread == [False]
+    assert seen == [("returned", 5, True, False), ("finished", True)]
+    with pytest.raises(RuntimeError, match="once"):
+        call.start()
+
+
+def test_an_error_in_the_background_reaches_the_gui_thread_with_its_traceback(qtbot):
+    def broken(path):
+        raise ValueError(f"{path}: unreadable")
+
+    seen = []
+    call = run_in_background(broken, "x.nii", on_returned=seen.append,
+                             on_errored=lambda exc: seen.append((exc, on_gui_thread())),
+                             on_finished=lambda: seen.append("finished"))
+    qtbot.waitUntil(lambda: "finished" in seen, timeout=TIMEOUT_MS)
+    (exc, on_gui), finished = seen
+    assert isinstance(exc, ValueError) and str(exc) == "x.nii: unreadable" and on_gui
+    assert "in broken" in "".join(traceback.format_exception(exc))
+    assert finished == "finished" and not call.is_running
+
+
+def test_wait_blocks_until_the_thread_ends_and_the_outcome_follows(qtbot):
+    release = threading.Event()
+    call = run_in_background(release.wait, 10.0)
+    assert not call.wait(50)   # still running: the job waits for the event
+    release.set()
+    assert call.wait(TIMEOUT_MS)   # no event loop runs meanwhile
+    assert call.is_running         # ended, but the outcome is not delivered yet
+    with qtbot.waitSignal(call.returned, timeout=TIMEOUT_MS) as blocker:
+        pass
+    assert blocker.args == [True] and not call.is_running
 
 
 def test_a_run_reports_every_step_previews_and_finishes_on_the_gui_thread(

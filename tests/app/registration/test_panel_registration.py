@@ -267,7 +267,7 @@ def test_manifest_offers_the_panel():
     from pathlib import Path
 
     manifest = npe2.PluginManifest.from_file(
-        Path(__file__).resolve().parents[2] / "app" / "napari.yaml")
+        Path(__file__).resolve().parents[3] / "app" / "napari.yaml")
     widgets = {w.command: w.display_name for w in manifest.contributions.widgets}
     assert widgets["uda-studio.registration"] == "UDA Studio: registration"
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
