@@ -1,13 +1,36 @@
-"""Shared fixtures: tiny volumes and a tiny model bundle, made in memory (fast)."""
+"""Shared fixtures: tiny volumes and tiny model bundles, made in memory (fast).
+
+One factory per kind of model, reused by every test file:
+    make_seg_bundle(...)   a randomly initialised 4-class U-Net segmentation bundle
+    make_reg_bundle(...)   a randomly initialised registration (DiscreteRegNet) bundle
+and the fixtures built on them: `tiny_bundle_path`, `tiny_reg_model`.
+"""
 
 from __future__ import annotations
 
 import locale
+import os
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+
+TEST_THREADS = 1
+
+
+def pytest_configure(config):
+    """One torch CPU thread for the whole test run (and its child processes), unless
+    OMP_NUM_THREADS says otherwise.
+
+    Every network here is tiny, so a second thread buys nothing, while on a busy 2-core
+    machine (CI next to other jobs) oversubscribed torch threads slow each step several-fold:
+    measured 20.6 s -> 5.6 s for tests/test_method_adaptsegnet.py + test_methods_source_free.py
+    at a load of 3. Tests that are about thread counts set their own (and restore it).
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)  # spawned children and subprocesses
+        torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -34,34 +57,76 @@ def write_nifti(path, data, affine=None) -> str:
     return str(path)
 
 
-@pytest.fixture
-def tiny_scan(tmp_path):
-    """A small 3D scan at 2 mm, RAS."""
-    return write_nifti(tmp_path / "scan.nii.gz", blob_volume())
+# --- the two model factories -----------------------------------------------------------------
+
+SEG_CLASSES = ["background", "CSF", "GM", "WM"]
 
 
-@pytest.fixture
-def tiny_bundle_path(tmp_path):
-    """A randomly initialised 4-class U-Net bundle with a 32x32 model grid."""
+def make_seg_bundle(*, seed=0, base_channels=4, depth=2, **fields):
+    """A randomly initialised 4-class U-Net (early head kept) bundle on a 2 mm, 32 x 32 model
+    grid; `fields` replace any ModelBundle field (spacing_mm, in_plane_shape, ...)."""
     from uda_core.io.intensity import DEFAULT_NORMALISATION
-    from uda_core.models.bundle import ModelBundle, save_bundle
+    from uda_core.models.bundle import ModelBundle
     from uda_core.models.nets.unet import UNet2D
 
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 1, "num_classes": 4, "base_channels": 4, "depth": 2,
-              "early_head": True}
-    net = UNet2D(**kwargs)
-    state = net.state_dict()
-    bundle = ModelBundle(
+    torch.manual_seed(seed)
+    kwargs = {"in_channels": 1, "num_classes": len(SEG_CLASSES),
+              "base_channels": base_channels, "depth": depth, "early_head": True}
+    state = UNet2D(**kwargs).state_dict()
+    values = dict(
         architecture="unet2d", arch_kwargs=kwargs,
         state_dict={k: v for k, v in state.items() if not k.startswith("early_head.")},
-        class_names=["background", "CSF", "GM", "WM"], modality="T1w",
+        class_names=list(SEG_CLASSES), modality="T1w",
         spacing_mm=[2.0, 2.0, 2.0], in_plane_shape=[32, 32], orientation="RAS", slice_axis=2,
         normalisation=dict(DEFAULT_NORMALISATION), class_ratio_prior=None,
         early_head_state_dict={k[len("early_head."):]: v for k, v in state.items()
                                if k.startswith("early_head.")},
         provenance={"method": "test"})
-    return str(save_bundle(bundle, tmp_path / "tiny.pt"))
+    values.update(fields)
+    return ModelBundle(**values)
+
+
+def make_reg_bundle(*, seed=0, spacing_mm=(4.0, 4.0, 4.0), in_plane_shape=(48, 56),
+                    provenance=None, **net):
+    """A randomly initialised registration bundle (DiscreteRegNet: radius 3 px, 7 x 7
+    candidates, stride 4, 4 features, smoothing 2 px unless `net` says otherwise) on a
+    4 mm, 48 x 56 model grid unless told otherwise."""
+    from uda_core.models.bundle.registration import make_registration_bundle
+    from uda_core.models.nets.regnet import DiscreteRegNet
+
+    torch.manual_seed(seed)
+    settings = {"radius_px": 3.0, "n_per_axis": 7, "stride": 4, "features": 4, "width": 4,
+                "smooth_sigma_px": 2.0, **net}
+    return make_registration_bundle(DiscreteRegNet(**settings), spacing_mm=spacing_mm,
+                                    in_plane_shape=in_plane_shape, provenance=provenance)
+
+
+@pytest.fixture(scope="session")
+def _tiny_bundle_bytes(tmp_path_factory) -> bytes:
+    from uda_core.models.bundle import save_bundle
+    path = save_bundle(make_seg_bundle(), tmp_path_factory.mktemp("bundle") / "tiny.pt")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def tiny_bundle_path(tmp_path, _tiny_bundle_bytes) -> str:
+    """make_seg_bundle() saved as tmp_path/tiny.pt (made once per session, copied per test)."""
+    path = tmp_path / "tiny.pt"
+    path.write_bytes(_tiny_bundle_bytes)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_reg_model(tmp_path) -> str:
+    """make_reg_bundle() saved as tmp_path/tiny_reg.pt."""
+    from uda_core.models.bundle import save_bundle
+    return str(save_bundle(make_reg_bundle(), tmp_path / "tiny_reg.pt"))
+
+
+@pytest.fixture
+def tiny_scan(tmp_path):
+    """A small 3D scan at 2 mm, RAS."""
+    return write_nifti(tmp_path / "scan.nii.gz", blob_volume())
 
 
 _EXIT_STATUS = {"code": 0}
@@ -81,7 +146,6 @@ def pytest_unconfigure(config):
     status is the session's own; the app's own exit is tested separately
     (tests/app/test_scripted_demo.py runs `uda-studio` to a clean exit code 0).
     """
-    import os
     import sys
 
     if "PySide6" not in sys.modules:

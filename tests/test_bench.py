@@ -1,8 +1,17 @@
-"""`uda bench`: the quick benchmark end to end, and its report (table, claims, plot, file)."""
+"""`uda bench`: the quick benchmark end to end, and its report (table, claims, plot, file).
+
+The benchmark tests run twice over: in the default run on a tiny source model with every
+stage in this process (a few seconds), and under `-m slow` as `uda bench --quick` itself runs
+(the demo model, every adaptation in a spawned child process; about a minute on 2 cores).
+`test_in_child_runs_the_job_in_a_fresh_spawned_process` keeps the spawning in the default run.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +24,7 @@ from uda_core.bench import (
     render_markdown,
     replace_section,
     run_benchmark,
+    runner,
     update_benchmarks_file,
     write_plot,
 )
@@ -29,14 +39,86 @@ from uda_core.bench.runner import (
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+# The tiny variant: one shipped demo subject at 2 mm (resources/demo: its t1 scan trains the
+# source model; its protocol scan is the target and the oracle's data), and a 4-class U-Net
+# with 4 base channels on a 4 mm, 48 x 56 model grid, trained for 2 epochs; 4 slices a step.
+TINY_SUBJECT = 100
+TINY_SOURCE = {"spacing_mm": (4.0, 4.0, 4.0), "in_plane_shape": (48, 56), "base_channels": 4,
+               "depth": 2, "epochs": 2, "head_epochs": 0, "lr": 3e-2, "batch_size": 8}
+TINY_CHANGES = {"targets": (TINY_SUBJECT,), "source_subjects": (TINY_SUBJECT,),
+                "oracle_train": (TINY_SUBJECT,), "oracle_val": (TINY_SUBJECT,),
+                "spacing_mm": 2.0, "batch_size": 4,
+                "engine_settings": {"score_slices": 4, "batch_size": 4}}
 
-@pytest.fixture(scope="module")
-def quick_result(tmp_path_factory):
-    """The quick benchmark, run once for the module (about 30 s on 2 CPU cores)."""
-    work = tmp_path_factory.mktemp("bench-work")
+
+@dataclass
+class QuickRun:
+    """A finished quick benchmark: its result, its log lines, its work folder, and how to
+    make its config (with changes) and run it again the same way."""
+
+    result: BenchResult
+    lines: list[str]
+    work: Path
+    changes: dict
+    in_process: bool
+
+    def config(self, **changes) -> BenchConfig:
+        return quick_config(work_dir=self.work, **{**self.changes, **changes})
+
+    def run(self, config: BenchConfig, log) -> BenchResult:
+        return _run(config, log, self.in_process)
+
+
+def _run(config: BenchConfig, log, in_process: bool) -> BenchResult:
+    """run_benchmark, with every child job (oracle, adaptations, overhead) run in this
+    process when `in_process`."""
+    if not in_process:
+        return run_benchmark(config, log=log)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "in_child", lambda func, job: func(job))
+        return run_benchmark(config, log=log)
+
+
+def _child_pid(job: dict) -> dict:
+    return {"pid": os.getpid(), "job": job}
+
+
+def _tiny_source(work: Path) -> str:
+    """The shipped demo scans of TINY_SUBJECT (t1 and protocol, with the demo manifest, so that
+    the benchmark's ensure_demo_data reuses them) copied into work/data, and a tiny source
+    model trained on the t1 scan; returns the model's path."""
+    import shutil
+
+    from uda_core.io.resources import resources_dir
+    from uda_core.models.bundle import save_bundle
+    from uda_core.runs.train_segmentation import SourceTrainingConfig, train_source_model
+
+    shipped, data = resources_dir() / "demo", work / "data"
+    for domain in (runner.SOURCE_DOMAIN, "protocol"):
+        for path in (runner._image(shipped, domain, TINY_SUBJECT),
+                     runner._labels(shipped, domain, TINY_SUBJECT)):
+            (data / domain).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, data / domain / path.name)
+    shutil.copyfile(shipped / "manifest.json", data / "manifest.json")
+    t1 = [(data / runner.SOURCE_DOMAIN / runner._image(shipped, "t1", TINY_SUBJECT).name,
+           data / runner.SOURCE_DOMAIN / runner._labels(shipped, "t1", TINY_SUBJECT).name)]
+    bundle, _ = train_source_model(t1, t1, SourceTrainingConfig(**TINY_SOURCE))
+    return str(save_bundle(bundle, work / "tiny-source.pt"))
+
+
+@pytest.fixture(scope="module", params=[
+    "tiny-in-process", pytest.param("spawned", marks=pytest.mark.slow)])
+def quick_result(request, tmp_path_factory) -> QuickRun:
+    """The quick benchmark, run once for the module: tiny and in this process (a few seconds),
+    or (slow) exactly as `uda bench --quick` runs it (about a minute on 2 CPU cores)."""
+    work = tmp_path_factory.mktemp(f"bench-work-{request.param}")
+    changes: dict = {}
+    in_process = request.param == "tiny-in-process"
+    if in_process:
+        changes = {**TINY_CHANGES, "model": _tiny_source(work)}
     lines: list[str] = []
-    result = run_benchmark(quick_config(work_dir=work), log=lines.append)
-    return result, lines, work
+    result = _run(quick_config(work_dir=work, **changes), lines.append, in_process)
+    return QuickRun(result, lines, work, changes, in_process)
 
 
 def _table(markdown: str, heading: str) -> list[list[str]]:
@@ -57,7 +139,7 @@ def _number(cell: str) -> float:
 
 
 def test_quick_benchmark_table(quick_result):
-    result, lines, _ = quick_result
+    result, lines = quick_result.result, quick_result.lines
     shift = result.shifts["protocol"]
     assert [m.method for m in shift.methods] == ["tent", "adabn"]
     assert all(not m.errors and m.steps == [3] for m in shift.methods)
@@ -92,7 +174,7 @@ def test_quick_benchmark_table(quick_result):
 
 
 def test_quick_benchmark_writes_plot_and_section(quick_result, tmp_path):
-    result, _, _ = quick_result
+    result = quick_result.result
     png = write_plot(result, tmp_path / "docs" / "bench.png")
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert not [p for p in png.parent.iterdir() if p.name != "bench.png"]  # no temp left
@@ -110,7 +192,7 @@ def test_quick_benchmark_writes_plot_and_section(quick_result, tmp_path):
 def test_cli_bench_writes_only_where_told(quick_result, tmp_path, monkeypatch, capsys):
     from uda_core import cli
 
-    result, _, _ = quick_result
+    result = quick_result.result
     seen = {}
 
     def fake_run(config, log=None):
@@ -129,16 +211,20 @@ def test_cli_bench_writes_only_where_told(quick_result, tmp_path, monkeypatch, c
 
 
 def test_quick_benchmark_reuses_finished_runs(quick_result):
-    result, _, work = quick_result
+    result = quick_result.result
     lines: list[str] = []
-    again = run_benchmark(quick_config(work_dir=work, reuse=True, overhead_steps=0),
-                          log=lines.append)
+    again = quick_result.run(quick_result.config(reuse=True, overhead_steps=0), lines.append)
     assert sum("reusing" in line for line in lines) == 4  # data, oracle, tent, adabn
     before, after = result.shifts["protocol"], again.shifts["protocol"]
     assert [m.dice for m in after.methods] == [m.dice for m in before.methods]
     assert [m.wall_s for m in after.methods] == [m.wall_s for m in before.methods]
     assert after.oracle.scores.dice == before.oracle.scores.dice
     assert again.overhead is None
+
+
+def test_in_child_runs_the_job_in_a_fresh_spawned_process():
+    done = runner.in_child(_child_pid, {"a": [1, 2]})
+    assert done["job"] == {"a": [1, 2]} and done["pid"] != os.getpid()
 
 
 def test_replace_section_appends_then_replaces():

@@ -1,4 +1,5 @@
-"""`uda reg bench --quick` and `uda reg adapt` end to end with a tiny registration model."""
+"""`uda reg bench --quick` and `uda reg adapt` end to end with a tiny registration model
+(conftest's `tiny_reg_model`: random weights on a 4 mm, 48 x 56 model grid)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,10 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from uda_core.bench.registration_report import END_MARKER, START_MARKER, replace_reg_section
 from uda_core.cli.reg_adapt import add_reg_adapt_parser, add_reg_bench_parser
-from uda_core.models.bundle import save_bundle
-from uda_core.models.bundle.registration import load_registration_model, make_registration_bundle
-from uda_core.models.nets.regnet import DiscreteRegNet
-
-
-@pytest.fixture
-def tiny_reg_model(tmp_path):
-    """A random registration bundle on a 4 mm, 48 x 56 model grid (fast)."""
-    torch.manual_seed(0)
-    net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=4, width=4,
-                         smooth_sigma_px=2.0)
-    bundle = make_registration_bundle(net, spacing_mm=(4.0, 4.0, 4.0), in_plane_shape=(48, 56))
-    return str(save_bundle(bundle, tmp_path / "tiny_reg.pt"))
+from uda_core.models.bundle.registration import load_registration_model
 
 
 def run_reg(argv: list[str]) -> int:
