@@ -29,12 +29,8 @@ from uda_core.models.bundle.registration import (
     make_registration_bundle,
 )
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
-from uda_core.tasks.registration import (
-    RegistrationTask,
-    demo_files,
-    mono_modal,
-    slices_from_files,
-)
+from uda_core.tasks.registration import RegistrationTask
+from uda_core.tasks.registration_data import demo_files, mono_modal, slices_from_files
 
 __all__ = ["DEFAULT_ENGINE_SETTINGS", "run_reg_adaptation"]
 

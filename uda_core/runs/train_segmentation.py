@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from uda_core import __version__
 from uda_core.grid.labelled_slices import SliceSet, load_slices
+from uda_core.grid.model_grid import DEFAULT_GRID
 from uda_core.io.files import fingerprint
 from uda_core.io.intensity import DEFAULT_NORMALISATION
 from uda_core.models.bundle import ModelBundle
@@ -33,8 +34,8 @@ class SourceTrainingConfig:
 
     class_names: tuple[str, ...] = ("background", "CSF", "GM", "WM")
     modality: str = "T1w"
-    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    in_plane_shape: tuple[int, int] = (96, 112)
+    spacing_mm: tuple[float, float, float] = DEFAULT_GRID.spacing_mm
+    in_plane_shape: tuple[int, int] = DEFAULT_GRID.in_plane_shape
     base_channels: int = 16
     depth: int = 3
     epochs: int = 30            # passes over the training slices

@@ -28,19 +28,9 @@ from uda_core.engine.events import PreviewEvent
 from uda_core.methods.batches import RegBatch
 from uda_core.scores import registration as reg_scores
 from uda_core.scores.registration import evaluate_registration
+from uda_core.tasks.registration_data import RegPairs, RegSlices, pairs_from_slices
 
-# demo_files, mono_modal, slices_from_files: re-exported for uda_core.runs.adapt_registration,
-# which imports them from here (their home is registration_data).
-from uda_core.tasks.registration_data import (
-    RegPairs,
-    RegSlices,
-    demo_files,
-    mono_modal,
-    pairs_from_slices,
-    slices_from_files,
-)
-
-__all__ = ["RegistrationTask", "demo_files", "mono_modal", "slices_from_files"]
+__all__ = ["RegistrationTask"]
 
 
 class RegistrationTask:

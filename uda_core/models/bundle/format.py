@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from uda_core.errors import ModelError
+from uda_core.grid.model_grid import ModelGrid
 from uda_core.io.atomic import atomic_output
 from uda_core.io.intensity import DEFAULT_NORMALISATION
 from uda_core.models.bundle.builtins import is_builtin_name, resolve_model
@@ -100,6 +101,12 @@ class ModelBundle:
             if isinstance(value, int):
                 return value
         return len(self.class_names)
+
+    @property
+    def grid(self) -> ModelGrid:
+        """The model grid the network expects (spacing, in-plane shape, orientation, slice
+        axis, normalisation) as one value."""
+        return ModelGrid.of(self)
 
     @property
     def task(self) -> str:
