@@ -3,7 +3,8 @@
 One factory per kind of model, reused by every test file:
     make_seg_bundle(...)   a randomly initialised 4-class U-Net segmentation bundle
     make_reg_bundle(...)   a randomly initialised registration (DiscreteRegNet) bundle
-and the fixtures built on them: `tiny_bundle_path`, `tiny_reg_model`.
+and the fixtures built on them: `tiny_bundle_path`, `tiny_reg_model`; and one for engine data:
+    adaptation_data(slices, ...)   model-grid target slices as one volume's AdaptationData
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ def make_reg_bundle(*, seed=0, spacing_mm=(4.0, 4.0, 4.0), in_plane_shape=(48, 5
                 "smooth_sigma_px": 2.0, **net}
     return make_registration_bundle(DiscreteRegNet(**settings), spacing_mm=spacing_mm,
                                     in_plane_shape=in_plane_shape, provenance=provenance)
+
+
+def adaptation_data(slices: np.ndarray, **fields):
+    """Target slices already on the model grid (N, H, W), as the AdaptationData of one volume
+    (identity grid affine, slice positions evenly 0..1); `fields` add the other
+    AdaptationData fields (paired, source_images, source_labels)."""
+    from uda_core.grid.prepare import ModelInput
+    from uda_core.tasks.segmentation_data import AdaptationData
+
+    n, h, w = slices.shape
+    inputs = [ModelInput(slices.astype(np.float32), np.eye(4), (h, w, n),
+                         np.linspace(0, 1, n).astype(np.float32))]
+    return AdaptationData(volumes=[None], inputs=inputs, **fields)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import adaptation_data
 from uda_core.engine import Engine, EngineConfig, RunControl
 from uda_core.engine.checkpoints import load_checkpoint
 from uda_core.engine.events import FinishedEvent, RollbackEvent, ScoreEvent, StepEvent
-from uda_core.grid.prepare import ModelInput
 from uda_core.methods.base import AdaptationMethod
 from uda_core.methods.sfda import SFDA, SFDAConfig
 from uda_core.models.bundle import load_model
@@ -26,9 +26,7 @@ def tiny_data(n_slices=8, seed=0) -> AdaptationData:
     grid = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")
     disc = (grid[0] ** 2 + grid[1] ** 2 < 0.6).astype(np.float32)
     slices = np.stack([disc * 2 - 1 + rng.normal(0, 0.3, (32, 32)) for _ in range(n_slices)])
-    inputs = [ModelInput(slices.astype(np.float32), np.eye(4), (32, 32, n_slices),
-                         np.linspace(0, 1, n_slices).astype(np.float32))]
-    return AdaptationData(volumes=[None], inputs=inputs)
+    return adaptation_data(slices)
 
 
 def sfda_engine(bundle_path, out_dir=None, listeners=(), control=None, **engine_kw):

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import adaptation_data
 from uda_core.engine import Engine, EngineConfig
 from uda_core.engine.checkpoints import load_checkpoint
-from uda_core.grid.prepare import ModelInput
 from uda_core.methods.adaptsegnet import AdaptSegNet, AdaptSegNetConfig
 from uda_core.methods.base import INTERNALS, SOURCE_LABELLED, TARGET, Batch, config_from_dict
 from uda_core.models.bundle import load_model
 from uda_core.models.nets.discriminator import OutputSpaceDiscriminator
 from uda_core.tasks.segmentation import SegmentationTask
-from uda_core.tasks.segmentation_data import AdaptationData
 
 CPU = torch.device("cpu")
 
@@ -158,12 +157,9 @@ def test_needs_source_batch(tiny_bundle_path):
 
 def test_runs_in_the_engine_and_resumes(tiny_bundle_path, tmp_path):
     rng = np.random.default_rng(0)
-    inputs = [ModelInput(slices=rng.standard_normal((6, 32, 32)).astype("f4"),
-                         grid_affine=np.eye(4), grid_shape=(32, 32, 6),
-                         positions=np.linspace(0, 1, 6).astype("f4"))]
-    data = AdaptationData(volumes=[None], inputs=inputs,
-                          source_images=rng.standard_normal((5, 32, 32)).astype("f4"),
-                          source_labels=rng.integers(0, 4, (5, 32, 32)))
+    data = adaptation_data(rng.standard_normal((6, 32, 32)).astype("f4"),
+                           source_images=rng.standard_normal((5, 32, 32)).astype("f4"),
+                           source_labels=rng.integers(0, 4, (5, 32, 32)))
     # a random net on noise may look "collapsed"; a rollback would undo the steps checked here
     config = EngineConfig(steps=3, batch_size=2, score_every=0, score_slices=4,
                           checkpoint_every=0, skip_empty_slices=False, collapse_guard=False)

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import adaptation_data
 from uda_core.engine import Engine, EngineConfig
-from uda_core.grid.prepare import ModelInput
 from uda_core.methods.base import INTERNALS, PAIRED_SOURCE, TARGET, Batch, config_from_dict
 from uda_core.methods.ddm import DDM, DDMConfig
 from uda_core.models.bundle import load_model
 from uda_core.tasks.segmentation import SegmentationTask
-from uda_core.tasks.segmentation_data import AdaptationData
 
 CPU = torch.device("cpu")
 
@@ -141,10 +140,8 @@ def test_runs_in_the_engine(tiny_bundle_path):
     method = DDM(bundle.build_network(), bundle, DDMConfig(), CPU)
     rng = np.random.default_rng(0)
     slices = rng.normal(size=(6, 32, 32)).astype("f4")
-    inputs = [ModelInput(slices=slices, grid_affine=np.eye(4), grid_shape=(32, 32, 6),
-                         positions=np.linspace(0, 1, 6).astype("f4"))]
-    data = AdaptationData(volumes=[None], inputs=inputs,
-                          paired=[(-slices + 0.1 * rng.normal(size=slices.shape)).astype("f4")])
+    data = adaptation_data(
+        slices, paired=[(-slices + 0.1 * rng.normal(size=slices.shape)).astype("f4")])
     config = EngineConfig(steps=3, batch_size=2, score_every=0, score_slices=4,
                           checkpoint_every=0, skip_empty_slices=False)
     result = Engine(method, SegmentationTask(method, data, config), config).run()
