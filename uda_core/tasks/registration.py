@@ -21,11 +21,15 @@ pixels, labels ``iy * n + ix``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
 from uda_core.engine.events import PreviewEvent
 from uda_core.methods.batches import RegBatch
+from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.scores import registration as reg_scores
 from uda_core.scores.registration import evaluate_registration
 from uda_core.tasks.registration_data import RegPairs, RegSlices, pairs_from_slices
@@ -53,18 +57,20 @@ class RegistrationTask:
     higher_is_better = reg_scores.HIGHER_IS_BETTER
     n_previews = 0
 
-    def __init__(self, network, target: RegSlices, source: RegSlices, device: torch.device, *,
-                 source_batch: int = 4, target_batch: int = 4, score_pairs: int = 32,
-                 seed: int = 1, reference: bool = True, max_px: float = 5.0,
-                 smooth_px: float = 8.0, spacing_mm=(2.0, 2.0)):
+    def __init__(self, network: DiscreteRegNet, target: RegSlices, source: RegSlices,
+                 device: torch.device, *, source_batch: int = 4, target_batch: int = 4,
+                 score_pairs: int = 32, seed: int = 1, reference: bool = True,
+                 max_px: float = 5.0, smooth_px: float = 8.0,
+                 spacing_mm: Sequence[float] = (2.0, 2.0)) -> None:
         self.network = network
         self.target, self.source = target, source
         self.device = device
         self.source_batch, self.target_batch = int(source_batch), int(target_batch)
         self.reference = reference
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
-        self.pair_args = {"displacement_grid": network.grid, "stride": network.stride,
-                          "max_px": max_px, "smooth_px": smooth_px}
+        self.pair_args: dict[str, Any] = {  # pairs_from_slices' settings
+            "displacement_grid": network.grid, "stride": network.stride, "max_px": max_px,
+            "smooth_px": smooth_px}
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(target), min(score_pairs, len(target)), replace=False))
         self.scored: RegPairs = pairs_from_slices(target, pick, rng, **self.pair_args)
@@ -82,7 +88,7 @@ class RegistrationTask:
     @torch.no_grad()
     def _predict(self, pairs: RegPairs, chunk: int = 8) -> dict[str, torch.Tensor]:
         keys = ("probs1", "probs2", "probs", "disp")
-        parts: dict[str, list] = {k: [] for k in keys}
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         for i in range(0, len(pairs), chunk):
             out = self.network(pairs.fixed[i:i + chunk].to(self.device),
                                pairs.moving[i:i + chunk].to(self.device))
@@ -90,7 +96,7 @@ class RegistrationTask:
                 parts[k].append(out[k].float().cpu())
         return {k: torch.cat(v) for k, v in parts.items()}
 
-    def score(self) -> tuple[dict, dict | None, np.ndarray]:
+    def score(self) -> tuple[dict[str, float], dict[str, float] | None, np.ndarray]:
         """Label-free scores of the scored pairs (see reg_scores), their reference accuracy
         and endpoint error (mm) when asked, and the collapse state."""
         pairs = self.scored
