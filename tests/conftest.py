@@ -11,27 +11,36 @@ from __future__ import annotations
 
 import locale
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-TEST_THREADS = 1
+APP_TESTS = Path(__file__).resolve().parent / "app"
+TORCH_THREADS = torch.get_num_threads()   # torch's own choice (OMP_NUM_THREADS or the cores)
+OWN_THREADS = "OMP_NUM_THREADS" in os.environ
+if not OWN_THREADS:
+    torch.set_num_threads(1)              # module and session fixtures too (see below)
 
 
-def pytest_configure(config):
-    """One torch CPU thread for the whole test run (and its child processes), unless
-    OMP_NUM_THREADS says otherwise.
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """One torch CPU thread for every test outside tests/app, unless OMP_NUM_THREADS says how
+    many; tests/app keep torch's default.
 
-    Every network here is tiny, so a second thread buys nothing, while on a busy 2-core
-    machine (CI next to other jobs) oversubscribed torch threads slow each step several-fold:
-    measured 20.6 s -> 5.6 s for tests/test_method_adaptsegnet.py + test_methods_source_free.py
-    at a load of 3. Tests that are about thread counts set their own (and restore it).
+    Outside tests/app the networks are tiny (or the test sets its own count), so a second
+    thread buys little, while on a busy 2-core machine (CI next to other jobs) oversubscribed
+    torch threads slow every step several-fold: tests/test_method_adaptsegnet.py +
+    test_methods_source_free.py took 20.6 s with torch's 2 threads and 5.6 s with one at a
+    load of 3. The app tests run the full-size demo model, for which 2 threads are faster on
+    an idle machine (the panel's demo run: 13.8 s against 19.6 s). Set before every test, so
+    that no test's own setting leaks into the next.
     """
-    if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)  # spawned children and subprocesses
-        torch.set_num_threads(TEST_THREADS)
+    if not OWN_THREADS:
+        in_app = APP_TESTS in Path(str(request.node.path)).resolve().parents
+        torch.set_num_threads(TORCH_THREADS if in_app else 1)
 
 
 @pytest.fixture(autouse=True)
