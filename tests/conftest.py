@@ -21,6 +21,8 @@ import torch
 APP_TESTS = Path(__file__).resolve().parent / "app"
 TORCH_THREADS = torch.get_num_threads()   # torch's own choice (OMP_NUM_THREADS or the cores)
 OWN_THREADS = "OMP_NUM_THREADS" in os.environ
+# pytest-xdist workers (addopts: -n auto) already use every core, one test each
+PARALLEL_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
 if not OWN_THREADS:
     torch.set_num_threads(1)              # module and session fixtures too (see below)
 
@@ -32,15 +34,16 @@ def _one_torch_thread(request):
 
     Outside tests/app the networks are tiny (or the test sets its own count), so a second
     thread buys little, while on a busy 2-core machine (CI next to other jobs) oversubscribed
-    torch threads slow every step several-fold: tests/test_method_adaptsegnet.py +
+    torch threads slow every step several-fold: tests/methods/test_method_adaptsegnet.py +
     test_methods_source_free.py took 20.6 s with torch's 2 threads and 5.6 s with one at a
     load of 3. The app tests run the full-size demo model, for which 2 threads are faster on
     an idle machine (the panel's demo run: 13.8 s against 19.6 s). Set before every test, so
-    that no test's own setting leaks into the next.
+    that no test's own setting leaks into the next. Under pytest-xdist (several workers, one
+    per core) every test gets one thread.
     """
     if not OWN_THREADS:
         in_app = APP_TESTS in Path(str(request.node.path)).resolve().parents
-        torch.set_num_threads(TORCH_THREADS if in_app else 1)
+        torch.set_num_threads(TORCH_THREADS if in_app and not PARALLEL_WORKERS else 1)
 
 
 @pytest.fixture(autouse=True)

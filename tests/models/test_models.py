@@ -312,7 +312,7 @@ def test_export_torchscript_round_trip(tmp_path, x):
 
 def test_resources_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("UDA_RESOURCES", raising=False)
-    assert resources_dir() == Path(__file__).resolve().parents[1] / "resources"
+    assert resources_dir() == Path(__file__).resolve().parents[2] / "resources"
     monkeypatch.setenv("UDA_RESOURCES", str(tmp_path))
     assert resources_dir() == tmp_path
 

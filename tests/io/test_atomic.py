@@ -143,9 +143,9 @@ def test_save_bundle_refusal_keeps_its_message(tiny_bundle_path):
 
 def test_checkpoint_json_and_nifti_writers_give_normal_permissions(tmp_path):
     from uda_core.engine.checkpoints import load_checkpoint, save_checkpoint
+    from uda_core.exports.json_file import write_json_atomic
     from uda_core.io.volume import Volume
     from uda_core.io.writers import write_volume
-    from uda_core.exports.json_file import write_json_atomic
     from uda_core.synth.template import write_nifti_atomic
 
     checkpoint = save_checkpoint(tmp_path / "ckpt" / "last.pt", {"step": torch.tensor(3)})
