@@ -189,29 +189,9 @@ class Engine:
         torch.manual_seed(cfg.seed)
         self.method.setup()
         self.method.train_mode()
-        start_step = 0
-        if resume_from is not None:
-            saved = load_checkpoint(resume_from)
-            self._restore(saved)
-            self.rng.bit_generator.state = saved["rng"]
-            torch.set_rng_state(saved["torch_rng"])
-            self.history = list(saved["history"])
-            start_step = int(saved["step"])
-            best = saved["best"]
-            initial_state = np.asarray(best.get("initial_state", best.get("initial_shares")))
-            best_snapshot = (self._snapshot(start_step) if best["step"] == start_step else
-                             load_checkpoint(Path(resume_from).with_name("best.pt")))
-            good_snapshot = self._snapshot(start_step)
-        else:
-            scores, reference, initial_state = self.score()
-            best = {"step": 0, "selection": self._selection(scores, 0), "scores": scores,
-                    "initial_state": initial_state.tolist()}
-            self._record_scores(0, scores, reference, best, True)
-            best_snapshot = good_snapshot = self._snapshot(0)
-            self._write_checkpoint("best.pt", 0, best)
-            if cfg.preview_every:
-                for index in range(self.task.n_previews):
-                    self.emit(self.preview(0, index))
+        start_step, best, initial_state, best_snapshot = (
+            self._resume(resume_from) if resume_from is not None else self._begin())
+        good_snapshot = self._snapshot(start_step) if resume_from is not None else best_snapshot
         status, message, rollbacks, stale = "completed", "", 0, 0
         paused_s, started = 0.0, time.perf_counter()
         step = start_step
@@ -271,6 +251,36 @@ class Engine:
         self.emit(FinishedEvent(status, step, best["step"], message))
         return RunResult(status, step, best["step"], best["scores"], self.history,
                          _cpu_state(self.network))
+
+    def _begin(self) -> tuple[int, dict[str, Any], np.ndarray, dict[str, Any]]:
+        """A fresh run: score the untouched network (step 0, the "do nothing" choice), write
+        best.pt and the step-0 previews. Returns (0, best record, collapse state, snapshot)."""
+        scores, reference, initial_state = self.score()
+        best = {"step": 0, "selection": self._selection(scores, 0), "scores": scores,
+                "initial_state": initial_state.tolist()}
+        self._record_scores(0, scores, reference, best, True)
+        snapshot = self._snapshot(0)
+        self._write_checkpoint("best.pt", 0, best)
+        if self.config.preview_every:
+            for index in range(self.task.n_previews):
+                self.emit(self.preview(0, index))
+        return 0, best, initial_state, snapshot
+
+    def _resume(self, checkpoint: str | Path
+                ) -> tuple[int, dict[str, Any], np.ndarray, dict[str, Any]]:
+        """Continue from a last.pt: weights, method state, random state, history. Returns
+        (its step, best record, collapse state before any update, best snapshot)."""
+        saved = load_checkpoint(checkpoint)
+        self._restore(saved)
+        self.rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        self.history = list(saved["history"])
+        step = int(saved["step"])
+        best = saved["best"]
+        initial_state = np.asarray(best.get("initial_state", best.get("initial_shares")))
+        best_snapshot = (self._snapshot(step) if best["step"] == step else
+                         load_checkpoint(Path(checkpoint).with_name("best.pt")))
+        return step, best, initial_state, best_snapshot
 
     def _record_scores(self, step: int, scores: dict[str, float],
                        reference: dict[str, float] | None, best: dict[str, Any],
