@@ -172,6 +172,9 @@ def _check_fields(b: ModelBundle) -> str | None:
         return "normalisation must be a dict with a 'kind'"
     if not isinstance(b.provenance, dict):
         return "provenance must be a dict"
+    if b.skull_stripped_input is not None and not isinstance(b.skull_stripped_input, bool):
+        return (f"skull_stripped_input must be true, false or null (unknown), got "
+                f"{b.skull_stripped_input!r}")
     if not _is_weights(b.state_dict):
         return "state_dict must map names to tensors"
     if b.early_head_state_dict is not None and not _is_weights(b.early_head_state_dict):

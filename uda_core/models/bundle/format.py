@@ -10,7 +10,8 @@ run code when loaded::
      "early_head_state_dict": {name: tensor} | None,   # the head's own state dict
      "class_names": [...], "modality": "T1w", "spacing_mm": [x, y, z] (mm),
      "in_plane_shape": [X, Y] (voxels), "orientation": "RAS", "slice_axis": 2,
-     "normalisation": {...}, "class_ratio_prior": {...} | None, "provenance": {...}}
+     "normalisation": {...}, "class_ratio_prior": {...} | None, "provenance": {...},
+     "skull_stripped_input": true | false | null}   # optional; older bundles lack it
 
 A registration model is the same format with ``"architecture": "discrete_regnet"`` (the
 task follows from the architecture; see :mod:`uda_core.models.bundle.registration`): its
@@ -74,6 +75,9 @@ class ModelBundle:
     axial RAS slices of 256 x 256 voxels. ``class_ratio_prior``:
     ``{"constant": [C], "positions": [K in 0..1], "per_position": [[C]] * K}`` (fractions of
     each class in a slice, optionally as a function of normalised slice position).
+    ``skull_stripped_input``: True when the network expects brain-extracted input (it was
+    trained on skull-stripped brains), False when it segments whole heads (scalp, skull and
+    neck labelled background), None when unknown (bundles written before the field existed).
     ``source`` is the file it was loaded from (for messages; not saved).
     """
 
@@ -90,6 +94,7 @@ class ModelBundle:
     class_ratio_prior: dict | None = None
     early_head_state_dict: dict[str, Tensor] | None = None
     provenance: dict = field(default_factory=dict)
+    skull_stripped_input: bool | None = None
     torchscript: torch.jit.ScriptModule | None = None
     source: str | None = field(default=None, compare=False, repr=False)
 
@@ -217,7 +222,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict:
     meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION}
     for name in ("architecture", "arch_kwargs", "class_names", "modality", "spacing_mm",
                  "in_plane_shape", "orientation", "slice_axis", "normalisation",
-                 "class_ratio_prior", "provenance"):
+                 "class_ratio_prior", "provenance", "skull_stripped_input"):
         meta[name] = _plain(getattr(bundle, name), name)
     return meta
 
@@ -270,7 +275,8 @@ def export_torchscript(bundle: ModelBundle, path: str | os.PathLike, *,
 
 _REQUIRED = ("architecture", "arch_kwargs", "state_dict", "class_names")
 _OPTIONAL = ("modality", "spacing_mm", "in_plane_shape", "orientation", "slice_axis",
-             "normalisation", "class_ratio_prior", "early_head_state_dict", "provenance")
+             "normalisation", "class_ratio_prior", "early_head_state_dict", "provenance",
+             "skull_stripped_input")
 
 
 def _check_format(content: dict, path: Path) -> None:
@@ -356,6 +362,12 @@ def load_model(path_or_name: str | os.PathLike,
 # ---------------------------------------------------------------- description
 
 _AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+_SKULL_STRIPPING = {
+    True: "needed (the network expects brain-extracted scans)",
+    False: "not needed (the network segments whole heads: scalp, skull and neck are "
+           "background)",
+    None: "not recorded (older bundle)",
+}
 
 
 def describe(bundle: ModelBundle) -> list[str]:
@@ -395,6 +407,7 @@ def describe(bundle: ModelBundle) -> list[str]:
         f"Input: {b.modality}, {spacing} mm, {shape} voxels in-plane, {b.orientation}, "
         f"{plane} slices (axis {b.slice_axis})",
         f"Normalisation: {b.normalisation.get('kind', '?')}",
+        f"Skull stripping: {_SKULL_STRIPPING.get(b.skull_stripped_input, '?')}",
         *extras,
         f"Parent: {prov.get('parent') or 'none'}; method: {prov.get('method') or 'none'}",
     ]
