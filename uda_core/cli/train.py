@@ -32,7 +32,8 @@ def cmd_train_source(args: argparse.Namespace) -> int:
         train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
     config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
                                   batch_size=args.batch_size, seed=args.seed,
-                                  modality=args.modality)
+                                  modality=args.modality,
+                                  skull_stripped_input=args.skull_stripped_input)
     device = resolve_device(args.device)
     print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
           f"({device})", file=sys.stderr)
@@ -72,6 +73,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="default 16")
     p.add_argument("--modality", default="T1w", help="input modality recorded in the bundle")
     p.add_argument("--seed", type=int, default=0)
+    region = p.add_mutually_exclusive_group()
+    region.add_argument("--skull-stripped-input", dest="skull_stripped_input",
+                        action="store_const", const=True, default=None,
+                        help="record in the bundle that the model expects brain-extracted "
+                             "(skull-stripped) scans")
+    region.add_argument("--whole-head-input", dest="skull_stripped_input",
+                        action="store_const", const=False,
+                        help="record in the bundle that the model segments whole heads "
+                             "(default: neither is recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_device(p)
     p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")

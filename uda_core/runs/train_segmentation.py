@@ -47,6 +47,9 @@ class SourceTrainingConfig:
     prior_bins: int = 20        # slice-position bins of the class-ratio prior
     seed: int = 0
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
+    # recorded in the bundle: True = trained on brain-extracted scans, False = on whole
+    # heads (non-brain labelled background), None = not said
+    skull_stripped_input: bool | None = None
 
 
 def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:
@@ -230,6 +233,7 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
         in_plane_shape=[int(s) for s in config.in_plane_shape], orientation="RAS",
         slice_axis=2, normalisation=dict(config.normalisation),
         class_ratio_prior=class_ratio_prior(train, num_classes, config.prior_bins),
-        early_head_state_dict=head_state, provenance=provenance)
+        early_head_state_dict=head_state, provenance=provenance,
+        skull_stripped_input=config.skull_stripped_input)
     return bundle, summary
 
