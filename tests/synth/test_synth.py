@@ -176,7 +176,7 @@ def test_rician_noise_background():
 
 def test_write_demo_data_layout(tmp_path, phantom, subject):
     manifest = write_demo_data(tmp_path, subjects=[7], spacing_mm=4.0, seed=3, progress=False,
-                               template=phantom)
+                               template=phantom, heads=False)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["classes"] == list(CLASS_NAMES)
@@ -198,7 +198,7 @@ def test_write_demo_data_layout(tmp_path, phantom, subject):
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temp files left
     # byte-identical when regenerated (deterministic simulation and gzip stream)
     write_demo_data(tmp_path / "again", subjects=[7], domains=("t2",), spacing_mm=4.0, seed=3,
-                    progress=False, template=phantom)
+                    progress=False, template=phantom, heads=False)
     for rel in ("t2/sub-007_t2.nii.gz", "t2/sub-007_labels.nii.gz"):
         assert (tmp_path / "again" / rel).read_bytes() == (tmp_path / rel).read_bytes()
 

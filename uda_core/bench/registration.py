@@ -197,8 +197,9 @@ def _data_root(config: RegBenchConfig, work: Path, log: Log) -> Path | None:
     if not all(p.exists() for p in wanted):
         from uda_core.synth.demo_data import write_demo_data
         log(f"generating demo subjects {list(config.subjects)} into {root}")
+        # brains only: demo:reg-t1 was trained on skull-stripped pairs (resources/demo/brains)
         write_demo_data(root, subjects=config.subjects, domains=("t1", *config.shifts),
-                        progress=False)
+                        progress=False, heads=False)
     return root
 
 

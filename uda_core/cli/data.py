@@ -14,9 +14,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
     domains = tuple(d.strip() for d in args.domains.split(","))
     manifest = write_demo_data(Path(args.out_dir), subjects=args.subjects, domains=domains,
-                               spacing_mm=args.spacing, seed=args.seed, progress=True)
+                               spacing_mm=args.spacing, seed=args.seed, progress=True,
+                               heads=args.heads)
     print(f"wrote {len(manifest['subjects'])} subjects x {len(domains)} domains "
-          f"to {args.out_dir}")
+          f"({'whole heads' if args.heads else 'brains only'}) to {args.out_dir}")
     return 0
 
 
@@ -51,6 +52,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated domains (default t1,protocol,t2,pd)")
     p.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--heads", action=argparse.BooleanOptionalAction, default=True,
+                   help="simulate whole heads: scalp, skull, fat, eyes, neck and noisy air "
+                        "around the brain, all labelled background (default); --no-heads: "
+                        "brains alone, as after skull stripping")
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("models", help="list the built-in models")

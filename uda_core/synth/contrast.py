@@ -51,6 +51,30 @@ TISSUE_PROPERTIES = {
 """field strength -> tissue -> Tissue. T1 lengthens with field strength, T2 shortens."""
 
 
+HEAD_TISSUE_PROPERTIES = {
+    "1.5T": {
+        "csf": TISSUE_PROPERTIES["1.5T"]["csf"],      # extracerebral CSF, vitreous
+        "bone": Tissue(t1_ms=500.0, t2_ms=1.0, pd=0.05),    # cortical bone: no signal
+        "marrow": Tissue(t1_ms=400.0, t2_ms=60.0, pd=0.85),  # fatty diploe
+        "fat": Tissue(t1_ms=260.0, t2_ms=85.0, pd=0.90),
+        "muscle": Tissue(t1_ms=1000.0, t2_ms=44.0, pd=0.75),  # muscle and skin
+        "cord": TISSUE_PROPERTIES["1.5T"]["wm"],      # spinal cord: white matter
+    },
+    "3T": {
+        "csf": TISSUE_PROPERTIES["3T"]["csf"],
+        "bone": Tissue(t1_ms=550.0, t2_ms=1.0, pd=0.05),
+        "marrow": Tissue(t1_ms=500.0, t2_ms=55.0, pd=0.85),
+        "fat": Tissue(t1_ms=380.0, t2_ms=80.0, pd=0.90),
+        "muscle": Tissue(t1_ms=1400.0, t2_ms=40.0, pd=0.75),
+        "cord": TISSUE_PROPERTIES["3T"]["wm"],
+    },
+}
+"""field strength -> non-brain tissue -> Tissue (uda_core.synth.head.HEAD_TISSUES), rounded
+literature values (e.g. Stanisz et al. MRM 2005 for muscle; Gold et al. AJR 2004 and de
+Bazelaire et al. Radiology 2004 for fat and marrow at 1.5 and 3 T): fat and marrow are bright
+and muscle is dark on T1w; cortical bone gives no signal in any of these sequences."""
+
+
 def tissue_signal(tissue: Tissue, tr_ms: float, te_ms: float, ti_ms: float | None = None) -> float:
     """Signal of a pure tissue (arbitrary units, CSF PD = 1); signed for inversion recovery."""
     e1 = math.exp(-tr_ms / tissue.t1_ms)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from uda_core import __version__
 from uda_core.io.volume import Volume
 from uda_core.synth.domains import ANATOMY_PADDING_MM, make_subject, resolve_domain
+from uda_core.synth.head import HEAD_PADDING_MM
 from uda_core.synth.template import CLASS_NAMES, write_nifti_atomic
 
 MANIFEST_FORMAT = "uda-demo-data"
@@ -68,6 +69,7 @@ def write_demo_data(
     progress: bool = True,
     *,
     template=None,
+    heads: bool = True,
 ) -> dict:
     """Simulate `subjects` x `domains` and write them under `out_dir` (see module doc).
 
@@ -79,6 +81,8 @@ def write_demo_data(
         seed: data-set seed.
         progress: show a tqdm progress bar (one step per subject).
         template: passed to make_subject (None = resources/template).
+        heads: whole heads (scalp, skull, fat, eyes, neck, noisy air; every non-brain voxel
+            background in the labels), or brains alone (skull-stripped, as before).
 
     Returns:
         The manifest (also written to out_dir/manifest.json): format, version, seed,
@@ -97,7 +101,7 @@ def write_demo_data(
         sid = subject_id(index)
         bar.set_postfix_str(sid)
         volumes = make_subject(index, chosen, spacing_mm=spacing_mm, seed=seed,
-                               template=template)
+                               template=template, heads=heads)
         files = {}
         for domain in chosen:
             image, labels = volumes[domain.name]
@@ -113,6 +117,7 @@ def write_demo_data(
             }
         records.append({"id": sid, "index": index, "files": files})
 
+    padding = HEAD_PADDING_MM if heads else ANATOMY_PADDING_MM
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -120,7 +125,10 @@ def write_demo_data(
         "template": "MNI ICBM152 2009a nonlinear symmetric (see resources/template/NOTICE.txt)",
         "seed": int(seed),
         "spacing_mm": float(spacing_mm),
-        "field_of_view": f"template brain box + {ANATOMY_PADDING_MM:g} mm on each side",
+        "heads": bool(heads),
+        "field_of_view": (f"template brain box + {padding:g} mm on each side"
+                          + (" (a whole head: scalp, skull, eyes, neck; non-brain voxels "
+                             "are background)" if heads else " (brain only)")),
         "classes": list(CLASS_NAMES),
         "labels_rule": (
             "1 mm: mask = deformed template T1 > 0.02, P_CSF = clip(1 - P_GM - P_WM, 0, 1); "

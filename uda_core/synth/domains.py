@@ -27,10 +27,12 @@ from scipy.ndimage import gaussian_filter
 from uda_core.io.volume import Volume
 from uda_core.synth import contrast
 from uda_core.synth.deform import Deformation, grid_points, random_deformation, sample_at
+from uda_core.synth.head import HEAD_PADDING_MM, HEAD_TISSUES, simulate_head
 from uda_core.synth.template import MAP_NAMES, MASK_THRESHOLD, default_template_dir, load_template
 
 ANATOMY_PADDING_MM = 8.0
-"""The subject's field of view: the template grid grown by this much on every side."""
+"""The subject's deformation grid, and the field of view of a brain without its head: the
+template grid grown by this much on every side (a head: synth.head.HEAD_PADDING_MM)."""
 
 TEXTURE_SIGMA_MM = 2.0
 """Correlation length (Gaussian sigma, mm) of the intra-tissue texture."""
@@ -69,6 +71,16 @@ class Domain:
     noise_fraction: float = 0.02
     texture_fraction: float = 0.03
     gain: float = 1000.0
+
+    def head_signals(self, rng: np.random.Generator | None = None) -> list[float]:
+        """Signals of the non-brain tissues (synth.head.HEAD_TISSUES, signed for inversion
+        recovery, CSF PD = 1); with `rng`, each tissue's proton density is scaled by
+        U(0.8, 1.2) (a subject's own fat, muscle and marrow)."""
+        props = contrast.HEAD_TISSUE_PROPERTIES[self.field_strength]
+        scale = rng.uniform(0.8, 1.2, len(HEAD_TISSUES)) if rng is not None else None
+        return [contrast.tissue_signal(props[t], self.tr_ms, self.te_ms, self.ti_ms)
+                * (1.0 if scale is None else float(scale[k]))
+                for k, t in enumerate(HEAD_TISSUES)]
 
     def tissue_signals(self) -> tuple[float, float, float]:
         """Signals of pure CSF, GM, WM (signed for inversion recovery, CSF PD = 1)."""
@@ -209,15 +221,17 @@ def _shape3(sizes: Iterable[float]) -> tuple[int, int, int]:
     return x, y, z
 
 
-def _grids(t_affine: np.ndarray, t_shape, spacing_mm: float) -> _Grids:
-    """Output grid (RAS, `spacing_mm` isotropic) and the fine simulation grid under it."""
+def _grids(t_affine: np.ndarray, t_shape, spacing_mm: float,
+           padding_mm: float = ANATOMY_PADDING_MM) -> _Grids:
+    """Output grid (RAS, `spacing_mm` isotropic, the template box grown by `padding_mm`) and
+    the fine simulation grid under it."""
     voxel = float(np.linalg.norm(t_affine[:3, :3], axis=0).mean())
     if not np.allclose(t_affine[:3, :3], np.diag(np.diag(t_affine[:3, :3]))) or np.any(
         np.diag(t_affine[:3, :3]) <= 0
     ):
         raise ValueError("the template must be stored RAS with a diagonal affine")
     centre = t_affine @ np.append((np.asarray(t_shape) - 1) / 2.0, 1.0)
-    extent = np.asarray(t_shape) * voxel + 2 * ANATOMY_PADDING_MM
+    extent = np.asarray(t_shape) * voxel + 2 * padding_mm
     out_shape = _shape3(np.ceil(extent / spacing_mm - 1e-6))
     out_affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     out_affine[:3, 3] = centre[:3] - (np.asarray(out_shape) - 1) / 2.0 * spacing_mm
@@ -268,6 +282,7 @@ def make_subject(
     seed: int = 0,
     *,
     template=None,
+    heads: bool = False,
 ) -> dict[str, tuple[Volume, Volume]]:
     """Simulate one subject seen by several domains.
 
@@ -279,6 +294,9 @@ def make_subject(
         seed: global seed (>= 0) of the data set.
         template: None (resources/template), a folder, or a dict {"t1","gm","wm"} of
             Volumes (0..1, RAS diagonal affine), e.g. a low-resolution copy for tests.
+        heads: simulate the whole head around the brain (scalp, skull, fat, eyes, neck: see
+            uda_core.synth.head) on a field of view grown by HEAD_PADDING_MM; every non-brain
+            voxel is background in the labels. The brain is the same with or without.
 
     Returns:
         {domain name: (image, labels)}: image Volume float32 (X, Y, Z) in scanner units,
@@ -288,7 +306,8 @@ def make_subject(
     """
     chosen = [resolve_domain(d) for d in domains]
     data, t_affine = _template_tensor(template)
-    grids = _grids(t_affine, data.shape[1:], float(spacing_mm))
+    padding = HEAD_PADDING_MM if heads else ANATOMY_PADDING_MM
+    grids = _grids(t_affine, data.shape[1:], float(spacing_mm), padding)
     deformation = subject_deformation(subject_index, seed, template=template)
 
     # Deformed template maps on the simulation grid -> tissue fractions (CSF, GM, WM).
@@ -305,7 +324,10 @@ def make_subject(
     background = (~mask).astype(np.float32)[None]
     out_fractions = _to_output(np.concatenate([background, fractions]), grids)
     labels_ras = np.argmax(out_fractions, axis=0).astype(np.int16)
-    del background, out_fractions, mask
+    del background, out_fractions
+    head = (simulate_head(mask, grids.sim_affine, _rng(seed, subject_index, "head"))
+            if heads else None)
+    del mask
 
     texture = contrast.smooth_field(grids.sim_shape, grids.sim_voxel,
                                     _rng(seed, subject_index, "texture"),
@@ -316,6 +338,12 @@ def make_subject(
         rng = _rng(seed, subject_index, "domain:" + domain.name)
         signals = domain.tissue_signals()
         image = contrast.mix_tissues(fractions, signals, texture, domain.texture_fraction)
+        if head is not None:
+            head_signals = domain.head_signals(_rng(seed, subject_index, "head:" + domain.name))
+            for k, signal in enumerate(head_signals):
+                term = head[k] * np.float32(signal)
+                term *= 1.0 + np.float32(domain.texture_fraction) * texture[k % 3]
+                image += term
         image *= contrast.bias_field(grids.sim_shape, grids.sim_voxel, rng,
                                      domain.bias_strength, domain.centre_brightening)
         image = contrast.blur_to_resolution(image, grids.sim_voxel, domain.resolution_mm)
@@ -329,7 +357,7 @@ def make_subject(
             image, _ = _reorient(image, grids.out_affine, domain.orientation)
             labels, affine = _reorient(labels_ras, grids.out_affine, domain.orientation)
         meta = {"domain": domain.name, "subject": int(subject_index), "seed": int(seed),
-                "description": domain.description,
+                "description": domain.description, "heads": bool(heads),
                 "noise_sigma": float(domain.noise_fraction * domain.gain)}
         result[domain.name] = (
             Volume(data=image.astype(np.float32), affine=affine.copy(), meta=dict(meta)),
