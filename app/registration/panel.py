@@ -187,8 +187,9 @@ class RegistrationPanel(QWidget):
 
     def load_demo(self) -> None:
         """The demo pair: T1 of sub-100 (fixed) and T2 of sub-101 with its labels (moving,
-        another anatomy on the same 2 mm grid); demo:reg-t1 when installed, else SimpleITK."""
-        demo = resources_dir() / "demo"
+        another anatomy on the same 2 mm grid), skull-stripped as demo:reg-t1 was trained;
+        demo:reg-t1 when installed, else SimpleITK."""
+        demo = resources_dir() / "demo" / "brains"
         self.fixed.set_path(demo / "t1" / "sub-100_t1.nii.gz")
         self.moving.set_path(demo / "t2" / "sub-101_t2.nii.gz")
         self.moving_labels.set_path(demo / "t2" / "sub-101_labels.nii.gz")

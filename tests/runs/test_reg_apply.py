@@ -15,8 +15,8 @@ from uda_core.models.bundle.registration import make_registration_bundle
 from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.runs.register import check_same_grid, register_volumes, resample_onto
 
-DEMO_T1 = "demo/t1/sub-100_t1.nii.gz"
-DEMO_LABELS = "demo/t1/sub-100_labels.nii.gz"
+DEMO_T1 = "demo/brains/t1/sub-100_t1.nii.gz"   # skull-stripped, as demo:reg-t1 was trained
+DEMO_LABELS = "demo/brains/t1/sub-100_labels.nii.gz"
 
 
 def head(shape=(30, 34, 12), seed=0) -> np.ndarray:

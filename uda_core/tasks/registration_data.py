@@ -181,10 +181,11 @@ def make_registration_pairs(subjects: Sequence[int], moving_domain: str | None =
 def demo_files(modality: str, subjects: Sequence[int] = (100, 101, 102),
                root: str | Path | None = None) -> tuple[list[Path], list[Path], list[Path]]:
     """(T1 images, `modality` images, T1 label maps) of demo subjects as ``uda demo-data``
-    writes them (default root: resources/demo)."""
+    writes them (default root: resources/demo/brains, the skull-stripped demo set that
+    demo:reg-t1 was trained on)."""
     if root is None:
         from uda_core.io.resources import resources_dir
-        root = resources_dir() / "demo"
+        root = resources_dir() / "demo" / "brains"
     root = Path(root)
     ids = [f"sub-{int(s):03d}" for s in subjects]
     return ([root / "t1" / f"{i}_t1.nii.gz" for i in ids],
