@@ -33,7 +33,8 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
                                   batch_size=args.batch_size, seed=args.seed,
                                   modality=args.modality,
-                                  skull_stripped_input=args.skull_stripped_input)
+                                  skull_stripped_input=args.skull_stripped_input,
+                                  augment=args.augment)
     device = resolve_device(args.device)
     print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
           f"({device})", file=sys.stderr)
@@ -73,6 +74,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="default 16")
     p.add_argument("--modality", default="T1w", help="input modality recorded in the bundle")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", choices=("none", "geometric", "contrast"), default="none",
+                   help="augmentation of the training slices: none (left-right flips only; "
+                        "the default), geometric (+ rotations of up to 10 degrees and "
+                        "scalings of 0.9-1.1), contrast (geometric + random gamma, intensity "
+                        "curves that change tissue contrast, bias fields, blur as from thick "
+                        "slices, noise: a model for scanners it never saw)")
     region = p.add_mutually_exclusive_group()
     region.add_argument("--skull-stripped-input", dest="skull_stripped_input",
                         action="store_const", const=True, default=None,

@@ -2,7 +2,9 @@
 
 Produces a complete model bundle: the 2D U-Net, the class-ratio prior measured on the training
 labels (per class and per normalised axial slice position) and the early-feature head, trained
-afterwards with the network frozen (METHODS.md sections 1 and 4).
+afterwards with the network frozen (METHODS.md sections 1 and 4). Training batches can be
+augmented on the fly (`SourceTrainingConfig.augment`, :mod:`uda_core.synth.augment`);
+validation batches never are.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from uda_core.io.files import fingerprint
 from uda_core.io.intensity import DEFAULT_NORMALISATION
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.nets.unet import UNet2D
+from uda_core.synth.augment import PRESETS, AugmentConfig, Augmenter
 
 Progress = Callable[[str, int, int, dict], None]  # (phase, done, total, scores)
 
@@ -50,6 +53,26 @@ class SourceTrainingConfig:
     # recorded in the bundle: True = trained on brain-extracted scans, False = on whole
     # heads (non-brain labelled background), None = not said
     skull_stripped_input: bool | None = None
+    # training-batch augmentation, a preset of uda_core.synth.augment: "none" (left-right
+    # flips only, drawn as they always were: today's results bit for bit), "geometric"
+    # (+ rotations, scalings), "contrast" (+ gamma, intensity curves, bias, blur, noise)
+    augment: str = "none"
+    # settings to use instead of the preset's (then applied by the augmenter even with
+    # "none"); None: the preset as it is. pixel_mm always follows spacing_mm
+    augment_config: AugmentConfig | None = None
+
+
+def augment_settings(config: SourceTrainingConfig) -> AugmentConfig:
+    """The augmentation source training applies: ``config.augment_config`` or the preset
+    ``config.augment``, with the model grid's in-plane pixel size.
+
+    Raises:
+        ValueError: an unknown preset.
+    """
+    if config.augment not in PRESETS:
+        raise ValueError(f"unknown augmentation {config.augment!r}; expected one of {PRESETS}")
+    base = config.augment_config or AugmentConfig.preset(config.augment)
+    return replace(base, pixel_mm=(float(config.spacing_mm[0]), float(config.spacing_mm[1])))
 
 
 def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:
@@ -124,6 +147,9 @@ def mean_dice_on_slices(network, slices: SliceSet, device, num_classes: int,
 def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, progress,
          score_fn, seed_offset):
     rng = np.random.default_rng(config.seed + seed_offset)
+    # the augmenter has its own generator, so the batch order is the same in every preset
+    augmenter = (None if config.augment == "none" and config.augment_config is None
+                 else Augmenter(augment_settings(config), seed=config.seed + seed_offset))
     indices = _training_indices(slices, config.empty_slice_share, rng)
     steps_per_epoch = -(-len(indices) // config.batch_size)
     optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -133,7 +159,11 @@ def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, p
         network.train() if phase == "network" else network.eval()
         losses = []
         for idx in _batches(indices, config.batch_size, rng):
-            images, labels = _to_batch(slices, idx, device, rng.random(len(idx)) < 0.5)
+            flip = rng.random(len(idx)) < 0.5   # drawn in every preset (same batch order)
+            if augmenter is None:
+                images, labels = _to_batch(slices, idx, device, flip)
+            else:
+                images, labels = augmenter(*_to_batch(slices, idx, device))
             loss = loss_fn(network, images, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -161,10 +191,13 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     best epoch. init_state: a state dict of the same architecture (early head included, e.g.
     `bundle.build_network().state_dict()`) to start from instead of random weights, for
     fine-tuning. `config.head_epochs = 0` keeps the early head as it starts (the summary's
-    head Dice is then NaN). Returns the bundle and a summary with the validation Dice of both
-    outputs.
+    head Dice is then NaN). `config.augment` augments every training batch of both phases
+    (network and early head) on the fly, never the validation slices; the bundle's provenance
+    records the preset and its settings ("augmentation"). Returns the bundle and a summary
+    with the validation Dice of both outputs.
     """
     config = config or SourceTrainingConfig()
+    augmentation = augment_settings(config)   # an unknown preset fails before any work
     device = torch.device(device)
     torch.manual_seed(config.seed)
     num_classes = len(config.class_names)
@@ -219,6 +252,7 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
         "parent": None,
         "method": "supervised-source",
         "config": asdict(config),  # save_bundle stores it as builtins
+        "augmentation": {"preset": config.augment, "settings": asdict(augmentation)},
         "data_fingerprints": {str(p): fingerprint(p) for pair in train_pairs for p in pair},
         "validation_fingerprints": {str(p): fingerprint(p) for pair in val_pairs for p in pair},
         "summary": summary,

@@ -1,0 +1,36 @@
+"""`uda train-source` end to end on two tiny labelled volumes, with `--augment`."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.runs.test_train_source import _brain
+from uda_core.cli import main
+
+
+def test_train_source_with_contrast_augmentation_writes_a_bundle_that_says_so(
+        tmp_path, capsys):
+    from uda_core.models.bundle import load_model
+
+    data = tmp_path / "data"
+    _brain(data, "sub-1", 0)
+    _brain(data, "sub-2", 1)
+    out = tmp_path / "robust.pt"
+    code = main(["train-source", "--out", str(out), "--epochs", "1", "--head-epochs", "0",
+                 "--batch-size", "8", "--augment", "contrast", "--device", "cpu", str(data)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "validation Dice" in captured.out
+    provenance = load_model(out).provenance
+    assert provenance["augmentation"]["preset"] == "contrast"
+    assert provenance["augmentation"]["settings"]["intensity"] is True
+
+
+def test_train_source_augment_choices(capsys):
+    from uda_core.synth.augment import PRESETS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-source", "--out", "x.pt", "--augment", "heavy", "data"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--augment" in err and all(p in err for p in PRESETS)
