@@ -14,11 +14,15 @@ build_network, segment_volume) in a fresh process, so that its wall time and pea
   next to a published range for healthy adults;
 * wall time and peak memory of predict.
 
-It writes a figure (axial, coronal and sagittal planes through the brain's centre: the image
-in grey, predicted labels coloured and semi-transparent, ch2bet's outline as a contour) and
-prints a Markdown section for BENCHMARKS.md. Rerun it when new models exist::
+With ``--variants`` it also scores copies of the scan that bring what real scans bring (noisy
+air, scanner intensity scaling, a 20 mm slab, a sagittal 1 x 1 x 3.5 mm acquisition, an oblique
+grid, the head pitched by 15 degrees). It writes a figure (axial, coronal and sagittal planes
+through the brain's centre: the image in grey, predicted labels coloured and semi-transparent,
+ch2bet's outline as a contour) and prints a Markdown section for BENCHMARKS.md. Rerun it
+when new models exist::
 
-    .venv/bin/python scripts/bench_real_scan.py --model demo:brain-t1,demo:brain-t1-robust
+    .venv/bin/python scripts/bench_real_scan.py --variants \
+        --model demo:brain-t1,demo:brain-t1-robust
 """
 
 from __future__ import annotations
@@ -91,6 +95,87 @@ def run_child(model: str, image: Path, out: Path, device: str, threads: int) -> 
     if proc.returncode != 0:
         raise SystemExit(f"predict with {model} on {image.name} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------- variants
+
+def _pitch(degrees: float) -> np.ndarray:
+    """4x4 world rotation about the x axis (nodding), about the world origin."""
+    a = np.deg2rad(degrees)
+    rotation = np.eye(4)
+    rotation[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    return rotation
+
+
+def variants(data: np.ndarray, brain: np.ndarray, affine: np.ndarray):
+    """(name, image, brain mask, affine) of what a real scan brings, made from one scan:
+    noisy air, scanner scaling, a 20 mm slab, a sagittal 1 x 1 x 3.5 mm acquisition, an
+    oblique (tilted) grid, and the head itself pitched by 15 degrees on a straight grid."""
+    from uda_core.io.geometry import resample
+
+    def onto(src_affine, dst_affine, shape):
+        image = resample(data, src_affine, dst_affine, shape, order=1)
+        mask = resample(brain.astype(np.float32), src_affine, dst_affine, shape, order=0)
+        return image, mask > 0.5
+
+    rng = np.random.default_rng(0)
+    air = np.abs(rng.normal(0.06, 0.025, data.shape)) * float(np.percentile(data, 99))
+    yield "noisy air", np.where(data > 0, data, air).astype(np.float32), brain, affine
+    yield "scanner scaling x25 + 300", (data * 25 + 300).astype(np.float32), brain, affine
+    k = int(np.mean(np.nonzero(brain)[2]))
+    slab = affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, k - 10], [0, 0, 0, 1.0]])
+    yield "20 mm axial slab", data[:, :, k - 10:k + 10], brain[:, :, k - 10:k + 10], slab
+    corners = affine @ np.array([[i, j, m, 1.0] for i in (0, data.shape[0]) for j in
+                                 (0, data.shape[1]) for m in (0, data.shape[2])]).T
+    hi = corners[:3].max(axis=1)
+    lo = corners[:3].min(axis=1)
+    pil = np.array([[0, 0, -3.5, hi[0]], [-1, 0, 0, hi[1]], [0, -1, 0, hi[2]], [0, 0, 0, 1.0]])
+    shape = (int(hi[1] - lo[1]), int(hi[2] - lo[2]), int((hi[0] - lo[0]) / 3.5))
+    yield "sagittal PIL 1x1x3.5 mm", *onto(affine, pil, shape), pil
+    tilted = _pitch(15) @ affine
+    yield "oblique grid (15 deg)", *onto(affine, tilted, data.shape), tilted
+    yield "head pitched 15 deg", *onto(_pitch(15) @ affine, affine, data.shape), affine
+
+
+def run_variants(models: list[str], images: dict, brain: np.ndarray, affine: np.ndarray,
+                 device: str) -> list[dict]:
+    """Brain-mask Dice of each model on each variant of each input (in this process)."""
+    import torch
+
+    from uda_core.engine.device import resolve_device
+    from uda_core.io import Volume
+    from uda_core.models.bundle import load_model
+    from uda_core.models.inference import segment_volume
+    dev = resolve_device(device)
+    rows = []
+    for model in models:
+        bundle = load_model(model)
+        network = bundle.build_network(dev)
+        for name, what in INPUTS:
+            for variant, image, mask, grid in variants(images[name], brain, affine):
+                with torch.no_grad():
+                    labels = segment_volume(bundle, network, Volume(image, grid), dev)
+                assert labels.shape == image.shape and np.allclose(labels.affine, grid)
+                dice = brain_scores(labels.data, mask)["dice"]
+                rows.append({"model": model, "input": name, "what": what,
+                             "variant": variant, "dice": dice})
+                print(f"{model} {name} {variant}: Dice {dice:.3f}", file=sys.stderr)
+    return rows
+
+
+def variants_markdown(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    columns = list(dict.fromkeys((r["model"], r["input"], r["what"]) for r in rows))
+    lines = ["", "### What a real scan brings (Colin27 variants)", "",
+             "Brain-mask Dice (predicted non-background vs ch2bet's mask carried along) on "
+             "copies of the scan stored or positioned differently:", "",
+             "| variant | " + " | ".join(f"{m}, {i} ({w})" for m, i, w in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name in names:
+        cells = [next(r["dice"] for r in rows if r["variant"] == name
+                      and (r["model"], r["input"], r["what"]) == c) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(f"{d:.3f}" for d in cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------- scores
@@ -233,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads (default 2: the target machine's cores)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also score copies of the scan with noisy air, scanner scaling, a "
+                             "slab, a sagittal acquisition, an oblique grid and a pitched head")
     parser.add_argument("--_measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -277,11 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figure:
         figure = args.figure
         write_figure(rows, brain, affine, figure)
+    variant_rows = run_variants(models, images, brain, affine, args.device) \
+        if args.variants else []
     if args.json:
-        args.json.write_text(json.dumps(records, indent=2))
+        args.json.write_text(json.dumps({"runs": records, "variants": variant_rows}, indent=2))
     command = "python scripts/bench_real_scan.py" + (
-        f" --model {args.model}" if args.model != "demo:brain-t1" else "")
-    print(markdown(records, command, args.threads, args.device, figure))
+        f" --model {args.model}" if args.model != "demo:brain-t1" else "") + (
+        " --variants" if args.variants else "")
+    print(markdown(records, command, args.threads, args.device, figure)
+          + (variants_markdown(variant_rows) if variant_rows else ""))
     return 0
 
 
