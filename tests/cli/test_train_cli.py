@@ -34,3 +34,18 @@ def test_train_source_augment_choices(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--augment" in err and all(p in err for p in PRESETS)
+
+
+def test_train_source_init_fine_tunes_a_model_and_names_its_parent(tmp_path, capsys,
+                                                                    tiny_bundle_path):
+    from uda_core.models.bundle import load_model
+
+    data = tmp_path / "data"
+    _brain(data, "sub-1", 0)
+    _brain(data, "sub-2", 1)
+    out = tmp_path / "tuned.pt"
+    code = main(["train-source", "--out", str(out), "--epochs", "1", "--head-epochs", "0",
+                 "--batch-size", "8", "--device", "cpu", "--init", tiny_bundle_path,
+                 str(data)])
+    assert code == 0, capsys.readouterr().err
+    assert load_model(out).provenance["parent"] == tiny_bundle_path

@@ -30,11 +30,28 @@ def cmd_train_source(args: argparse.Namespace) -> int:
                            "for choosing the best epoch), or --val")
         n_val = max(1, len(pairs) // 6)
         train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    network_settings: dict[str, Any] = {}
+    init_state = None
+    if args.init:   # fine-tuning: the parent's architecture, grid, classes and normalisation
+        from uda_core.models.bundle import load_model
+        parent = load_model(args.init)
+        if parent.architecture != "unet2d" or parent.torchscript is not None:
+            raise InputError("--init needs a 2D U-Net bundle to start from", args.init)
+        if not parent.has_early_head:
+            raise InputError("--init needs a bundle with an early-feature head", args.init)
+        kwargs = parent.full_arch_kwargs()
+        network_settings = {
+            "base_channels": int(kwargs["base_channels"]), "depth": int(kwargs["depth"]),
+            "class_names": tuple(parent.class_names),
+            "spacing_mm": tuple(float(v) for v in parent.spacing_mm),
+            "in_plane_shape": tuple(int(v) for v in parent.in_plane_shape),
+            "normalisation": dict(parent.normalisation)}
+        init_state = parent.build_network().state_dict()
     config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
                                   batch_size=args.batch_size, seed=args.seed,
                                   modality=args.modality,
                                   skull_stripped_input=args.skull_stripped_input,
-                                  augment=args.augment)
+                                  augment=args.augment, **network_settings)
     device = resolve_device(args.device)
     print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
           f"({device})", file=sys.stderr)
@@ -51,7 +68,10 @@ def cmd_train_source(args: argparse.Namespace) -> int:
         bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
         bar.update(1)
 
-    bundle, summary = train_source_model(train_pairs, val_pairs, config, device, progress)
+    bundle, summary = train_source_model(train_pairs, val_pairs, config, device, progress,
+                                         init_state=init_state)
+    if args.init:
+        bundle.provenance["parent"] = str(args.init)
     for bar in bars.values():
         bar.close()
     save_bundle(bundle, out, overwrite=args.overwrite)
@@ -89,6 +109,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         action="store_const", const=False,
                         help="record in the bundle that the model segments whole heads "
                              "(default: neither is recorded)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this model's weights (a 2D U-Net bundle or built-in name, "
+                        "e.g. demo:brain-t1) instead of random ones: fine-tuning with its "
+                        "architecture, model grid, classes and normalisation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_device(p)
     p.add_argument("data", nargs="+", metavar="DATA", help="image files or folders")
