@@ -281,6 +281,13 @@ def _gzip_stream_ok(path: Path) -> bool:
     return True
 
 
+def _refuse_non_real(type_name: str, is_complex: bool, path: Path) -> None:
+    """Complex (and other non-real) voxels would lose their imaginary part silently."""
+    if is_complex:
+        raise InputError(f"has complex-valued voxels ({type_name}); give a magnitude image "
+                         "(real values)", path)
+
+
 def _open_nibabel(path: Path, suffix: str) -> _Opened:
     try:
         # typed as FileBasedImage; a .nii/.nii.gz/.mgz loads as a Nifti1Image (or its
@@ -291,6 +298,11 @@ def _open_nibabel(path: Path, suffix: str) -> _Opened:
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # any nibabel failure here means an unreadable file
         raise InputError(_header_failure(path, suffix, exc), path) from exc
+    stored = img.get_data_dtype()
+    _refuse_non_real(str(stored), stored.kind == "c", path)
+    if stored.kind not in "iufb":
+        raise InputError(f"has voxels of type {stored} (e.g. RGB), not one real value each",
+                         path)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise InputError("has an invalid voxel-to-world transform (affine)", path)
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
@@ -433,8 +445,10 @@ def _open_sitk(path: Path, suffix: str) -> _Opened:
         components = int(reader.GetNumberOfComponents())
         itemsize = _SITK_ITEMSIZE.get(reader.GetPixelID(), 8) * components
         geometry = (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+        pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     except RuntimeError as exc:
         raise InputError(f"is not a readable {fmt} image ({_short_reason(exc)})", path) from exc
+    _refuse_non_real(pixel_type, "complex" in pixel_type.lower(), path)
     affine = _sitk_geometry(*geometry, dim)
 
     def load(as_float32: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,49 @@
+"""Complex-valued (and RGB) images are refused with their voxel type named, never read with
+their imaginary part dropped."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from uda_core.cli import main
+from uda_core.errors import InputError
+from uda_core.io.readers import read_volume
+
+
+def test_complex_nifti_is_refused_with_its_type(tmp_path):
+    data = (np.ones((6, 7, 8)) + 1j * np.ones((6, 7, 8))).astype(np.complex64)
+    path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    with pytest.raises(InputError, match="complex-valued voxels.*complex64") as info:
+        read_volume(path)
+    assert "complex.nii.gz" in str(info.value)
+
+
+def test_complex_mha_is_refused(tmp_path):
+    """MetaImage stores a complex image as two channels per voxel: refused as such."""
+    image = sitk.GetImageFromArray((np.ones((5, 6, 7)) * (1 + 2j)).astype(np.complex64))
+    path = tmp_path / "complex.mha"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match="complex-valued voxels|2 values per voxel"):
+        read_volume(path)
+
+
+def test_rgb_nifti_is_refused(tmp_path):
+    rgb = np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = tmp_path / "rgb.nii"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
+    with pytest.raises(InputError, match="not one real value"):
+        read_volume(path)
+
+
+def test_uda_predict_names_the_complex_file_in_one_line(tmp_path, capsys, tiny_bundle_path):
+    data = np.ones((6, 7, 8), dtype=np.complex64)
+    path = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    code = main(["predict", "--model", tiny_bundle_path, "--out", str(tmp_path / "o"),
+                 str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "c.nii.gz" in err[0] and "complex" in err[0]
