@@ -1,10 +1,13 @@
-"""Dice/HD95 of a segmentation model on held-out demo subjects of every domain.
+"""Dice/HD95 of segmentation models on held-out demo subjects of every domain.
 
-    .venv/bin/python scripts/eval_demo_model.py [--model demo:brain-t1] [--subjects 100-105]
+    .venv/bin/python scripts/eval_demo_model.py [--models demo:brain-t1,demo:brain-t1-robust]
+        [--data resources/demo | --subjects 100-105 [--no-heads]] [--domains t1,protocol]
 
-Generates the held-out subjects (never used in training: those are 0-27), segments each
-domain's volumes with `uda_core` (the same path as `uda predict`) on the input grid, and prints
-a Markdown table: mean over subjects of per-class Dice (CSF, GM, WM), their mean, and mean HD95.
+Segments each domain's volumes with `uda_core` (the same path as `uda predict`) on the input
+grid and prints a Markdown table per model: mean over subjects of per-class Dice (CSF, GM,
+WM), their mean, the brain-mask Dice (predicted non-background vs the labelled brain), mean
+HD95 and seconds per volume. The subjects are held out (training used 0-27); with --data the
+shipped demo folder is read, else the subjects are generated (whole heads unless --no-heads).
 """
 
 from __future__ import annotations
@@ -25,36 +28,54 @@ from uda_core.scores.segmentation import segmentation_scores
 from uda_core.synth.demo_data import write_demo_data
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo:brain-t1")
-    parser.add_argument("--subjects", type=subject_range, default=subject_range("100-105"))
-    parser.add_argument("--domains", default="t1,protocol,t2,pd")
-    args = parser.parse_args()
-    domains = args.domains.split(",")
-    bundle = load_model(args.model)
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def table(model: str, root: Path, subjects, domains) -> None:
+    bundle = load_model(model)
     device = resolve_device("auto")
     network = bundle.build_network(device)
     names = bundle.class_names
-    print(f"| domain | {' | '.join(names[1:])} | mean Dice | mean HD95 (mm) | s/volume |")
-    print("|---|" + "---|" * (len(names) + 2))
+    print(f"\n{model} on {root}\n")
+    print(f"| domain | {' | '.join(names[1:])} | mean Dice | brain mask Dice | "
+          "mean HD95 (mm) | s/volume |")
+    print("|---|" + "---|" * (len(names) + 3))
+    for domain in domains:
+        rows, seconds, masks = [], [], []
+        for subject in subjects:
+            stem = root / domain / f"sub-{subject:03d}"
+            volume = read_volume(f"{stem}_{domain}.nii.gz")
+            start = time.perf_counter()
+            pred = segment_volume(bundle, network, volume, device)
+            seconds.append(time.perf_counter() - start)
+            ref = read_labels(f"{stem}_labels.nii.gz")
+            rows.append(segmentation_scores(pred.data, ref.data, names, ref.spacing))
+            masks.append(dice(pred.data > 0, ref.data > 0))
+        per_class = [np.mean([r["per_class"][n]["dice"] for r in rows]) for n in names[1:]]
+        print(f"| {domain} | " + " | ".join(f"{d:.3f}" for d in per_class)
+              + f" | {np.mean([r['mean_dice'] for r in rows]):.3f} | {np.mean(masks):.3f}"
+              + f" | {np.mean([r['mean_hd95_mm'] for r in rows]):.2f}"
+              + f" | {np.mean(seconds):.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="demo:brain-t1")
+    parser.add_argument("--data", help="a demo folder (e.g. resources/demo) instead of "
+                                       "generating the subjects")
+    parser.add_argument("--subjects", type=subject_range, default=subject_range("100-102"))
+    parser.add_argument("--domains", default="t1,protocol,t2,pd")
+    parser.add_argument("--heads", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    domains = args.domains.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        write_demo_data(Path(tmp), subjects=args.subjects, domains=domains, progress=False)
-        for domain in domains:
-            rows, seconds = [], []
-            for subject in args.subjects:
-                stem = Path(tmp) / domain / f"sub-{subject:03d}"
-                volume = read_volume(f"{stem}_{domain}.nii.gz")
-                start = time.perf_counter()
-                pred = segment_volume(bundle, network, volume, device)
-                seconds.append(time.perf_counter() - start)
-                ref = read_labels(f"{stem}_labels.nii.gz")
-                rows.append(segmentation_scores(pred.data, ref.data, names, ref.spacing))
-            per_class = [np.mean([r["per_class"][n]["dice"] for r in rows]) for n in names[1:]]
-            print(f"| {domain} | " + " | ".join(f"{d:.3f}" for d in per_class)
-                  + f" | {np.mean([r['mean_dice'] for r in rows]):.3f}"
-                  + f" | {np.mean([r['mean_hd95_mm'] for r in rows]):.2f}"
-                  + f" | {np.mean(seconds):.2f} |")
+        root = Path(args.data) if args.data else Path(tmp)
+        if not args.data:
+            write_demo_data(root, subjects=args.subjects, domains=domains, progress=False,
+                            heads=args.heads)
+        for model in args.models.split(","):
+            table(model, root, args.subjects, domains)
 
 
 if __name__ == "__main__":

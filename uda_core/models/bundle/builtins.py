@@ -12,7 +12,13 @@ from uda_core.io.resources import resources_dir
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "demo:brain-t1": (
         "models/brain-t1.pt",
-        "2D U-Net, T1w brain tissue: background, CSF, GM, WM",
+        "2D U-Net, T1w brain tissue: background, CSF, GM, WM; whole heads or skull-stripped "
+        "brains (the demo shifts are left for adaptation to recover)",
+    ),
+    "demo:brain-t1-robust": (
+        "models/brain-t1-robust.pt",
+        "the same network trained with contrast augmentation (gamma, intensity curves, bias, "
+        "blur, noise): the 'no adaptation needed' anchor",
     ),
     "demo:reg-t1": ("models/reg-t1.pt", "2D discrete registration network, T1-T1"),
 }
