@@ -51,6 +51,7 @@ from uda_core.engine.events import (
     StepEvent,
 )
 from uda_core.engine.listeners import Listener
+from uda_core.errors import ModelError
 from uda_core.methods.base import AdaptationMethod
 
 
@@ -266,11 +267,37 @@ class Engine:
                 self.emit(self.preview(0, index))
         return 0, best, initial_state, snapshot
 
+    def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
+        """ModelError (one line naming the file) for a checkpoint of another method, another
+        network, another run's length or one missing what a resume needs."""
+        missing = [k for k in ("step", "network", "modules", "method_state", "rng",
+                               "torch_rng", "best", "history") if k not in saved]
+        if missing:
+            raise ModelError(f"is not a resumable checkpoint (missing {', '.join(missing)})",
+                             path)
+        if saved.get("method") != self.method.name:
+            raise ModelError(f"is a checkpoint of method {saved.get('method')!r}, not "
+                             f"{self.method.name!r}; resume with the method that wrote it",
+                             path)
+        ours = self.network.state_dict()
+        theirs = saved["network"]
+        if set(ours) != set(theirs) or any(
+                tuple(ours[k].shape) != tuple(theirs[k].shape) for k in ours):
+            raise ModelError("is a checkpoint of another network (its weights do not fit "
+                             "this model); resume with the model of that run", path)
+        if set(saved["modules"]) != set(self.method.extra_modules()):
+            raise ModelError("was written with other method modules; resume with the "
+                             "settings of that run", path)
+        if int(saved["step"]) > self.config.steps:
+            raise ModelError(f"is at step {int(saved['step'])}, past this run's "
+                             f"{self.config.steps} steps; give --steps of at least that", path)
+
     def _resume(self, checkpoint: str | Path
                 ) -> tuple[int, dict[str, Any], np.ndarray, dict[str, Any]]:
         """Continue from a last.pt: weights, method state, random state, history. Returns
         (its step, best record, collapse state before any update, best snapshot)."""
         saved = load_checkpoint(checkpoint)
+        self._check_resumable(saved, Path(checkpoint))
         self._restore(saved)
         self.rng.bit_generator.state = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
