@@ -28,6 +28,7 @@ def _segmentation_output(out_dir: Path, source: Path, inputs: list[Path],
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from uda_core.engine.device import resolve_device
+    from uda_core.io.folder_lock import hold_folder
     from uda_core.io.readers import read_volume
     from uda_core.io.writers import write_volume
     from uda_core.models.bundle import load_model
@@ -45,20 +46,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     bundle = load_model(args.model)
     network = bundle.build_network(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for source, target in zip(inputs, targets, strict=True):
-        start = time.perf_counter()
-        volume = read_volume(source)
-        bar = progress_bar(None, source.name, "slice")
-        try:
-            labels = segment_volume(bundle, network, volume, device, args.batch_size,
-                                    on_batch=bar.update)
-        finally:
-            bar.close()
-        write_volume(labels.with_data(labels.data, source=None), target, dtype="uint8",
-                     overwrite=args.overwrite)
-        print(f"{target}  ({'x'.join(map(str, volume.shape))} voxels, "
-              f"{time.perf_counter() - start:.1f} s)")
+    with hold_folder(out_dir):   # one writer per folder
+        for source, target in zip(inputs, targets, strict=True):
+            start = time.perf_counter()
+            volume = read_volume(source)
+            bar = progress_bar(None, source.name, "slice")
+            try:
+                labels = segment_volume(bundle, network, volume, device, args.batch_size,
+                                        on_batch=bar.update)
+            finally:
+                bar.close()
+            write_volume(labels.with_data(labels.data, source=None), target, dtype="uint8",
+                         overwrite=args.overwrite)
+            print(f"{target}  ({'x'.join(map(str, volume.shape))} voxels, "
+                  f"{time.perf_counter() - start:.1f} s)")
     return 0
 
 

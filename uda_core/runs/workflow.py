@@ -34,6 +34,7 @@ from uda_core.engine.listeners import Listener, MetricsWriter
 from uda_core.errors import UdaError
 from uda_core.exports.json_file import write_json_atomic
 from uda_core.io.files import fingerprint
+from uda_core.io.folder_lock import hold_folder
 from uda_core.methods.base import AdaptationMethod
 from uda_core.models.bundle import ModelBundle, save_bundle
 
@@ -82,9 +83,14 @@ def settings_error(name: str, exc: Exception) -> UdaError:
 def execute_plan(plan: RunPlan, out_dir: str | Path, *, listeners: Sequence[Listener] = (),
                  control: RunControl | None = None,
                  resume: str | Path | None = None) -> dict:
-    """Run `plan` into `out_dir` (see the module doc); returns the summary (run.json)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run `plan` into `out_dir` (see the module doc); returns the summary (run.json).
+    The folder is held for the whole run: a second run into it is refused (io.folder_lock)."""
+    with hold_folder(out_dir):
+        return _execute(plan, Path(out_dir), listeners, control, resume)
+
+
+def _execute(plan: RunPlan, out_dir: Path, listeners: Sequence[Listener],
+             control: RunControl | None, resume: str | Path | None) -> dict:
     metrics = MetricsWriter(out_dir / "metrics.jsonl", append=resume is not None)
     engine = Engine(plan.method, plan.task, plan.engine_config, out_dir,
                     [metrics, *listeners], control)
