@@ -33,3 +33,12 @@ class EngineConfig:
     collapse_guard: bool = True      # roll back when a class vanishes or the output is constant
     max_rollbacks: int = 3           # stop the run after this many collapses
     amp: bool = True                 # bfloat16 autocast on CUDA
+
+    def __post_init__(self) -> None:
+        at_least = {"steps": 1, "batch_size": 1, "score_slices": 1, "score_every": 0,
+                    "checkpoint_every": 0, "preview_every": 0, "patience": 0,
+                    "max_rollbacks": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and value < low:
+                raise ValueError(f"{name} must be >= {low}, not {value}")

@@ -6,6 +6,8 @@ everything else: batches, device, events, scores, checkpoints, cancel and rollba
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -118,14 +120,47 @@ class AdaptationMethod(Generic[BatchT]):
 
 
 def config_from_dict(config_class: type, values: dict[str, Any] | None) -> Any:
-    """A config dataclass from a dict, refusing unknown keys with the list of known ones."""
+    """A config dataclass from a dict (e.g. a settings file), refusing with a ValueError that
+    names the setting: unknown keys (with the list of known ones), values of the wrong type
+    (a string for a number, a float for a count, ...), NaN or infinite numbers, a learning
+    rate (``lr``, ``*_lr``) that is not positive and a weight (``lambda_*``, ``*_weight``)
+    that is negative. (Choices such as select_by are checked where they are used.)"""
     values = dict(values or {})
     known = {f.name for f in fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(config_class)
+    for name, value in values.items():
+        _check_setting(name, hints.get(name), value)
     return config_class(**values)
+
+
+def _check_setting(name: str, hint: Any, value: Any) -> None:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None:
+        if not optional:
+            raise ValueError(f"{name} needs a value (got null)")
+        return
+    if base is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {value!r}")
+    if base is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, not {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (name == "lr" or name.endswith("_lr")) and value <= 0:
+            raise ValueError(f"{name} (a learning rate) must be > 0, not {value!r}")
+        if (name.startswith("lambda_") or name.endswith("_weight")) and value < 0:
+            raise ValueError(f"{name} (a weight) must be >= 0, not {value!r}")
 
 
 def set_trainable(module: torch.nn.Module, trainable: bool) -> None:
