@@ -839,3 +839,20 @@ def test_normalise_zscores_the_foreground():
 def test_normalise_rejects_unknown_specs(spec):
     with pytest.raises(ValueError):
         normalise(np.ones((3, 3, 3)), spec)
+
+
+def test_foreground_of_a_head_whose_fat_otsu_would_split_off_keeps_the_whole_head():
+    """Air (noise), a large tissue class and a small very bright one (scalp fat): plain Otsu
+    splits fat from tissue; the foreground must still be the head, not the fat alone."""
+    from uda_core.io.intensity import foreground_mask
+
+    rng = np.random.default_rng(0)
+    air = np.abs(rng.normal(0, 20, 50_000))
+    tissue = rng.normal(800, 60, 30_000)
+    fat = rng.normal(2800, 100, 9_000)
+    values = np.concatenate([air, tissue, fat]).astype(np.float32)
+    mask = foreground_mask(values)
+    assert mask[50_000:].mean() > 0.99 and mask[:50_000].mean() < 0.01
+    # an ordinary two-class image keeps Otsu's split
+    two = np.concatenate([air, tissue]).astype(np.float32)
+    assert foreground_mask(two)[50_000:].all() and not foreground_mask(two)[:50_000].any()

@@ -26,9 +26,11 @@ def foreground_mask(array: np.ndarray, lower_percentile: float = 0.5,
 
     The threshold is computed on a 256-bin histogram of the array clipped to its
     [lower_percentile, upper_percentile] range (percentiles of all voxels, numpy's linear
-    interpolation), so a few very bright voxels do not squeeze the histogram. A constant
-    array has no threshold: every voxel counts as foreground. No connected-component
-    cleaning is done (the largest structure is not required).
+    interpolation), so a few very bright voxels do not squeeze the histogram. When that split
+    leaves tissue in the dark class (a head whose bright scalp fat Otsu separated from the
+    rest), the dark class is split once more (see _air_threshold). A constant array has no
+    threshold: every voxel counts as foreground. No connected-component cleaning is done
+    (the largest structure is not required).
 
     Args:
         array: any shape, finite real values (e.g. an MRI volume (X, Y, Z)).
@@ -37,9 +39,42 @@ def foreground_mask(array: np.ndarray, lower_percentile: float = 0.5,
     lo, hi = (float(v) for v in np.percentile(values, [lower_percentile, upper_percentile]))
     if not hi > lo:
         return np.ones(values.shape, dtype=bool)
-    counts, edges = np.histogram(np.clip(values, lo, hi), bins=_OTSU_BINS, range=(lo, hi))
+    clipped = np.clip(values, lo, hi)
+    counts, edges = np.histogram(clipped, bins=_OTSU_BINS, range=(lo, hi))
     threshold = _otsu_threshold(counts.astype(np.float64), edges)
-    return values > threshold
+    return values > _air_threshold(clipped, threshold)
+
+
+_AIR_CONTRAST = 5.0   # tissue is this many times brighter than the air/noise around a head
+
+
+def _air_threshold(values: np.ndarray, threshold: float) -> float:
+    """Keep the darkest class to air: when Otsu's split leaves tissue below it, split again.
+
+    A whole-head scan has three modes (air, tissue, bright fat); on some heads Otsu separates
+    fat from the rest, so most of the head would count as background. When the voxels below
+    the threshold themselves split (Otsu again) into a dark class and a class that is at
+    least _AIR_CONTRAST times brighter on average and larger than the foreground above the
+    threshold (more tissue left out than kept), that lower split is the air/tissue boundary
+    and is returned; otherwise `threshold` is (the usual case: air and noise, perhaps with
+    some dark bone, below it).
+    """
+    below = values[values <= threshold]
+    above = values.size - below.size
+    if below.size < 2:
+        return threshold
+    lo, hi = float(below.min()), float(below.max())
+    if not hi > lo:
+        return threshold
+    counts, edges = np.histogram(below, bins=_OTSU_BINS, range=(lo, hi))
+    second = _otsu_threshold(counts.astype(np.float64), edges)
+    dark, bright = below[below <= second], below[below > second]
+    if dark.size == 0 or bright.size <= above:
+        return threshold
+    dark_mean = max(float(np.mean(np.abs(dark))), 1e-12 * max(abs(hi), 1.0))
+    if float(np.mean(bright)) >= _AIR_CONTRAST * dark_mean:
+        return second
+    return threshold
 
 
 def _otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> float:
