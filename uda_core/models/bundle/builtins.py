@@ -17,8 +17,9 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     ),
     "demo:brain-t1-robust": (
         "models/brain-t1-robust.pt",
-        "the same network trained with contrast augmentation (gamma, intensity curves, bias, "
-        "blur, noise): the 'no adaptation needed' anchor",
+        "the same network fine-tuned with contrast augmentation (gamma, intensity curves, "
+        "bias, blur, noise); meant as the 'no adaptation needed' anchor, not there yet "
+        "(BENCHMARKS.md)",
     ),
     "demo:reg-t1": ("models/reg-t1.pt", "2D discrete registration network, T1-T1"),
 }
