@@ -145,6 +145,7 @@ class UdaPanel(QWidget):
         self.curves.clear()
         self.summary = None
         self.save_box.set_summary(None)
+        self.run_box.reset_progress()
         self._start_activity_progress(engine_settings.get("steps", 0), method)
         self.controller.start(request)
         self.run_box.set_running(True)

@@ -98,6 +98,12 @@ class RunBox(QGroupBox):
             self.pause.setText("Pause")
             self.pause.blockSignals(False)
 
+    def reset_progress(self, text: str = "loading data…") -> None:
+        """A new run: no step yet (the previous run's "step N / N" must not linger)."""
+        self.progress.setMaximum(1)
+        self.progress.setValue(0)
+        self.progress.setFormat(text)
+
     def show_progress(self, step: int, total: int, elapsed_s: float) -> None:
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(step)

@@ -89,6 +89,8 @@ class SaveBox(QGroupBox):
         written = copy_masks([Path(m) for m in self.summary["masks"]], Path(folder), confirm)
         if written:
             self.saved.emit(f"Saved {len(written)} mask(s) to {folder}")
+        else:   # declined: say so, so that an earlier "Saved ..." does not linger
+            self.saved.emit(f"Masks not saved: you kept the files in {folder}")
 
     def _open_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run_dir())))
