@@ -85,22 +85,27 @@ def tissue_signal(tissue: Tissue, tr_ms: float, te_ms: float, ti_ms: float | Non
 
 
 def mix_tissues(fractions: np.ndarray, signals, texture: np.ndarray | None = None,
-                texture_fraction: float = 0.0) -> np.ndarray:
+                texture_fraction: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
     """Partial-volume mixture sum_k f_k S_k (1 + texture_fraction * texture_k).
 
     Args:
-        fractions: (3, X, Y, Z) tissue fractions (CSF, GM, WM), 0 outside the brain.
-        signals: 3 tissue signals in the same order.
-        texture: (3, X, Y, Z) zero-mean unit-std smooth random fields, or None.
+        fractions: (K, X, Y, Z) tissue fractions, e.g. (CSF, GM, WM), 0 outside the brain,
+            or the head's tissues (synth.head.HEAD_TISSUES).
+        signals: K tissue signals in the same order.
+        texture: (T, X, Y, Z) zero-mean unit-std smooth random fields, or None; with fewer
+            channels than tissues (T < K) they are reused cyclically (tissue k: k mod T).
+        out: a float32 (X, Y, Z) array to add the mixture to (e.g. the brain's signal when
+            the head's tissues are mixed in), or None for a new one.
 
     Returns:
-        (X, Y, Z) float32 signal (0 outside the brain).
+        (X, Y, Z) float32 signal (`out` when given).
     """
-    out = np.zeros(fractions.shape[1:], dtype=np.float32)
+    if out is None:
+        out = np.zeros(fractions.shape[1:], dtype=np.float32)
     for k, s in enumerate(signals):
         term = fractions[k] * np.float32(s)
         if texture is not None and texture_fraction:
-            term *= 1.0 + np.float32(texture_fraction) * texture[k]
+            term *= 1.0 + np.float32(texture_fraction) * texture[k % len(texture)]
         out += term
     return out
 

@@ -340,10 +340,8 @@ def make_subject(
         image = contrast.mix_tissues(fractions, signals, texture, domain.texture_fraction)
         if head is not None:
             head_signals = domain.head_signals(_rng(seed, subject_index, "head:" + domain.name))
-            for k, signal in enumerate(head_signals):
-                term = head[k] * np.float32(signal)
-                term *= 1.0 + np.float32(domain.texture_fraction) * texture[k % 3]
-                image += term
+            contrast.mix_tissues(head, head_signals, texture, domain.texture_fraction,
+                                 out=image)
         image *= contrast.bias_field(grids.sim_shape, grids.sim_voxel, rng,
                                      domain.bias_strength, domain.centre_brightening)
         image = contrast.blur_to_resolution(image, grids.sim_voxel, domain.resolution_mm)
