@@ -24,12 +24,8 @@ from uda_core.engine.device import resolve_device
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
 from uda_core.models.inference import segment_volume
-from uda_core.scores.segmentation import segmentation_scores
+from uda_core.scores.segmentation import dice, segmentation_scores
 from uda_core.synth.demo_data import write_demo_data
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def table(model: str, root: Path, subjects, domains) -> None:
@@ -51,7 +47,7 @@ def table(model: str, root: Path, subjects, domains) -> None:
             seconds.append(time.perf_counter() - start)
             ref = read_labels(f"{stem}_labels.nii.gz")
             rows.append(segmentation_scores(pred.data, ref.data, names, ref.spacing))
-            masks.append(dice(pred.data > 0, ref.data > 0))
+            masks.append(dice(pred.data > 0, ref.data > 0, True))   # brain mask
         per_class = [np.mean([r["per_class"][n]["dice"] for r in rows]) for n in names[1:]]
         print(f"| {domain} | " + " | ".join(f"{d:.3f}" for d in per_class)
               + f" | {np.mean([r['mean_dice'] for r in rows]):.3f} | {np.mean(masks):.3f}"

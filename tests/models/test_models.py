@@ -319,7 +319,8 @@ def test_resources_dir(monkeypatch, tmp_path):
 
 def test_builtin_names(monkeypatch, tmp_path):
     monkeypatch.setenv("UDA_RESOURCES", str(tmp_path))
-    with pytest.raises(ModelError, match="known models: demo:brain-t1, demo:brain-t1-robust, demo:reg-t1"):
+    known = "known models: demo:brain-t1, demo:brain-t1-robust, demo:reg-t1"
+    with pytest.raises(ModelError, match=known):
         resolve_model("demo:nothing")
     with pytest.raises(ModelError, match="missing"):
         load_model("demo:brain-t1")

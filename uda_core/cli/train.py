@@ -39,13 +39,11 @@ def cmd_train_source(args: argparse.Namespace) -> int:
             raise InputError("--init needs a 2D U-Net bundle to start from", args.init)
         if not parent.has_early_head:
             raise InputError("--init needs a bundle with an early-feature head", args.init)
-        kwargs = parent.full_arch_kwargs()
+        kwargs, grid = parent.full_arch_kwargs(), parent.grid
         network_settings = {
             "base_channels": int(kwargs["base_channels"]), "depth": int(kwargs["depth"]),
-            "class_names": tuple(parent.class_names),
-            "spacing_mm": tuple(float(v) for v in parent.spacing_mm),
-            "in_plane_shape": tuple(int(v) for v in parent.in_plane_shape),
-            "normalisation": dict(parent.normalisation)}
+            "class_names": tuple(parent.class_names), "spacing_mm": grid.spacing_mm,
+            "in_plane_shape": grid.in_plane_shape, "normalisation": dict(grid.normalisation)}
         init_state = parent.build_network().state_dict()
     config = SourceTrainingConfig(epochs=args.epochs, head_epochs=args.head_epochs,
                                   batch_size=args.batch_size, seed=args.seed,

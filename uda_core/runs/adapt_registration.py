@@ -128,6 +128,4 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
         summary={"fixed": [str(p) for p in fixed], "moving": [str(p) for p in moving],
                  "labels": [str(p) for p in labels] if labels else None, "aligned": aligned,
                  "pairs": len(target)})
-    summary = execute_plan(plan, out_dir, listeners=listeners, control=control,
-                           resume=resume)
-    return summary
+    return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)
