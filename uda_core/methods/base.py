@@ -60,6 +60,13 @@ class AdaptationMethod(Generic[BatchT]):
     needs: ClassVar[tuple[str, ...]] = (TARGET, INTERNALS)
     uses_gradients: ClassVar[bool] = True
     default_steps: ClassVar[int] = 300        # the run's budget when the user gives none
+    #: Label-free scores (uda_core.scores.label_free.HIGHER_IS_BETTER names) that the method's
+    #: own loss optimises, directly or through a term: the engine never chooses checkpoints
+    #: by them (a score the run optimises rises while the run fails).
+    circular_scores: ClassVar[tuple[str, ...]] = ()
+    #: Shown as experimental (in help texts, the app's list and the benchmark) with this
+    #: reason when it does not beat source-only on validation subjects; "" otherwise.
+    experimental: ClassVar[str] = ""
 
     def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
                  device: torch.device) -> None:
