@@ -9,6 +9,8 @@ et al. JMRI 1999 (3 T: WM T1 ~830 ms, GM ~1330 ms), Stanisz et al. MRM 2005, Gel
 Radiology 1999 (1.5 T: WM T1 ~650-780 ms, GM ~1000-1200 ms); CSF T1 ~4 s, T2 ~2 s; proton
 density relative to CSF: WM 0.69, GM 0.80. They are rounded and meant to give realistic
 contrasts, not to model a particular scanner.
+A scanner's own intensity curve (intensity_curve: peak * (S / peak) ** gamma) may follow the
+magnitude, changing relative contrasts non-linearly.
 All arrays here are float32, shaped (X, Y, Z) (or (C, X, Y, Z)), on grids with voxel sizes
 in mm.
 """
@@ -164,6 +166,22 @@ def blur_to_resolution(image: np.ndarray, voxel_mm, resolution_mm) -> np.ndarray
     if not np.any(sigma > 1e-3):
         return image
     return gaussian_filter(image, sigma, mode="constant", cval=0.0, truncate=3.0)
+
+
+def intensity_curve(image: np.ndarray, peak: float, gamma: float) -> np.ndarray:
+    """A scanner reconstruction's non-linear intensity curve: peak * (image / peak) ** gamma.
+
+    image: (X, Y, Z) float32 magnitudes (>= 0); peak: the brightest tissue's signal, which
+    the curve keeps fixed (as it keeps 0); gamma < 1 lifts dark tissue towards bright (the
+    ratio of two intensities a/b becomes (a/b) ** gamma), gamma > 1 deepens the contrast.
+    gamma = 1 returns `image` itself, untouched. Returns a float32 array of the same shape.
+    """
+    if gamma == 1.0:
+        return image
+    if gamma <= 0 or peak <= 0:
+        raise ValueError(f"intensity_curve needs gamma > 0 and peak > 0, got {gamma}, {peak}")
+    scaled = np.power(image / np.float32(peak), np.float32(gamma), dtype=np.float32)
+    return (scaled * np.float32(peak)).astype(np.float32, copy=False)
 
 
 def area_downsample(array: np.ndarray, factor: int) -> np.ndarray:

@@ -56,6 +56,12 @@ class Domain:
         noise_fraction: Rician noise sigma as a fraction of the brightest tissue's signal.
         texture_fraction: std of the smooth intra-tissue intensity variation (fraction).
         gain: scanner units of the brightest tissue (images are not normalised).
+        pd_scale: factors on the CSF, GM, WM signals (a vendor's or coil's own per-tissue
+            intensity, e.g. its receive chain or a magnetisation-transfer effect); the
+            non-brain tissues of a head keep their signals. (1, 1, 1): none.
+        intensity_gamma: the reconstruction's intensity curve peak * (S / peak) ** gamma on
+            the blurred magnitude image, peak = the brightest tissue's signal magnitude
+            (contrast.intensity_curve); < 1 flattens contrasts non-linearly. 1: none.
     """
 
     name: str
@@ -71,6 +77,14 @@ class Domain:
     noise_fraction: float = 0.02
     texture_fraction: float = 0.03
     gain: float = 1000.0
+    pd_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # identity: the physics alone
+    intensity_gamma: float = 1.0                             # identity: a linear scanner
+
+    def __post_init__(self) -> None:
+        if len(self.pd_scale) != 3 or min(self.pd_scale) <= 0:
+            raise ValueError(f"pd_scale needs three positive factors, got {self.pd_scale}")
+        if not self.intensity_gamma > 0:
+            raise ValueError(f"intensity_gamma must be > 0, got {self.intensity_gamma}")
 
     def head_signals(self, rng: np.random.Generator | None = None) -> list[float]:
         """Signals of the non-brain tissues (synth.head.HEAD_TISSUES, signed for inversion
@@ -83,18 +97,27 @@ class Domain:
                 for k, t in enumerate(HEAD_TISSUES)]
 
     def tissue_signals(self) -> tuple[float, float, float]:
-        """Signals of pure CSF, GM, WM (signed for inversion recovery, CSF PD = 1)."""
+        """Signals of pure CSF, GM, WM (signed for inversion recovery, CSF PD = 1), each
+        times its factor in `pd_scale`."""
         props = contrast.TISSUE_PROPERTIES[self.field_strength]
         csf, gm, wm = (
-            contrast.tissue_signal(props[t], self.tr_ms, self.te_ms, self.ti_ms)
-            for t in contrast.TISSUES
+            contrast.tissue_signal(props[t], self.tr_ms, self.te_ms, self.ti_ms) * float(f)
+            for t, f in zip(contrast.TISSUES, self.pd_scale, strict=True)
         )
         return csf, gm, wm
 
     def to_dict(self) -> dict:
-        """Plain JSON-friendly description (for manifests)."""
+        """Plain JSON-friendly description (for manifests). relative_tissue_signal: each
+        pure tissue's image intensity over the brightest's (pd_scale and intensity_gamma
+        included; before bias, blur and noise)."""
         csf, gm, wm = self.tissue_signals()
         scale = max(abs(csf), abs(gm), abs(wm))
+
+        def relative(signal: float) -> float:
+            ratio = abs(signal) / scale
+            return round(ratio if self.intensity_gamma == 1.0 else ratio ** self.intensity_gamma,
+                         4)
+
         return {
             "name": self.name,
             "description": self.description,
@@ -110,11 +133,10 @@ class Domain:
             "noise_fraction": self.noise_fraction,
             "texture_fraction": self.texture_fraction,
             "gain": self.gain,
-            "relative_tissue_signal": {
-                "CSF": round(abs(csf) / scale, 4),
-                "GM": round(abs(gm) / scale, 4),
-                "WM": round(abs(wm) / scale, 4),
-            },
+            "pd_scale": list(self.pd_scale),
+            "intensity_gamma": self.intensity_gamma,
+            "relative_tissue_signal": {"CSF": relative(csf), "GM": relative(gm),
+                                       "WM": relative(wm)},
         }
 
 
@@ -137,6 +159,31 @@ DOMAINS: dict[str, Domain] = {
         resolution_mm=(3.5, 1.0, 1.0), orientation="PIL",
         bias_strength=0.12, centre_brightening=0.2, noise_fraction=0.04,
         texture_fraction=0.04, gain=2500.0,
+    ),
+    "mprage": Domain(
+        name="mprage",
+        description=(
+            "3 T MPRAGE-like T1w: inversion recovery TR 2300 ms, TI 900 ms, TE 3 ms (dark GM, "
+            "near-black CSF), 1 mm isotropic, bias with central brightening, stored sagittal "
+            "in ASL orientation"
+        ),
+        field_strength="3T", tr_ms=2300.0, te_ms=3.0, ti_ms=900.0,  # effective TR of the train
+        resolution_mm=(1.0, 1.0, 1.0), orientation="ASL",
+        bias_strength=0.15, centre_brightening=0.25, noise_fraction=0.03,
+        texture_fraction=0.03, gain=300.0,
+    ),
+    "highfield": Domain(
+        name="highfield",
+        description=(
+            "the source's spin-echo T1w run on another vendor's 3 T scanner: TR 600 ms, TE "
+            "10 ms, its own per-tissue intensities and a gamma 0.7 intensity curve (flat "
+            "GM/WM contrast), 5 mm axial slices, strong bias, stored LPS (DICOM-like)"
+        ),
+        field_strength="3T", tr_ms=600.0, te_ms=10.0,
+        resolution_mm=(1.0, 1.0, 5.0), orientation="LPS",
+        bias_strength=0.2, centre_brightening=0.15, noise_fraction=0.035,
+        texture_fraction=0.04, gain=4000.0,
+        pd_scale=(1.0, 1.06, 0.94), intensity_gamma=0.7,
     ),
     "t2": Domain(
         name="t2",
@@ -346,8 +393,10 @@ def make_subject(
                                      domain.bias_strength, domain.centre_brightening)
         image = contrast.blur_to_resolution(image, grids.sim_voxel, domain.resolution_mm)
         np.abs(image, out=image)
+        peak = max(abs(s) for s in signals)
+        image = contrast.intensity_curve(image, peak, domain.intensity_gamma)
         image = _to_output(image[None], grids)[0]
-        image *= np.float32(domain.gain / max(abs(s) for s in signals))
+        image *= np.float32(domain.gain / peak)
         image = contrast.add_rician_noise(image, domain.noise_fraction * domain.gain, rng)
 
         labels, affine = labels_ras, grids.out_affine
