@@ -15,4 +15,6 @@ SUMMARIES: dict[str, str] = {
     "adaptsegnet": "Baseline: output-space adversarial adaptation (Tsai et al. 2018; needs "
                    "labelled source images)",
     "early": "Self-training of early features against the final output (Sheikh & Schultz 2022)",
+    "selftrain": "Source-free self-training: a mean teacher's augmentation-averaged, "
+                 "confidence-filtered pseudo-labels (DPL, CoTTA style)",
 }

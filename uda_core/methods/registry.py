@@ -16,6 +16,7 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
+from uda_core.methods.selftrain import SelfTrain
 from uda_core.methods.sfda import SFDA
 from uda_core.methods.tent import Tent
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from uda_core.models.bundle import ModelBundle
 
 METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
-    m.name: m for m in (SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures)}
+    m.name: m for m in (SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures, SelfTrain)}
 
 
 def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
