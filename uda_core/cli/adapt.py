@@ -29,7 +29,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             source=args.source, reference=args.reference, method_settings=settings,
             engine_settings=engine_settings, device=args.device,
             listeners=[ConsoleProgress(args.method)], control=control, resume=args.resume,
-            save_masks=not args.no_masks, overwrite=args.overwrite, align=args.align)
+            save_masks=not args.no_masks, overwrite=args.overwrite, align=args.align,
+            standardise=args.standardise)
     return finish_adaptation(summary)
 
 
@@ -63,6 +64,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                     "checkpoint")
     p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
                    help="how --paired images are aligned to targets (default auto)")
+    p.add_argument("--standardise", action="store_true",
+                   help="match each target's intensities inside the head to the source "
+                        "training data's first (quantile matching; the adapted model keeps "
+                        "doing it). Helps another scanner of the same weighting, not T1 -> T2")
     p.add_argument("--no-masks", action="store_true", help="do not write OUT/masks/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing adapted.pt")
     add_device(p)

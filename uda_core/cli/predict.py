@@ -45,6 +45,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        "predict them into different --out folders")
     device = resolve_device(args.device)
     bundle = load_model(args.model)
+    if args.standardise:
+        from uda_core.models.standardise import standardised
+        bundle = standardised(bundle)
     network = bundle.build_network(device)
     with hold_folder(out_dir):   # one writer per folder
         for source, target in zip(inputs, targets, strict=True):
@@ -115,6 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks in --out")
+    p.add_argument("--standardise", action="store_true",
+                   help="match each input's intensities to the model's source data first "
+                        "(quantile matching; for another scanner of the same weighting)")
     add_device(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volumes: .nii/.nii.gz/.mgz/.mha/.mhd/.nrrd files or DICOM folders")

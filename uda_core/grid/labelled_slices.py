@@ -10,30 +10,38 @@ from typing import Any
 import numpy as np
 
 from uda_core.grid.prepare import labels_to_grid, prepare_volume
+from uda_core.io.intensity import region_quantiles
 from uda_core.io.readers import read_labels, read_volume
 
 
 @dataclass
 class SliceSet:
     """Labelled slices on the model grid: images (N, X, Y) float32, labels (N, X, Y) int64,
-    positions (N,) normalised axial position of each slice."""
+    positions (N,) normalised axial position of each slice; volume_quantiles (V, K): each
+    volume's normalised intensity percentiles inside its labelled brain (labels > 0) at
+    io.intensity.REFERENCE_PERCENTILES (what a trained bundle's intensity reference
+    averages), or None."""
 
     images: np.ndarray
     labels: np.ndarray
     positions: np.ndarray
+    volume_quantiles: np.ndarray | None = None
 
 
 def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
                 normalisation: dict) -> SliceSet:
     """Every (image, labels) pair resampled to the model grid and stacked slice by slice."""
-    images, labels, positions = [], [], []
+    images, labels, positions, quantiles = [], [], [], []
     for image_path, label_path in pairs:
         volume = read_volume(image_path)
         model_input = prepare_volume(volume, spacing_mm, in_plane_shape, normalisation)
+        on_grid = labels_to_grid(read_labels(label_path), model_input)
         images.append(model_input.slices)
-        labels.append(labels_to_grid(read_labels(label_path), model_input))
+        labels.append(on_grid)
         positions.append(model_input.positions)
-    return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions))
+        quantiles.append(region_quantiles(model_input.slices, on_grid > 0))
+    return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions),
+                    np.stack(quantiles))
 
 
 def load_slices_for_bundle(bundle: Any, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:

@@ -15,6 +15,12 @@ import numpy as np
 DEFAULT_NORMALISATION = {"kind": "percentile_zscore", "lower_percentile": 0.5,
                          "upper_percentile": 99.5, "foreground": "otsu"}
 
+#: Percentile levels of the intensity reference a model bundle records and quantile matching
+#: uses (Nyul & Udupa 1999 style landmarks, denser in the tails; the ends are the clip range
+#: of DEFAULT_NORMALISATION, so matching covers every clipped value).
+REFERENCE_PERCENTILES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0,
+                         90.0, 95.0, 98.0, 99.0, 99.5)
+
 _OTSU_BINS = 256
 _KINDS = ("percentile_zscore", "none")
 _FOREGROUNDS = ("otsu", "nonzero", "all")
@@ -108,6 +114,9 @@ def normalise(array: np.ndarray, spec: Mapping = DEFAULT_NORMALISATION) -> np.nd
         up at or near the lowest foreground value, i.e. strongly negative).
       * "none": the values unchanged (as float32).
 
+    (``spec["match_quantiles"]``, intensity standardisation, is applied after this by
+    uda_core.models.inference, inside the brain the network finds.)
+
     An empty foreground falls back to all voxels; a constant foreground gives std 1.
 
     Raises:
@@ -144,3 +153,41 @@ def normalise(array: np.ndarray, spec: Mapping = DEFAULT_NORMALISATION) -> np.nd
     out -= np.float32(mean)
     out /= np.float32(std)
     return out
+
+
+def region_quantiles(normalised: np.ndarray, region: np.ndarray,
+                     percentiles=REFERENCE_PERCENTILES) -> np.ndarray:
+    """Percentiles (numpy's linear interpolation) of `normalised` inside the bool mask
+    `region` (same shape; e.g. the brain), shape (len(percentiles),) float64; all voxels when
+    the mask is empty."""
+    values = np.asarray(normalised)
+    inside = values[region] if region.any() else values.ravel()
+    return np.percentile(inside, np.asarray(percentiles, dtype=np.float64))
+
+
+def match_quantiles(values: np.ndarray, own: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Map intensities piecewise-linearly so that the landmarks `own` land on `reference`.
+
+    Args:
+        values: any shape (e.g. a normalised volume), float.
+        own: (K,) landmark values of `values` (its foreground percentiles), non-decreasing.
+        reference: (K,) the same percentiles of the source data.
+
+    Returns:
+        float32 array of `values`' shape: own[k] -> reference[k] exactly, linear in between,
+        and values beyond the first/last landmark shifted with the end landmarks (slope 1), so
+        nothing is squeezed onto one value. Ties among `own` (a flat histogram part) are
+        broken by a tiny increasing offset so the map stays a function.
+    """
+    own = np.asarray(own, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if own.shape != reference.shape or own.ndim != 1 or own.size < 2:
+        raise ValueError("own and reference must be matching 1D landmark lists (>= 2 values)")
+    span = max(float(own[-1] - own[0]), 1e-6)
+    own = np.maximum.accumulate(own) + np.arange(own.size) * span * 1e-9
+    flat = np.asarray(values, dtype=np.float64)
+    out = np.interp(flat, own, reference)
+    low, high = flat < own[0], flat > own[-1]
+    out[low] = reference[0] + (flat[low] - own[0])
+    out[high] = reference[-1] + (flat[high] - own[-1])
+    return out.astype(np.float32)

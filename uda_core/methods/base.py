@@ -20,6 +20,7 @@ SOURCE_LABELLED = "source_labelled" # labelled source images (adaptsegnet)
 EARLY_HEAD = "early_head"           # the bundle's early-feature head (early)
 PRIOR = "prior"                     # the bundle's class-ratio prior (sfda; may be user-given)
 INTERNALS = "internals"             # a bundle with a state dict, not TorchScript
+INTENSITY_REFERENCE = "intensity_reference"  # the bundle's source intensity percentiles
 
 NEED_DESCRIPTIONS = {
     TARGET: "unlabelled target volumes",
@@ -30,6 +31,8 @@ NEED_DESCRIPTIONS = {
     PRIOR: "a class-ratio prior (from the model bundle, or given by you)",
     INTERNALS: "a model bundle with its weights (a TorchScript file hides the network's "
                "internals)",
+    INTENSITY_REFERENCE: "a model bundle that records its source intensity percentiles "
+                         "(models trained with `uda train-source` do)",
 }
 
 
@@ -67,6 +70,9 @@ class AdaptationMethod(Generic[BatchT]):
     #: Shown as experimental (in help texts, the app's list and the benchmark) with this
     #: reason when it does not beat source-only on validation subjects; "" otherwise.
     experimental: ClassVar[str] = ""
+    #: The run prepares its targets with the standardised bundle (intensity quantile matching
+    #: to the source, uda_core.models.standardise) whatever the user asked.
+    standardises_input: ClassVar[bool] = False
 
     def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
                  device: torch.device) -> None:

@@ -7,6 +7,8 @@ The method classes read their `summary` from here, so each line is written once.
 REG_DISCREPANCIES: tuple[str, ...] = ("l1", "swd", "pemd")
 
 SUMMARIES: dict[str, str] = {
+    "standardise": "Intensity standardisation: each scan's histogram matched to the source "
+                   "training data's, no training (for another scanner of the same weighting)",
     "sfda": "Source-free: entropy minimisation + class-ratio prior (Bateson et al. 2020)",
     "tent": "Baseline: entropy minimisation of BatchNorm scales and shifts (Wang et al. 2021)",
     "adabn": "Baseline: re-estimate BatchNorm statistics on the target scans, no training",

@@ -8,6 +8,7 @@ from uda_core.methods.adabn import AdaBN
 from uda_core.methods.adaptsegnet import AdaptSegNet
 from uda_core.methods.base import (
     EARLY_HEAD,
+    INTENSITY_REFERENCE,
     INTERNALS,
     NEED_DESCRIPTIONS,
     PRIOR,
@@ -18,13 +19,15 @@ from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
 from uda_core.methods.selftrain import SelfTrain
 from uda_core.methods.sfda import SFDA
+from uda_core.methods.standardise import Standardise
 from uda_core.methods.tent import Tent
 
 if TYPE_CHECKING:
     from uda_core.models.bundle import ModelBundle
 
 METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
-    m.name: m for m in (SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures, SelfTrain)}
+    m.name: m for m in (Standardise, SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures,
+                        SelfTrain)}
 
 
 def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
@@ -41,5 +44,7 @@ def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
             have.add(EARLY_HEAD)
     if bundle.class_ratio_prior:
         have.add(PRIOR)
+    if bundle.intensity_reference or bundle.normalisation.get("match_quantiles"):
+        have.add(INTENSITY_REFERENCE)
     return [NEED_DESCRIPTIONS[n] for n in method.needs if n not in have]
 

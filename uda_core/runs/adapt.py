@@ -30,6 +30,7 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model
+from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
@@ -55,8 +56,12 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                    device: str = "auto", listeners: Sequence[Listener] = (),
                    control: RunControl | None = None, resume: str | Path | None = None,
                    save_masks: bool = True, overwrite: bool = False,
-                   align: str = "auto") -> dict:
-    """Adapt `model` to `targets` with `method_name`; returns the run summary (run.json)."""
+                   align: str = "auto", standardise: bool = False) -> dict:
+    """Adapt `model` to `targets` with `method_name`; returns the run summary (run.json).
+
+    standardise: match each target's intensities to the source's first
+    (uda_core.models.standardise); implied by the "standardise" method. The adapted bundle
+    then standardises every scan it is applied to."""
     out_dir = Path(out_dir)
     refuse_existing_output(out_dir, overwrite, resume)
     bundle = load_model(model)
@@ -72,6 +77,9 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         raise settings_error(method_name, exc) from exc
     if hasattr(method_config, "total_steps"):
         method_config.total_steps = engine_config.steps
+    standardise = standardise or method_cls.standardises_input
+    if standardise:
+        bundle = standardised(bundle)
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
 
@@ -95,6 +103,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         summary={"targets": [str(t) for t in targets],
                  "paired": [str(p) for p in paired] if paired else None,
                  "source": [str(s) for s in source] if source else None,
-                 "reference": [str(r) for r in reference] if reference else None},
+                 "reference": [str(r) for r in reference] if reference else None,
+                 "standardised": bool(standardise)},
         after_run=after_run)
     return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)

@@ -26,6 +26,7 @@ from uda_core.io.files import fingerprint
 from uda_core.io.intensity import DEFAULT_NORMALISATION
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.nets.unet import UNet2D
+from uda_core.models.standardise import intensity_reference
 from uda_core.synth.augment import PRESETS, AugmentConfig, Augmenter
 
 Progress = Callable[[str, int, int, dict], None]  # (phase, done, total, scores)
@@ -268,6 +269,8 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
         slice_axis=2, normalisation=dict(config.normalisation),
         class_ratio_prior=class_ratio_prior(train, num_classes, config.prior_bins),
         early_head_state_dict=head_state, provenance=provenance,
-        skull_stripped_input=config.skull_stripped_input)
+        skull_stripped_input=config.skull_stripped_input,
+        intensity_reference=(intensity_reference(train.volume_quantiles)
+                             if train.volume_quantiles is not None else None))
     return bundle, summary
 

@@ -95,7 +95,9 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
             raise InputError(f"{len(items)} {what}(s) given for {len(targets)} target volumes; "
                              "give one per target, in the same order")
     volumes = [read_volume(p) for p in targets]
-    inputs = [prepare_for_bundle(bundle, v) for v in volumes]
+    first_pass = (bundle.build_network() if bundle.normalisation.get("match_quantiles")
+                  else None)   # a standardised bundle finds each brain with the source net
+    inputs = [prepare_for_bundle(bundle, v, first_pass) for v in volumes]
     data = AdaptationData(volumes, inputs, names=[Path(p).name for p in targets])
     if paired is not None:
         data.paired = [paired_on_target_grid(bundle, read_volume(p), v, m, align)

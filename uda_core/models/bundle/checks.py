@@ -175,11 +175,35 @@ def _check_fields(b: ModelBundle) -> str | None:
     if b.skull_stripped_input is not None and not isinstance(b.skull_stripped_input, bool):
         return (f"skull_stripped_input must be true, false or null (unknown), got "
                 f"{b.skull_stripped_input!r}")
+    problem = _check_intensity_reference(b.intensity_reference, "intensity_reference")
+    if problem is None and isinstance(b.normalisation.get("match_quantiles"), dict):
+        problem = _check_intensity_reference(b.normalisation["match_quantiles"],
+                                             "normalisation.match_quantiles")
+    if problem:
+        return problem
     if not _is_weights(b.state_dict):
         return "state_dict must map names to tensors"
     if b.early_head_state_dict is not None and not _is_weights(b.early_head_state_dict):
         return "early_head_state_dict must map names to tensors"
     return _check_prior(b.class_ratio_prior, len(b.class_names))
+
+
+def _check_intensity_reference(reference: object, name: str) -> str | None:
+    """Why an intensity reference is malformed, or None (None itself is fine)."""
+    if reference is None:
+        return None
+    if not isinstance(reference, dict):
+        return f"{name} must be a dict with 'percentiles' and 'values'"
+    levels, values = reference.get("percentiles"), reference.get("values")
+    if not (isinstance(levels, list) and isinstance(values, list) and len(levels) >= 2
+            and len(levels) == len(values) and all(_is_number(v) for v in levels + values)):
+        return f"{name} needs 'percentiles' and 'values': two lists of >= 2 numbers, equal length"
+    if not (all(0 <= p <= 100 for p in levels)
+            and all(a < b for a, b in zip(levels, levels[1:], strict=False))):
+        return f"{name}: percentiles must increase within 0..100"
+    if not all(a <= b for a, b in zip(values, values[1:], strict=False)):
+        return f"{name}: values must not decrease"
+    return None
 
 
 def validate(bundle: ModelBundle, path: str | os.PathLike | None = None) -> None:

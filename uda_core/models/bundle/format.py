@@ -11,7 +11,8 @@ run code when loaded::
      "class_names": [...], "modality": "T1w", "spacing_mm": [x, y, z] (mm),
      "in_plane_shape": [X, Y] (voxels), "orientation": "RAS", "slice_axis": 2,
      "normalisation": {...}, "class_ratio_prior": {...} | None, "provenance": {...},
-     "skull_stripped_input": true | false | null}   # optional; older bundles lack it
+     "skull_stripped_input": true | false | null,   # optional; older bundles lack it
+     "intensity_reference": {"percentiles": [K], "values": [K]} | null}   # optional
 
 A registration model is the same format with ``"architecture": "discrete_regnet"`` (the
 task follows from the architecture; see :mod:`uda_core.models.bundle.registration`): its
@@ -78,6 +79,10 @@ class ModelBundle:
     ``skull_stripped_input``: True when the network expects brain-extracted input (it was
     trained on skull-stripped brains), False when it segments whole heads (scalp, skull and
     neck labelled background), None when unknown (bundles written before the field existed).
+    ``intensity_reference``: ``{"percentiles": [K], "values": [K]}``, the source training
+    data's normalised intensity percentiles inside the head (mean over training volumes, see
+    :func:`uda_core.io.intensity.foreground_quantiles`); what intensity standardisation maps
+    each target onto (:mod:`uda_core.models.standardise`). None: not recorded.
     ``source`` is the file it was loaded from (for messages; not saved).
     """
 
@@ -95,6 +100,7 @@ class ModelBundle:
     early_head_state_dict: dict[str, Tensor] | None = None
     provenance: dict = field(default_factory=dict)
     skull_stripped_input: bool | None = None
+    intensity_reference: dict | None = None
     torchscript: torch.jit.ScriptModule | None = None
     source: str | None = field(default=None, compare=False, repr=False)
 
@@ -222,7 +228,8 @@ def bundle_metadata(bundle: ModelBundle) -> dict:
     meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION}
     for name in ("architecture", "arch_kwargs", "class_names", "modality", "spacing_mm",
                  "in_plane_shape", "orientation", "slice_axis", "normalisation",
-                 "class_ratio_prior", "provenance", "skull_stripped_input"):
+                 "class_ratio_prior", "provenance", "skull_stripped_input",
+                 "intensity_reference"):
         meta[name] = _plain(getattr(bundle, name), name)
     return meta
 
@@ -276,7 +283,7 @@ def export_torchscript(bundle: ModelBundle, path: str | os.PathLike, *,
 _REQUIRED = ("architecture", "arch_kwargs", "state_dict", "class_names")
 _OPTIONAL = ("modality", "spacing_mm", "in_plane_shape", "orientation", "slice_axis",
              "normalisation", "class_ratio_prior", "early_head_state_dict", "provenance",
-             "skull_stripped_input")
+             "skull_stripped_input", "intensity_reference")
 
 
 def _check_format(content: dict, path: Path) -> None:
@@ -406,7 +413,10 @@ def describe(bundle: ModelBundle) -> list[str]:
         outputs,
         f"Input: {b.modality}, {spacing} mm, {shape} voxels in-plane, {b.orientation}, "
         f"{plane} slices (axis {b.slice_axis})",
-        f"Normalisation: {b.normalisation.get('kind', '?')}",
+        f"Normalisation: {b.normalisation.get('kind', '?')}"
+        + ("; intensities standardised to the source's (quantile matching)"
+           if b.normalisation.get("match_quantiles") else ""),
+        f"Source intensity reference: {'yes' if b.intensity_reference else 'no'}",
         f"Skull stripping: {_SKULL_STRIPPING.get(b.skull_stripped_input, '?')}",
         *extras,
         f"Parent: {prov.get('parent') or 'none'}; method: {prov.get('method') or 'none'}",
