@@ -260,6 +260,17 @@ def test_batchnorm_params_train_only_batchnorm_scales_and_shifts(tiny_bundle_pat
     assert teacher_changed == changed
 
 
+def test_without_batch_statistics_the_source_statistics_stay(tiny_bundle_path):
+    method = _method(tiny_bundle_path, batch_statistics=False)
+    buffers = {k: v.clone() for k, v in method.network.named_buffers()}
+    source = _params(method.network)
+    method.step(_batch(0))
+    assert not method.network.training
+    assert all(torch.equal(v, buffers[k]) for k, v in method.network.named_buffers())
+    assert all(torch.equal(v, buffers[k]) for k, v in method.teacher.named_buffers())
+    assert any(not torch.equal(v, source[k]) for k, v in _params(method.network).items())
+
+
 def test_nothing_kept_means_no_update(tiny_bundle_path):
     method = _method(tiny_bundle_path, confidence=1.0)
     source = _params(method.network)
