@@ -221,10 +221,12 @@ class UdaPanel(QWidget):
             self.curves.mark_chosen(chosen)
         self.data_box.show_final_masks(summary.get("masks", []))
         self.save_box.set_summary(summary)
+        outcome = summary.get("outcome") or (f"chose step {chosen} by "
+                                             f"{summary.get('selected_by')}")
         self.run_box.status.setText(
             f"{summary.get('status', 'finished').capitalize()} after "
-            f"{summary.get('steps_done')} steps. Chosen checkpoint: step {chosen} by "
-            f"{summary.get('selected_by')}. Results in {Path(summary['adapted_model']).parent}")
+            f"{summary.get('steps_done')} steps: {outcome}. Results in "
+            f"{Path(summary['adapted_model']).parent}")
 
     def _on_failed(self, message: str, details: str) -> None:
         self.run_box.set_running(False)

@@ -34,7 +34,7 @@ def sfda_engine(bundle_path, out_dir=None, listeners=(), control=None, **engine_
     bundle.class_ratio_prior = {"constant": [0.6, 0.1, 0.15, 0.15]}
     method = SFDA(bundle.build_network(), bundle, SFDAConfig(lr=1e-3), torch.device("cpu"))
     settings = dict(steps=6, batch_size=4, score_every=3, score_slices=4, checkpoint_every=3,
-                    skip_empty_slices=False, collapse_guard=False, select_by="entropy")
+                    skip_empty_slices=False, collapse_guard=False, select_by="consistency")
     settings.update(engine_kw)
     config = EngineConfig(**settings)
     return Engine(method, SegmentationTask(method, tiny_data(), config), config, out_dir,

@@ -165,9 +165,10 @@ def cancel_on_interrupt(control: Any) -> Iterator[None]:
 
 def finish_adaptation(summary: dict, verb: str = "chose") -> int:
     """Print the adapted model line (stdout) and, for a cancelled run, how to resume."""
+    outcome = summary.get("outcome") or (f"{verb} step {summary['chosen_step']} by "
+                                         f"{summary['selected_by']}")
     print(f"{summary['adapted_model']}  ({summary['status']}, {summary['steps_done']} steps in "
-          f"{summary['seconds']:.0f} s, {verb} step {summary['chosen_step']} by "
-          f"{summary['selected_by']})")
+          f"{summary['seconds']:.0f} s, {outcome})")
     for mask in summary.get("masks") or []:
         print(mask)
     if summary["status"] == "cancelled":

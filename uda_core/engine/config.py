@@ -8,7 +8,11 @@ from typing import ClassVar
 from uda_core.scores import label_free
 
 FALLBACK_SELECTION = "info_max"
-SELECTION_SCORES = (*label_free.HIGHER_IS_BETTER, "last")  # segmentation's choices
+SELECTION_SCORES = ("auto", *label_free.HIGHER_IS_BETTER, "last")  # segmentation's choices
+#: What select_by "auto" takes: the first of these the task offers and the method's loss does
+#: not optimise (methods.base.AdaptationMethod.circular_scores); see BENCHMARKS.md for the
+#: validation study behind the order.
+AUTO_SELECTION = ("prior_kl", "consistency", "info_max", "mutual_info")
 
 
 @dataclass
@@ -26,9 +30,14 @@ class EngineConfig:
     checkpoint_every: int = 50       # write last.pt every N steps (needs an output folder)
     preview_every: int = 0           # PreviewEvent every N steps (and of every target at step
                                      # 0); 0 = off. Which target: RunControl.preview_index
-    select_by: str = "prior_kl"      # label-free score that chooses the checkpoint ("prior_kl"
-                                     # falls back to "info_max" for a model without a prior;
-                                     # chosen on validation subjects, BENCHMARKS.md)
+    select_by: str = "auto"          # label-free score that chooses the checkpoint: "auto" =
+                                     # the first of AUTO_SELECTION that the method's loss does
+                                     # not optimise (a score a method optimises rises while it
+                                     # fails); such a circular choice given by name is refused
+    min_gain: float = 0.0            # "first, do no harm": a step replaces step 0 (the source
+                                     # weights) only when the selection score improves on step
+                                     # 0's by more than this (label_free.gain units); else the
+                                     # run keeps the source weights and says so
     patience: int = 0                # stop after this many scorings without improvement; 0 = off
     collapse_guard: bool = True      # roll back when a class vanishes or the output is constant
     max_rollbacks: int = 3           # stop the run after this many collapses

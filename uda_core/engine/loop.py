@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from uda_core.engine.checkpoints import load_checkpoint, save_checkpoint
-from uda_core.engine.config import FALLBACK_SELECTION, EngineConfig
+from uda_core.engine.config import AUTO_SELECTION, FALLBACK_SELECTION, EngineConfig
 from uda_core.engine.control import RunControl
 from uda_core.engine.events import (
     CheckpointEvent,
@@ -53,6 +53,7 @@ from uda_core.engine.events import (
 from uda_core.engine.listeners import Listener
 from uda_core.errors import ModelError
 from uda_core.methods.base import AdaptationMethod
+from uda_core.scores.label_free import gain as label_free_gain
 
 
 @dataclass
@@ -63,6 +64,9 @@ class RunResult:
     best_scores: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     network_state: dict[str, torch.Tensor] | None = None   # the chosen weights (on the CPU)
+    selected_by: str = ""        # the score that chose (select_by "auto" resolved), or "last"
+    kept_source: bool = False    # no step was confidently better: the source weights kept
+    outcome: str = ""            # one line for people: what was chosen and why
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -114,10 +118,18 @@ class Engine:
         self.network = method.network
         self.rng = np.random.default_rng(self.config.seed)
         self.task = task
-        choices = (*self.task.higher_is_better, "last")  # "last": the final good weights
+        choices = ("auto", *self.task.higher_is_better, "last")  # "last": final good weights
         if self.config.select_by not in choices:
             raise ValueError(f"select_by must be one of {', '.join(choices)}")
+        circular = set(method.circular_scores)
+        if self.config.select_by in circular:
+            independent = [c for c in choices if c not in circular]
+            raise ValueError(
+                f"select_by {self.config.select_by} is optimised by {method.name}'s own loss, "
+                f"so it would rise while the run fails; choose one of {', '.join(independent)}")
         self.history: list[dict[str, Any]] = []
+        self.selected_by = "" if self.config.select_by == "auto" else self.config.select_by
+        self._skipped_unconfident = 0   # scorings better than step 0 but not by min_gain
 
     # --- events ---------------------------------------------------------------------------
 
@@ -147,14 +159,42 @@ class Engine:
         finally:
             self.method.train_mode()
 
+    def _selection_score(self, scores: dict[str, float]) -> str:
+        """The score that chooses: select_by, or for "auto" the first of AUTO_SELECTION the
+        task computed and the method's loss does not optimise (fixed at the first scoring)."""
+        if not self.selected_by:
+            circular = set(self.method.circular_scores)
+            offered = [n for n in AUTO_SELECTION
+                       if n in scores and n in self.task.higher_is_better and n not in circular]
+            others = [n for n in scores if n in self.task.higher_is_better and n not in circular]
+            if not offered and not others:
+                raise ValueError(f"no label-free score independent of {self.method.name}'s "
+                                 "loss to choose checkpoints by; give select_by last")
+            self.selected_by = (offered or others)[0]
+        name = self.selected_by
+        if name == "prior_kl" and name not in scores:
+            name = FALLBACK_SELECTION  # no class-ratio prior to compare with
+        return name
+
     def _selection(self, scores: dict[str, float], step: int) -> float:
         if self.config.select_by == "last":
             return float(step)
-        name = self.config.select_by
-        if name == "prior_kl" and name not in scores:
-            name = FALLBACK_SELECTION  # no class-ratio prior to compare with
+        name = self._selection_score(scores)
         value = scores.get(name, float("nan"))
         return value if self.task.higher_is_better[name] else -value
+
+    def _confident(self, scores: dict[str, float], best: dict[str, Any]) -> bool:
+        """"First, do no harm": a step may replace the source weights only when its selection
+        score beats step 0's by more than min_gain (label_free.gain)."""
+        if self.config.select_by == "last":
+            return True
+        name = self._selection_score(scores)
+        if "initial_scores" not in best:
+            return True   # a checkpoint written before the rule existed
+        initial = best["initial_scores"].get(name, float("nan"))
+        change = label_free_gain(name, initial, scores.get(name, float("nan")),
+                                 self.task.higher_is_better[name])
+        return bool(change > self.config.min_gain)
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -225,6 +265,9 @@ class Engine:
                     continue
                 selection = self._selection(scores, step)
                 is_best = selection > best["selection"]
+                if is_best and not self._confident(scores, best):
+                    is_best = False
+                    self._skipped_unconfident += 1
                 if is_best:
                     best.update(step=step, selection=selection, scores=scores)
                     best_snapshot = self._snapshot(step)
@@ -248,17 +291,36 @@ class Engine:
         self._restore(best_snapshot)
         self.method.finish()
         self.method.inference_mode()
-        message = message or f"{step} steps; chose step {best['step']} by {cfg.select_by}"
+        selected_by = ("last" if cfg.select_by == "last"
+                       else self._selection_score(best["scores"]))
+        kept_source = best["step"] == 0 and step > 0 and cfg.select_by != "last"
+        outcome = self._outcome(best, selected_by, kept_source)
+        message = f"{message}; {outcome}" if message else f"{step} steps; {outcome}"
         self.emit(FinishedEvent(status, step, best["step"], message))
         return RunResult(status, step, best["step"], best["scores"], self.history,
-                         _cpu_state(self.network))
+                         _cpu_state(self.network), selected_by, kept_source, outcome)
+
+    def _outcome(self, best: dict[str, Any], selected_by: str, kept_source: bool) -> str:
+        """One line: the chosen step and why, or why the source weights were kept."""
+        if not kept_source:
+            if selected_by == "last":
+                return f"kept step {best['step']} (the last good weights)"
+            initial = best.get("initial_scores", {}).get(selected_by, float("nan"))
+            value = best["scores"].get(selected_by, float("nan"))
+            return (f"chose step {best['step']} by {selected_by} ({initial:.4g} at step 0 -> "
+                    f"{value:.4g})")
+        if self.method.name == "standardise":
+            return "the source weights on standardised input (standardise trains nothing)"
+        why = (f"no step beat it on {selected_by} by more than min_gain {self.config.min_gain:g}"
+               if self._skipped_unconfident else f"no step scored better on {selected_by}")
+        return f"kept the source weights (step 0): {why}"
 
     def _begin(self) -> tuple[int, dict[str, Any], np.ndarray, dict[str, Any]]:
         """A fresh run: score the untouched network (step 0, the "do nothing" choice), write
         best.pt and the step-0 previews. Returns (0, best record, collapse state, snapshot)."""
         scores, reference, initial_state = self.score()
         best = {"step": 0, "selection": self._selection(scores, 0), "scores": scores,
-                "initial_state": initial_state.tolist()}
+                "initial_state": initial_state.tolist(), "initial_scores": dict(scores)}
         self._record_scores(0, scores, reference, best, True)
         snapshot = self._snapshot(0)
         self._write_checkpoint("best.pt", 0, best)

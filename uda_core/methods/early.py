@@ -37,6 +37,7 @@ class EarlyFeatures(AdaptationMethod[Batch]):
     config_class = EarlyConfig
     needs = (TARGET, EARLY_HEAD, INTERNALS)
     default_steps = 300
+    circular_scores = ("early_agreement",)  # it trains the early head to agree
 
     @property
     def unet(self) -> UNet2D:

@@ -47,6 +47,7 @@ class SFDA(AdaptationMethod[Batch]):
     config_class = SFDAConfig
     needs = (TARGET, PRIOR, INTERNALS)
     default_steps = 300
+    circular_scores = ("entropy", "info_max", "snd", "prior_kl")  # its two loss terms
 
     def setup(self) -> None:
         cfg = self.config

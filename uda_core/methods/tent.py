@@ -37,6 +37,7 @@ class Tent(AdaptationMethod[Batch]):
     config_class = TentConfig
     needs = (TARGET, INTERNALS)
     default_steps = 200
+    circular_scores = ("entropy", "info_max", "snd")  # it minimises entropy
 
     def setup(self) -> None:
         for p in self.network.parameters():

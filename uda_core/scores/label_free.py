@@ -17,6 +17,18 @@ HIGHER_IS_BETTER = {"entropy": False, "info_max": True, "prior_kl": False,
                     "early_agreement": True, "consistency": True, "snd": True}
 
 
+def gain(name: str, initial: float, value: float, higher_is_better: bool) -> float:
+    """How much better `value` is than `initial` (the step-0 value) for score `name`, in one
+    unit for every score: the difference (sign-corrected) for bounded scores, and for
+    "prior_kl" (a divergence that shrinks towards 0) the relative decrease
+    (initial - value) / initial. Positive = better; NaN when either is not finite."""
+    if not (math.isfinite(initial) and math.isfinite(value)):
+        return float("nan")
+    if name == "prior_kl":
+        return (initial - value) / max(initial, 1e-12)
+    return (value - initial) if higher_is_better else (initial - value)
+
+
 def mean_entropy(probs: torch.Tensor) -> float:
     """Mean pixel entropy divided by log(C): 0 = certain, 1 = uniform."""
     ent = -(probs * torch.log(probs.clamp_min(1e-10))).sum(dim=1)

@@ -1,0 +1,71 @@
+"""Adaptation runs on VALIDATION subjects (40-42) for choosing defaults and the checkpoint rule.
+
+    .venv/bin/python scripts/validation_study.py --data DATA --out OUT [--jobs 2] RUN...
+
+RUN is SHIFT:METHOD[+std][:JSON settings], e.g. ``protocol:sfda+std:{"lr":1e-5}``; "+std"
+standardises the targets first (`uda adapt --standardise`). Each run is `run_adaptation` with
+the targets' reference labels (Dice on the scored slices, for evaluation only), scoring every
+25 steps and `select_by last`, so OUT/<name>/metrics.jsonl holds every label-free score beside
+the reference Dice at each scoring; scripts/study_selection.py then compares checkpoint rules.
+DATA holds `uda demo-data DATA --subjects 40-42 --domains t1,SHIFT,...`. Never point it at the
+benchmark's held-out subjects (100+).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+SUBJECTS = (40, 41, 42)
+
+
+def run_one(job: tuple[str, str, str, dict, bool, int | None]) -> str:
+    import torch
+    torch.set_num_threads(1)
+    from uda_core.runs.adapt import run_adaptation
+    data, out, shift, method, std, steps = job[0], job[1], job[2], job[3], job[4], job[5]
+    name, settings = method
+    targets = [Path(data) / shift / f"sub-{s:03d}_{shift}.nii.gz" for s in SUBJECTS]
+    labels = [Path(data) / shift / f"sub-{s:03d}_labels.nii.gz" for s in SUBJECTS]
+    engine = {"score_every": 25, "select_by": "last"}
+    if steps:
+        engine["steps"] = steps
+    summary = run_adaptation("demo:brain-t1", name, targets, out, reference=labels,
+                             method_settings=settings, engine_settings=engine,
+                             save_masks=False, device="cpu", standardise=std)
+    return f"{out}: {summary.get('status')} {summary.get('steps_done')} steps"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args()
+    jobs = []
+    for spec in args.runs:
+        shift, rest = spec.split(":", 1)
+        method, _, settings = rest.partition(":")
+        std = method.endswith("+std")
+        method = method.removesuffix("+std")
+        values = json.loads(settings) if settings else {}
+        tag = re.sub(r"[^A-Za-z0-9.]+", "_", settings).strip("_")
+        name = f"{shift}-{method}{'-std' if std else ''}{'-' + tag if tag else ''}"
+        out = Path(args.out) / name
+        if (out / "run.json").is_file():
+            continue
+        jobs.append((args.data, str(out), shift, (method, values), std, args.steps))
+    os.makedirs(args.out, exist_ok=True)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for line in pool.map(run_one, jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

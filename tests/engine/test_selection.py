@@ -1,0 +1,67 @@
+"""Choosing the checkpoint without labels: never by a score the method's loss optimises, and
+the source weights kept unless the chosen score is confidently better."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.engine.test_engine import sfda_engine, tiny_data
+from uda_core.engine import Engine, EngineConfig
+from uda_core.methods.adabn import AdaBN, AdaBNConfig
+from uda_core.models.bundle import load_model
+from uda_core.scores.label_free import gain
+from uda_core.tasks.segmentation import SegmentationTask
+
+
+def test_gain_is_a_difference_or_a_relative_decrease_of_the_divergence():
+    assert gain("consistency", 0.90, 0.93, True) == pytest.approx(0.03)
+    assert gain("entropy", 0.20, 0.15, False) == pytest.approx(0.05)
+    assert gain("prior_kl", 0.010, 0.004, False) == pytest.approx(0.6)
+    assert gain("prior_kl", 0.010, 0.020, False) == pytest.approx(-1.0)
+    assert math.isnan(gain("info_max", float("nan"), 0.5, True))
+
+
+@pytest.mark.parametrize("score", ["entropy", "prior_kl", "info_max", "snd"])
+def test_a_score_the_method_optimises_is_refused(tiny_bundle_path, score):
+    with pytest.raises(ValueError, match=f"select_by {score} is optimised by sfda's own loss"):
+        sfda_engine(tiny_bundle_path, select_by=score)
+
+
+def test_auto_takes_the_first_independent_score(tiny_bundle_path):
+    engine = sfda_engine(tiny_bundle_path, select_by="auto", steps=3)
+    result = engine.run()
+    assert result.selected_by == "consistency"   # prior_kl is a term of sfda's loss
+
+
+def adabn_engine(bundle_path, **engine_kw):
+    bundle = load_model(bundle_path)
+    bundle.class_ratio_prior = {"constant": [0.6, 0.1, 0.15, 0.15]}
+    method = AdaBN(bundle.build_network(), bundle, AdaBNConfig(), torch.device("cpu"))
+    settings = dict(steps=4, batch_size=4, score_every=2, score_slices=4,
+                    skip_empty_slices=False, collapse_guard=False)
+    settings.update(engine_kw)
+    config = EngineConfig(**settings)
+    return Engine(method, SegmentationTask(method, tiny_data(), config), config)
+
+
+def test_auto_takes_prior_kl_for_a_method_that_does_not_optimise_it(tiny_bundle_path):
+    assert adabn_engine(tiny_bundle_path).run().selected_by == "prior_kl"
+
+
+def test_no_confident_step_keeps_the_source_weights_and_says_so(tiny_bundle_path):
+    engine = adabn_engine(tiny_bundle_path, select_by="consistency", min_gain=10.0)
+    before = {k: v.clone() for k, v in engine.network.state_dict().items()}
+    result = engine.run()
+    assert result.best_step == 0 and result.kept_source
+    assert "kept the source weights (step 0)" in result.outcome
+    for key, value in engine.network.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_a_confident_step_replaces_the_source(tiny_bundle_path):
+    result = adabn_engine(tiny_bundle_path, select_by="last").run()
+    assert result.best_step == 4 and not result.kept_source
+    assert result.outcome.startswith("kept step 4")
