@@ -344,3 +344,19 @@ def test_gradcheck_discrepancies():
     b = _leaf(2.0 * torch.rand(2, 6, 3, generator=g, dtype=torch.float64) + 0.1)
     for k in (2, 3, 4):
         assert gradcheck(lambda x, y, k=k: projected_emd(x, y, (2, 3), n_directions=k), (a, b))
+
+
+def test_kl_brain_class_ratio_by_hand():
+    from uda_core.losses import kl_brain_class_ratio
+    # one slice of 4 pixels, one-hot: background, CSF, GM, GM -> sizes (1, 1, 2, 0)
+    probs = torch.zeros(1, 4, 2, 2)
+    probs[0, 0, 0, 0] = probs[0, 1, 0, 1] = probs[0, 2, 1, 0] = probs[0, 2, 1, 1] = 1.0
+    probs = probs.clamp_min(1e-12)
+    probs = probs / probs.sum(1, keepdim=True)
+    prior = torch.tensor([0.4, 0.2, 0.2, 0.2])          # brain: 1/3 each
+    tau_hat = torch.tensor([1 / 3, 2 / 3, 1e-12])
+    expected = float((tau_hat * (torch.log(tau_hat + 1e-10) - math.log(1 / 3))).sum())
+    assert float(kl_brain_class_ratio(probs, prior)) == pytest.approx(expected, abs=1e-5)
+    # a prior equal to the brain ratio gives 0 whatever the background share
+    match = torch.tensor([0.9, 0.1 / 3, 0.2 / 3, 1e-4])
+    assert float(kl_brain_class_ratio(probs, match, prior_floor=1e-4)) < 1e-3

@@ -146,6 +146,46 @@ def kl_class_ratio(probs: Tensor, prior, class_weights=None, prior_floor: float 
     return (terms * weights).sum() / batch
 
 
+def kl_brain_class_ratio(probs: Tensor, prior, prior_floor: float = 1e-4) -> Tensor:
+    """KL(tau_hat || tau) of the class ratios *inside the brain*: classes 1.. only.
+
+    With S_{b,c} the max-normalised soft sizes of soft_class_ratio, the foreground ratio is
+    tau_hat_{b,c} = S_{b,c} / sum_{c'>=1} S_{b,c'} for c >= 1, the prior's likewise (floored,
+    then renormalised over c >= 1), and each slice's KL is weighted by its soft foreground
+    share w_b = sum_{c>=1} S_{b,c} / sum_c S_{b,c}:
+
+        L = sum_b w_b KL_b / sum_b w_b
+
+    so background (most of a whole-head slice) no longer hides a small class such as CSF
+    (its share of a slice is ~3 %, of the brain ~12 %), and slices showing little brain count
+    little.
+
+    Args:
+        probs: softmax probabilities (B, C, *spatial), C >= 3 (background first).
+        prior: class ratios of whole slices, (C,) or (B, C) (as stored in the bundle).
+
+    Returns:
+        Scalar tensor (nats).
+    """
+    _check_probs(probs)
+    batch, num_classes = probs.shape[:2]
+    if num_classes < 3:
+        raise ValueError("a brain class ratio needs at least two foreground classes")
+    tau = torch.as_tensor(prior, dtype=probs.dtype, device=probs.device)
+    if tau.shape not in ((num_classes,), (batch, num_classes)):
+        raise ValueError(f"prior must have shape ({num_classes},) or ({batch}, {num_classes}), "
+                         f"got {tuple(tau.shape)}")
+    tau = tau.expand(batch, num_classes)[:, 1:].clamp_min(prior_floor)
+    tau = tau / tau.sum(dim=1, keepdim=True).clamp_min(_LOG_EPS)
+    largest = probs.amax(dim=1, keepdim=True).clamp_min(_LOG_EPS)
+    sizes = (probs / largest).flatten(start_dim=2).sum(dim=2)          # (B, C)
+    foreground = sizes[:, 1:]
+    weight = foreground.sum(dim=1) / sizes.sum(dim=1).clamp_min(_LOG_EPS)   # (B,)
+    tau_hat = foreground / foreground.sum(dim=1, keepdim=True).clamp_min(_LOG_EPS)
+    per_slice = (tau_hat * (torch.log(tau_hat + _LOG_EPS) - torch.log(tau + _LOG_EPS))).sum(1)
+    return (weight * per_slice).sum() / weight.sum().clamp_min(_LOG_EPS)
+
+
 def pairwise_divergence(p: Tensor, q: Tensor, kind: str = "kl") -> Tensor:
     """Per-pixel divergence between two softmax outputs, mean over batch and pixels (ddm).
 

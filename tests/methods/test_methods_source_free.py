@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from uda_core.methods.adabn import AdaBN, AdaBNConfig
@@ -48,6 +49,21 @@ def test_sfda_updates_all_parameters_with_finite_losses(tiny_bundle_path):
     method_params = {k for k, _ in _method(SFDA, SFDAConfig(), tiny_bundle_path)
                      .network.named_parameters() if not k.startswith("early_head")}
     assert method_params <= changed
+
+
+def test_sfda_batchnorm_only_and_brain_ratio(tiny_bundle_path):
+    method = _method(SFDA, SFDAConfig(lr=1e-3, params="batchnorm", kl_region="brain"),
+                     tiny_bundle_path)
+    bn_names = {f"{name}.{p}" for name, m in method.network.named_modules()
+                if isinstance(m, torch.nn.BatchNorm2d) for p in ("weight", "bias")}
+    losses, changed, _ = _run(method)
+    assert changed and changed <= bn_names
+    assert all(row["kl_prior"] >= 0 for row in losses)
+
+
+def test_sfda_refuses_unknown_choices(tiny_bundle_path):
+    with pytest.raises(ValueError, match="kl_region"):
+        _method(SFDA, SFDAConfig(kl_region="head"), tiny_bundle_path).setup()
 
 
 def test_tent_updates_only_batchnorm_affine_parameters(tiny_bundle_path):

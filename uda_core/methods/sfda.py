@@ -17,17 +17,22 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from uda_core.losses import kl_class_ratio, weighted_entropy
+from uda_core.losses import kl_brain_class_ratio, kl_class_ratio, weighted_entropy
 from uda_core.methods.base import INTERNALS, PRIOR, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.tent import batchnorm_layers
 from uda_core.models.prior import prior_for_positions
 
 PRIOR_MODES = ("position", "constant", "user")
+KL_REGIONS = ("slice", "brain")
+PARAM_CHOICES = ("all", "batchnorm")
 
 
 @dataclass
 class SFDAConfig:
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"prior_mode": PRIOR_MODES}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"prior_mode": PRIOR_MODES,
+                                                      "kl_region": KL_REGIONS,
+                                                      "params": PARAM_CHOICES}
 
     lambda_ent: float = 1.0        # entropy weight (reference: 1)
     lambda_kl: float = 1.0         # class-ratio KL weight (reference: 1)
@@ -39,6 +44,11 @@ class SFDAConfig:
     prior_mode: str = "position"   # "position" (per slice position), "constant", or "user"
     user_prior: list[float] | None = None  # class shares for prior_mode "user" (sum to 1)
     prior_floor: float = 1e-4      # smallest prior share, so no class is driven to zero
+    kl_region: str = "slice"       # class ratios of whole slices ("slice", the reference) or
+                                   # inside the brain ("brain": classes 1.., so background
+                                   # does not hide CSF; losses.kl_brain_class_ratio)
+    params: str = "all"            # trained parameters: "all" (reference) or "batchnorm"
+                                   # (BatchNorm scales and shifts only, as tent)
 
 
 class SFDA(AdaptationMethod[Batch]):
@@ -65,10 +75,25 @@ class SFDA(AdaptationMethod[Batch]):
             self.prior = self.bundle.class_ratio_prior
         else:
             raise ValueError("prior_mode must be 'position', 'constant' or 'user'")
-        for p in self.network.parameters():
-            p.requires_grad_(True)
-        self.optimisers = [torch.optim.Adam(self.network.parameters(), lr=cfg.lr,
-                                            betas=(0.9, 0.999), weight_decay=cfg.weight_decay)]
+        if cfg.kl_region not in KL_REGIONS:
+            raise ValueError(f"kl_region must be one of {', '.join(KL_REGIONS)}")
+        if cfg.params not in PARAM_CHOICES:
+            raise ValueError(f"params must be one of {', '.join(PARAM_CHOICES)}")
+        if cfg.params == "batchnorm":
+            for p in self.network.parameters():
+                p.requires_grad_(False)
+            params = [p for bn in batchnorm_layers(self.network) for p in (bn.weight, bn.bias)
+                      if p is not None]
+            if not params:
+                raise ValueError("params 'batchnorm' needs a network with BatchNorm layers")
+            for p in params:
+                p.requires_grad_(True)
+        else:
+            params = list(self.network.parameters())
+            for p in params:
+                p.requires_grad_(True)
+        self.optimisers = [torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999),
+                                            weight_decay=cfg.weight_decay)]
 
     def step(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
@@ -76,7 +101,10 @@ class SFDA(AdaptationMethod[Batch]):
         prior = torch.from_numpy(prior_for_positions(self.prior, batch.positions.cpu().numpy())
                                  .astype(np.float32)).to(probs.device)
         ent = weighted_entropy(probs, self.class_weights)
-        kl = kl_class_ratio(probs, prior, prior_floor=cfg.prior_floor)
+        if cfg.kl_region == "brain":
+            kl = kl_brain_class_ratio(probs, prior, prior_floor=cfg.prior_floor)
+        else:
+            kl = kl_class_ratio(probs, prior, prior_floor=cfg.prior_floor)
         total = cfg.lambda_ent * ent + cfg.lambda_kl * kl
         self.update(total)
         return {"entropy": ent.item(), "kl_prior": kl.item(), "total": total.item()}
