@@ -237,6 +237,7 @@ class RunRequest:
     engine_settings: dict = field(default_factory=dict)  # steps, batch_size, preview_every...
     device: str = "auto"            # "auto", "cpu" or "cuda"
     overwrite: bool = False         # replace an existing OUT/adapted.pt
+    standardise: bool = False       # match intensities to the source's first
     threads: int | None = None      # torch CPU threads: torch.set_num_threads on the worker
                                     # thread (torch also starts later threads with it); None:
                                     # leave torch's setting as it is
@@ -294,7 +295,7 @@ class AdaptationWorker(QObject):
                 method_settings=request.method_settings,
                 engine_settings=request.engine_settings, device=request.device,
                 listeners=[self.on_event], control=self.control,
-                overwrite=request.overwrite)
+                overwrite=request.overwrite, standardise=request.standardise)
         except UdaError as exc:
             logger.info("adaptation refused: %s", exc)
             self.failed.emit(str(exc), "")

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QStandardItem, QStandardItemModel
-from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QStackedWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QLabel,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.segmentation.prior_table import PriorTable
 from app.widgets.forms import ConfigForm
 from uda_core.engine import EngineConfig
 from uda_core.methods.base import PRIOR
-from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.catalogue import EXPERIMENTAL, SUMMARIES, help_line, label
 from uda_core.methods.registry import METHODS, missing_needs
 
 # Engine settings a user may want to change before a run (the rest keep their defaults).
@@ -32,9 +40,9 @@ class MethodBox(QGroupBox):
         super().__init__("3  Method", parent)
         self.model = QStandardItemModel(self)
         for name in METHODS:
-            item = QStandardItem(name)
+            item = QStandardItem(label(name))
             item.setData(name, Qt.UserRole)
-            item.setToolTip(SUMMARIES[name])
+            item.setToolTip(help_line(name))
             self.model.appendRow(item)
         self.choice = QComboBox()
         self.choice.setModel(self.model)
@@ -58,10 +66,17 @@ class MethodBox(QGroupBox):
         engine_hidden = [f for f in EngineConfig.__dataclass_fields__
                          if f not in ENGINE_FIELDS_SHOWN]
         self.engine_form = ConfigForm(EngineConfig, hidden=engine_hidden)
+        self.standardise = QCheckBox("Standardise intensities first")
+        self._chosen_standardise = False   # the user's choice while a method implies it
+        self.standardise.setToolTip(
+            "Match each scan's intensities inside the brain to the model's source data "
+            "before adapting (quantile matching). Helps another scanner of the same "
+            "weighting (T1w to T1w); not T1w to T2w.")
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
         layout.addWidget(self.summary)
         layout.addWidget(self.reason)
+        layout.addWidget(self.standardise)
         layout.addWidget(self.forms)
         layout.addWidget(self.prior_label)
         layout.addWidget(self.prior)
@@ -87,7 +102,7 @@ class MethodBox(QGroupBox):
             self._missing[name] = missing
             item = self.model.item(row)
             item.setEnabled(not missing)
-            item.setToolTip(SUMMARIES[name] + ("\nNeeds: " + "; ".join(missing)
+            item.setToolTip(help_line(name) + ("\nNeeds: " + "; ".join(missing)
                                                if missing else ""))
         if bundle is not None:
             self.prior.set_model_prior(bundle.class_names, bundle.class_ratio_prior)
@@ -115,7 +130,16 @@ class MethodBox(QGroupBox):
 
     def _on_choice(self, *_) -> None:
         name = self.method
-        self.summary.setText(f"<small>{SUMMARIES[name]}</small>")
+        note = (f"<br><span style='color:#e8a33d'>{EXPERIMENTAL[name]}</span>"
+                if name in EXPERIMENTAL else "")
+        self.summary.setText(f"<small>{SUMMARIES[name]}{note}</small>")
+        implied = METHODS[name].standardises_input   # the standardise method itself
+        if implied and self.standardise.isEnabled():
+            self._chosen_standardise = self.standardise.isChecked()
+            self.standardise.setChecked(True)
+        elif not implied and not self.standardise.isEnabled():
+            self.standardise.setChecked(self._chosen_standardise)
+        self.standardise.setEnabled(not implied)
         self.reason.setText(self.unavailable_reason())
         self.reason.setVisible(bool(self.unavailable_reason()))
         self.forms.setCurrentWidget(self._form_for[name])

@@ -141,7 +141,8 @@ class UdaPanel(QWidget):
             out_dir=out_dir, paired=data.paired.paths() or None,
             source=data.source.paths() or None, reference=data.reference.paths() or None,
             method_settings=method_settings, engine_settings=engine_settings,
-            device=self.run_box.device.currentText(), overwrite=overwrite)
+            device=self.run_box.device.currentText(), overwrite=overwrite,
+            standardise=self.method_box.standardise.isChecked())
         self.curves.clear()
         self.summary = None
         self.save_box.set_summary(None)

@@ -36,12 +36,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from uda_core.methods.catalogue import SUMMARIES as methods
+    from uda_core.methods.catalogue import help_line
     p = sub.add_parser(
         "adapt", help="adapt a model to unlabelled target scans",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Adapt MODEL to the unlabelled TARGET volumes with one method; writes "
                     "OUT/adapted.pt, OUT/metrics.jsonl, OUT/run.json and OUT/masks/.\n\n"
-                    "methods:\n" + "\n".join(f"  {k:<12} {v}" for k, v in methods.items()))
+                    "methods:\n" + "\n".join(f"  {k:<12} {help_line(k)}" for k in methods))
     p.add_argument("--model", required=True, help="model bundle or built-in name")
     p.add_argument("--method", required=True, choices=list(methods), metavar="NAME",
                    help="one of: " + ", ".join(methods))

@@ -6,6 +6,23 @@ The method classes read their `summary` from here, so each line is written once.
 # Classifier discrepancies for adapting the registration network (uda_core.methods.mcd).
 REG_DISCREPANCIES: tuple[str, ...] = ("l1", "swd", "pemd")
 
+#: Methods shown as experimental, with the measured reason (help texts, the app, the benchmark).
+EXPERIMENTAL: dict[str, str] = {
+    "early": "experimental: on validation subjects it fell below source-only in every variant "
+             "tried (BENCHMARKS.md)",
+}
+
+
+def label(name: str) -> str:
+    """The method's name as lists show it: "early (experimental)" or just the name."""
+    return f"{name} (experimental)" if name in EXPERIMENTAL else name
+
+
+def help_line(name: str) -> str:
+    """Its one-line summary, with the experimental reason when it has one."""
+    return SUMMARIES[name] + (f" [{EXPERIMENTAL[name]}]" if name in EXPERIMENTAL else "")
+
+
 SUMMARIES: dict[str, str] = {
     "standardise": "Intensity standardisation: each scan's histogram matched to the source "
                    "training data's, no training (for another scanner of the same weighting)",

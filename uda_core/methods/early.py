@@ -20,7 +20,7 @@ from typing import cast
 import torch
 
 from uda_core.methods.base import EARLY_HEAD, INTERNALS, TARGET, AdaptationMethod, Batch
-from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.catalogue import EXPERIMENTAL, SUMMARIES
 from uda_core.models.nets.unet import UNet2D
 
 
@@ -38,6 +38,7 @@ class EarlyFeatures(AdaptationMethod[Batch]):
     needs = (TARGET, EARLY_HEAD, INTERNALS)
     default_steps = 300
     circular_scores = ("early_agreement",)  # it trains the early head to agree
+    experimental = EXPERIMENTAL["early"]
 
     @property
     def unet(self) -> UNet2D:

@@ -93,7 +93,7 @@ def test_demo_run_updates_curves_and_masks_and_exports_valid_files(panel, qtbot,
     after = panel.layers.mask_data(0)
     assert before is not None and after is not None
     assert (before != after).sum() > 0                                # the mask changed
-    assert "Chosen checkpoint" in panel.run_box.status.text()
+    assert "kept step 6 (the last good weights)" in panel.run_box.status.text()
 
     summary = panel.summary
     assert summary["status"] == "completed" and summary["steps_done"] == 6
