@@ -34,7 +34,10 @@ def run_one(job: tuple[str, str, str, dict, bool, int | None]) -> str:
     engine = {"score_every": 25, "select_by": "last"}
     if steps:
         engine["steps"] = steps
+    paired = ([Path(data) / "t1" / f"sub-{s:03d}_t1.nii.gz" for s in SUBJECTS]
+              if name == "ddm" else None)   # ddm: each subject's t1 scan as its pair
     summary = run_adaptation("demo:brain-t1", name, targets, out, reference=labels,
+                             paired=paired,
                              method_settings=settings, engine_settings=engine,
                              save_masks=False, device="cpu", standardise=std)
     return f"{out}: {summary.get('status')} {summary.get('steps_done')} steps"

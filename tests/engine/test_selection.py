@@ -65,3 +65,18 @@ def test_a_confident_step_replaces_the_source(tiny_bundle_path):
     result = adabn_engine(tiny_bundle_path, select_by="last").run()
     assert result.best_step == 4 and not result.kept_source
     assert result.outcome.startswith("kept step 4")
+
+
+def test_the_guard_score_vetoes_a_step_it_finds_worse(tiny_bundle_path):
+    engine = adabn_engine(tiny_bundle_path, select_by="prior_kl", guard_tolerance=0.005)
+    best = {"initial_scores": {"prior_kl": 0.010, "consistency": 0.95}}
+    better = {"prior_kl": 0.008, "consistency": 0.948}
+    assert engine._confident(better, best)                    # consistency -0.002: tolerated
+    assert not engine._confident({**better, "consistency": 0.93}, best)   # -0.02: vetoed
+    assert not engine._confident({**better, "prior_kl": 0.011}, best)     # no gain at all
+
+
+def test_no_guard_when_the_method_optimises_it(tiny_bundle_path):
+    engine = sfda_engine(tiny_bundle_path, select_by="consistency", guard_by="prior_kl")
+    best = {"initial_scores": {"prior_kl": 0.010, "consistency": 0.90}}
+    assert engine._confident({"prior_kl": 0.5, "consistency": 0.91}, best)

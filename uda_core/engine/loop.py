@@ -185,7 +185,8 @@ class Engine:
 
     def _confident(self, scores: dict[str, float], best: dict[str, Any]) -> bool:
         """"First, do no harm": a step may replace the source weights only when its selection
-        score beats step 0's by more than min_gain (label_free.gain)."""
+        score beats step 0's by more than min_gain (label_free.gain) and the guard score
+        (guard_by) is not worse than step 0's by more than guard_tolerance."""
         if self.config.select_by == "last":
             return True
         name = self._selection_score(scores)
@@ -194,7 +195,15 @@ class Engine:
         initial = best["initial_scores"].get(name, float("nan"))
         change = label_free_gain(name, initial, scores.get(name, float("nan")),
                                  self.task.higher_is_better[name])
-        return bool(change > self.config.min_gain)
+        if not change > self.config.min_gain:
+            return False
+        guard = self.config.guard_by
+        if (not guard or guard == name or guard in self.method.circular_scores
+                or guard not in scores or guard not in self.task.higher_is_better):
+            return True
+        drop = label_free_gain(guard, best["initial_scores"].get(guard, float("nan")),
+                               scores[guard], self.task.higher_is_better[guard])
+        return not drop < -self.config.guard_tolerance
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -311,8 +320,11 @@ class Engine:
                     f"{value:.4g})")
         if self.method.name == "standardise":
             return "the source weights on standardised input (standardise trains nothing)"
-        why = (f"no step beat it on {selected_by} by more than min_gain {self.config.min_gain:g}"
-               if self._skipped_unconfident else f"no step scored better on {selected_by}")
+        guard = self.config.guard_by
+        guarded = f" with {guard} no worse" if guard and guard != selected_by else ""
+        why = (f"no step beat it on {selected_by}{guarded} (min_gain "
+               f"{self.config.min_gain:g})" if self._skipped_unconfident
+               else f"no step scored better on {selected_by}")
         return f"kept the source weights (step 0): {why}"
 
     def _begin(self) -> tuple[int, dict[str, Any], np.ndarray, dict[str, Any]]:

@@ -49,6 +49,9 @@ class SFDAConfig:
                                    # does not hide CSF; losses.kl_brain_class_ratio)
     params: str = "all"            # trained parameters: "all" (reference) or "batchnorm"
                                    # (BatchNorm scales and shifts only, as tent)
+    batch_statistics: bool = True  # BatchNorm normalises with target batch statistics while
+                                   # adapting (reference: model.train()); False keeps the
+                                   # source statistics (eval mode) and trains the weights only
 
 
 class SFDA(AdaptationMethod[Batch]):
@@ -94,6 +97,9 @@ class SFDA(AdaptationMethod[Batch]):
                 p.requires_grad_(True)
         self.optimisers = [torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999),
                                             weight_decay=cfg.weight_decay)]
+
+    def train_mode(self) -> None:
+        self.network.train(self.config.batch_statistics)
 
     def step(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
