@@ -22,8 +22,9 @@ from qtpy.QtWidgets import (
 from app.segmentation.prior_table import PriorTable
 from app.widgets.forms import ConfigForm
 from uda_core.engine import EngineConfig
-from uda_core.methods.base import PRIOR
+from uda_core.methods.base import PAIRED_SOURCE, PRIOR, SOURCE_LABELLED
 from uda_core.methods.catalogue import EXPERIMENTAL, SUMMARIES, help_line, label
+from uda_core.methods.recommend import Recommendation, recommend
 from uda_core.methods.registry import METHODS, missing_needs
 
 # Engine settings a user may want to change before a run (the rest keep their defaults).
@@ -49,6 +50,10 @@ class MethodBox(QGroupBox):
         self.choice.currentIndexChanged.connect(self._on_choice)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
+        self.recommendation = QLabel()
+        self.recommendation.setWordWrap(True)
+        self.recommendation.linkActivated.connect(self._use_recommendation)
+        self._recommended: Recommendation | None = None
         self.reason = QLabel()
         self.reason.setWordWrap(True)
         self.reason.setStyleSheet("color: #e8a33d")
@@ -74,6 +79,7 @@ class MethodBox(QGroupBox):
             "weighting (T1w to T1w); not T1w to T2w.")
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
+        layout.addWidget(self.recommendation)
         layout.addWidget(self.summary)
         layout.addWidget(self.reason)
         layout.addWidget(self.standardise)
@@ -106,7 +112,29 @@ class MethodBox(QGroupBox):
                                                if missing else ""))
         if bundle is not None:
             self.prior.set_model_prior(bundle.class_names, bundle.class_ratio_prior)
+        self._show_recommendation(bundle, provided)
         self._on_choice()
+
+    def _show_recommendation(self, bundle, provided: set[str]) -> None:
+        """'Recommended: ddm (use it)' with the reason as its tooltip, or nothing when the
+        recommended method cannot run with this model."""
+        choice = recommend(PAIRED_SOURCE in provided, SOURCE_LABELLED in provided)
+        usable = bundle is not None and not missing_needs(METHODS[choice.method], bundle,
+                                                          provided)
+        self._recommended = choice if usable else None
+        self.recommendation.setVisible(usable)
+        if usable:
+            extra = " with standardised intensities" if (
+                choice.standardise and not METHODS[choice.method].standardises_input) else ""
+            self.recommendation.setText(f"<small>Recommended: <b>{choice.method}</b>{extra} "
+                                        f"(<a href='use'>use it</a>)</small>")
+            self.recommendation.setToolTip(choice.reason)
+
+    def _use_recommendation(self, *_) -> None:
+        if self._recommended is not None:
+            self.select(self._recommended.method)
+            if self.standardise.isEnabled():
+                self.standardise.setChecked(self._recommended.standardise)
 
     def unavailable_reason(self) -> str:
         missing = self._missing.get(self.method, [])

@@ -22,15 +22,23 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     settings = read_settings(args.config)
     engine_settings = engine_settings_from(settings, args,
                                            ("steps", "seed", "batch_size", "select_by"))
+    method, standardise = args.method, args.standardise
+    if method == "auto":
+        from uda_core.cli.common import say
+        from uda_core.methods.recommend import recommend
+        choice = recommend(bool(args.paired), bool(args.source))
+        method, standardise = choice.method, standardise or choice.standardise
+        say(f"method auto: {method}{' with --standardise' if standardise else ''} "
+            f"({choice.reason})")
     control = RunControl()
     with cancel_on_interrupt(control):
         summary = run_adaptation(
-            args.model, args.method, args.targets, args.out, paired=args.paired,
+            args.model, method, args.targets, args.out, paired=args.paired,
             source=args.source, reference=args.reference, method_settings=settings,
             engine_settings=engine_settings, device=args.device,
-            listeners=[ConsoleProgress(args.method)], control=control, resume=args.resume,
+            listeners=[ConsoleProgress(method)], control=control, resume=args.resume,
             save_masks=not args.no_masks, overwrite=args.overwrite, align=args.align,
-            standardise=args.standardise)
+            standardise=standardise)
     return finish_adaptation(summary)
 
 
@@ -44,8 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "OUT/adapted.pt, OUT/metrics.jsonl, OUT/run.json and OUT/masks/.\n\n"
                     "methods:\n" + "\n".join(f"  {k:<12} {help_line(k)}" for k in methods))
     p.add_argument("--model", required=True, help="model bundle or built-in name")
-    p.add_argument("--method", required=True, choices=list(methods), metavar="NAME",
-                   help="one of: " + ", ".join(methods))
+    p.add_argument("--method", required=True, choices=["auto", *methods], metavar="NAME",
+                   help="one of: " + ", ".join(methods) + "; or auto: the method the "
+                        "benchmark recommends for the data you give (says which and why)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--paired", nargs="+", metavar="IMAGE",
                    help="ddm: a source-modality image of the same subject per target, in the "

@@ -44,3 +44,21 @@ def test_declining_to_replace_masks_replaces_the_last_saved_message(qtbot, tmp_p
     box._save_masks()
     assert (folder / "a_seg.nii.gz").read_bytes() == b"new" and "Saved 1" in messages[-1]
     assert Path(messages[-1].split(" to ")[-1]) == folder
+
+
+def test_method_box_recommends_ddm_with_pairs_and_uses_it(qtbot):
+    from app.segmentation.method_box import MethodBox
+    from tests.conftest import make_seg_bundle
+    from uda_core.methods.base import PAIRED_SOURCE, TARGET
+    box = MethodBox()
+    qtbot.addWidget(box)
+    bundle = make_seg_bundle(intensity_reference={"percentiles": [1.0, 99.0],
+                                                  "values": [-1.0, 1.0]})
+    box.update_availability(bundle, {TARGET, PAIRED_SOURCE})
+    assert "Recommended: <b>ddm</b>" in box.recommendation.text()
+    box._use_recommendation()
+    assert box.method == "ddm"
+    box.update_availability(bundle, {TARGET})
+    assert "<b>standardise</b>" in box.recommendation.text()
+    box._use_recommendation()
+    assert box.method == "standardise" and box.standardise.isChecked()
