@@ -15,7 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from uda_core.scores.label_free import HIGHER_IS_BETTER
+from uda_core.engine.config import AUTO_SELECTION, EngineConfig
+from uda_core.methods.registry import METHODS
+from uda_core.scores.label_free import HIGHER_IS_BETTER, gain
 
 
 def scored_rows(run_dir: Path) -> list[dict]:
@@ -29,6 +31,58 @@ def choice(rows: list[dict], score: str) -> dict:
     sign = 1.0 if HIGHER_IS_BETTER[score] else -1.0
     candidates = [r for r in rows if key in r]
     return max(candidates, key=lambda r: sign * r[key]) if candidates else {}
+
+
+def engine_rule(rows: list[dict], method: str, config: EngineConfig) -> dict:
+    """The row the engine's default rule would keep: select_by auto (the first of
+    AUTO_SELECTION the method's loss does not optimise), a step replacing step 0 only when
+    that score gains more than min_gain and the guard score loses at most guard_tolerance."""
+    circular = set(METHODS[method].circular_scores)
+    name = next(n for n in AUTO_SELECTION if f"score/{n}" in rows[0] and n not in circular)
+    guard = config.guard_by
+    use_guard = bool(guard) and guard != name and guard not in circular
+    first, best = rows[0], rows[0]
+    sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
+    for row in rows[1:]:
+        if sign * row[f"score/{name}"] <= sign * best[f"score/{name}"]:
+            continue
+        if not gain(name, first[f"score/{name}"], row[f"score/{name}"],
+                    HIGHER_IS_BETTER[name]) > config.min_gain:
+            continue
+        if use_guard and gain(guard, first[f"score/{guard}"], row[f"score/{guard}"],
+                              HIGHER_IS_BETTER[guard]) < -config.guard_tolerance:
+            continue
+        best = row
+    return {**best, "rule_score": name}
+
+
+def method_of(run_dir: Path) -> str:
+    """The method of a run folder (its run.json)."""
+    return json.loads((run_dir / "run.json").read_text())["method"]
+
+
+def rule_table(run_dirs: list[str]) -> None:
+    """Reference Dice (scored slices) of step 0, the engine rule's choice and the best in
+    hindsight, per run, and their means."""
+    config = EngineConfig()
+    print(f"\nEngine default rule (select_by auto, guard {config.guard_by} tolerance "
+          f"{config.guard_tolerance}, min_gain {config.min_gain}):\n")
+    print("| run | step 0 | rule's choice | best in hindsight | last |")
+    print("|---|---|---|---|---|")
+    sums = [[], [], [], []]
+    for run_dir in map(Path, run_dirs):
+        rows = scored_rows(run_dir)
+        chosen = engine_rule(rows, method_of(run_dir), config)
+        best = max(rows, key=lambda r: r["reference/dice"])
+        values = [rows[0]["reference/dice"], chosen["reference/dice"], best["reference/dice"],
+                  rows[-1]["reference/dice"]]
+        for total, v in zip(sums, values, strict=True):
+            total.append(v)
+        print(f"| {run_dir.name} | {values[0]:.3f} | {values[1]:.3f} (step {chosen['step']}, "
+              f"{chosen['rule_score']}) | {values[2]:.3f} (step {best['step']}) | "
+              f"{values[3]:.3f} |")
+    means = " | ".join(f"{sum(v) / len(v):.3f}" for v in sums)
+    print(f"| **mean** | {means} |")
 
 
 def main(run_dirs: list[str]) -> None:
@@ -55,6 +109,7 @@ def main(run_dirs: list[str]) -> None:
         print(f"| {run_dir.name} | " + " | ".join(cells) + " |")
     means = [f"{sum(v) / len(v):.3f}" if v else "-" for v in totals.values()]
     print("| **mean** | " + " | ".join(means) + " |")
+    rule_table(run_dirs)
 
 
 if __name__ == "__main__":
