@@ -228,7 +228,7 @@ def test_registered_with_its_needs_and_circular_scores(tiny_bundle_path):
     assert METHODS["selftrain"] is SelfTrain
     assert missing_needs(SelfTrain, load_model(tiny_bundle_path), {"target"}) == []
     assert set(SelfTrain.circular_scores) == {"entropy", "info_max", "snd", "consistency"}
-    assert SelfTrain.default_steps == 200
+    assert SelfTrain.default_steps == 100
 
 
 def test_steps_change_the_student_and_the_teacher_less(tiny_bundle_path):
@@ -241,7 +241,8 @@ def test_steps_change_the_student_and_the_teacher_less(tiny_bundle_path):
     teacher_moved = _distance(_params(method.teacher), source)
     assert 0 < teacher_moved < 0.2 * student_moved
     assert all(not p.requires_grad for p in method.teacher.parameters())
-    assert not method.teacher.training and method.network.training
+    assert not method.teacher.training
+    assert method.network.training == method.config.batch_statistics
     for (name, t), s in zip(method.teacher.named_buffers(), method.network.buffers(),
                             strict=True):
         assert torch.equal(t, s), name  # BatchNorm statistics copied from the student

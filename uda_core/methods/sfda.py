@@ -35,9 +35,11 @@ class SFDAConfig:
                                                       "params": PARAM_CHOICES}
 
     lambda_ent: float = 1.0        # entropy weight (reference: 1)
-    lambda_kl: float = 1.0         # class-ratio KL weight (reference: 1)
-    lr: float = 1e-4               # Adam. Reference 1e-6 over 100 epochs; our default budget
-                                   # is a few hundred steps, so a larger step (our choice)
+    lambda_kl: float = 30.0        # class-ratio KL weight (reference: 1). Validation subjects
+                                   # 40-42 (protocol, first demo model): lr 1e-5 with 1 ->
+                                   # 0.750, with 30 -> 0.760 at step 150 (source 0.705)
+    lr: float = 1e-5               # Adam (reference 1e-6 over 100 epochs); 1e-4 fell 0.724 ->
+                                   # 0.674 there, and on whole heads 0.736 -> 0.605 (step 300)
     weight_decay: float = 1e-4     # reference
     background_weight: float = 0.1  # entropy weight of class 0; the other classes share the
                                    # rest equally (reference binary weights: 0.1 / 0.9)
@@ -59,7 +61,7 @@ class SFDA(AdaptationMethod[Batch]):
     summary = SUMMARIES["sfda"]
     config_class = SFDAConfig
     needs = (TARGET, PRIOR, INTERNALS)
-    default_steps = 300
+    default_steps = 150  # on validation whole heads no step after 25 beat step 0 (BENCHMARKS)
     circular_scores = ("entropy", "info_max", "snd", "prior_kl")  # its two loss terms
 
     def setup(self) -> None:
