@@ -42,7 +42,9 @@ def _set_threads(job: dict) -> None:
 def adapt_job(job: dict) -> dict:
     """One `run_adaptation` from files to files.
 
-    job: model, method, targets, out_dir, paired (or None), source (or None),
+    job: model, method (a registry name, no "+std"), targets, out_dir, paired (or None),
+    source (or None), reference (target label paths, or None: the scored slices' Dice in
+    metrics.jsonl, never used by the run), standardise (bool: match intensities first),
     engine_settings, device, threads. Returns {"summary": run summary, "wall_s": seconds of
     the whole call (read, adapt, write model and masks), "peak_mb": peak resident memory
     (MB)}.
@@ -53,6 +55,8 @@ def adapt_job(job: dict) -> dict:
     started = time.perf_counter()
     summary = run_adaptation(job["model"], job["method"], job["targets"], job["out_dir"],
                              paired=job.get("paired"), source=job.get("source"),
+                             reference=job.get("reference"),
+                             standardise=bool(job.get("standardise", False)),
                              engine_settings=job["engine_settings"], device=job["device"],
                              overwrite=True)
     wall = time.perf_counter() - started

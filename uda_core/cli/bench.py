@@ -67,19 +67,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="benchmark the adaptation methods on the demo shifts",
-        description="For each demo shift (protocol, t2, pd) and each method that applies: "
-                    "Dice and HD95 of held-out subjects 100-102 before and after adaptation, "
+        description="For each demo shift (protocol, mprage, highfield, t2, pd) and each "
+                    "method that applies (a '+std' name: the method on intensity-standardised "
+                    "targets, T1w shifts only): "
+                    "Dice and HD95 of held-out subjects 100-105 before and after adaptation, "
                     "an oracle (the source network fine-tuned on labelled target data), the "
                     "share of the gap closed, wall time, steps/s and peak memory, plus the "
                     "engine's overhead against a bare PyTorch loop. Prints the Markdown "
                     "section; --write puts it into BENCHMARKS.md with a plot. The full run "
-                    "takes 1 to 1.5 hours on 2 CPU cores.")
+                    "takes hours on 2 CPU cores.")
     p.add_argument("--quick", action="store_true",
-                   help="a tiny version (protocol; tent, adabn; one 4 mm subject; 3 steps) "
+                   help="a tiny version (protocol; adabn, adabn+std; one 4 mm subject; 3 steps) "
                         "that checks the machinery in well under a minute")
-    p.add_argument("--shifts", help="comma-separated shifts (default protocol,t2,pd)")
-    p.add_argument("--methods", help="comma-separated methods (default: every method that "
-                                     "applies to a shift)")
+    p.add_argument("--shifts",
+                   help="comma-separated shifts (default protocol,mprage,highfield,t2,pd)")
+    p.add_argument("--methods", help="comma-separated methods, each optionally with '+std' "
+                                     "(default: every benchmark method that applies to a "
+                                     "shift)")
     p.add_argument("--steps", type=int, help="updates per run for every method (default: "
                                              "each method's own default)")
     p.add_argument("--threads", type=int,
