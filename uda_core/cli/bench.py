@@ -20,6 +20,8 @@ def _bench_command(args: argparse.Namespace) -> str:
                         ("--device", None if args.device == "auto" else args.device)):
         if value is not None:
             parts += [flag, str(value)]
+    parts += [flag for flag, on in (("--one-seed", args.one_seed),
+                                    ("--no-overhead", args.no_overhead)) if on]
     return " ".join(parts)
 
 
@@ -46,6 +48,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         changes["work_dir"] = Path(args.work)
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.one_seed:
+        changes["multi_seed"] = {}
+    if args.no_overhead:
+        changes["overhead_steps"] = 0
     if args.reuse:
         if not args.work:
             raise UdaError("--reuse needs --work DIR (the folder of an earlier run)")
@@ -95,6 +101,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse", action="store_true",
                    help="reuse the oracles and runs an earlier `uda bench --work DIR` finished "
                         "with the same settings (to resume an interrupted benchmark)")
+    p.add_argument("--one-seed", action="store_true",
+                   help="seed 0 only, also for the runs that otherwise repeat over seeds")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the engine-overhead measurement")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                    help="write the section into --benchmarks and the plot to --plot "
                         "(default: on for the full run, off with --quick)")
