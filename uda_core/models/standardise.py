@@ -12,7 +12,12 @@ of the training volumes.
 The model bundle records the source percentiles (``intensity_reference``); a *standardised*
 bundle carries them in its normalisation spec (``normalisation["match_quantiles"]``), and
 uda_core.models.inference.prepare_for_bundle applies it, so every use of that bundle
-(adaptation, ``uda predict``, the app) standardises its input the same way.
+(adaptation, ``uda predict``, the app) standardises its input the same way. The brain is always
+found by the bundle's own network: during an adaptation the source network's (the data are
+prepared once, before any update), when an adapted bundle is applied later its adapted
+network's; so an adapted model re-applied to its own targets can differ slightly from the
+run's masks at the brain's edge (for ``standardise`` itself, which changes no weight, the two
+are the same).
 """
 
 from __future__ import annotations
