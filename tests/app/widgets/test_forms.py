@@ -59,7 +59,7 @@ def test_editor_kinds_and_tooltips(qtbot):
     assert [combo.itemText(i) for i in range(combo.count())] == ["position", "constant", "user"]
     assert "user_prior" not in form.editors and "user_prior" not in form.values()
     assert "continuation" not in form.editors["lr"].toolTip()
-    assert "so a larger step (our choice)" in form.editors["lr"].toolTip()
+    assert "on whole heads 0.736 -&gt; 0.605 (step 300)" in form.editors["lr"].toolTip()
     engine = ConfigForm(EngineConfig)
     qtbot.addWidget(engine)
     assert isinstance(engine.editors["steps"], QSpinBox)
