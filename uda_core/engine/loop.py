@@ -318,8 +318,9 @@ class Engine:
             value = best["scores"].get(selected_by, float("nan"))
             return (f"chose step {best['step']} by {selected_by} ({initial:.4g} at step 0 -> "
                     f"{value:.4g})")
-        if self.method.name == "standardise":
-            return "the source weights on standardised input (standardise trains nothing)"
+        if not self.method.changes_weights:
+            on_input = " on standardised input" if self.method.standardises_input else ""
+            return f"the source weights{on_input} ({self.method.name} trains nothing)"
         guard = self.config.guard_by
         guarded = f" with {guard} no worse" if guard and guard != selected_by else ""
         why = (f"no step beat it on {selected_by}{guarded} (min_gain "

@@ -73,6 +73,9 @@ class AdaptationMethod(Generic[BatchT]):
     #: The run prepares its targets with the standardised bundle (intensity quantile matching
     #: to the source, uda_core.models.standardise) whatever the user asked.
     standardises_input: ClassVar[bool] = False
+    #: False for a method whose steps change no weight (standardise): keeping step 0 is then
+    #: no verdict on the adaptation, and the run says so.
+    changes_weights: ClassVar[bool] = True
 
     def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
                  device: torch.device) -> None:

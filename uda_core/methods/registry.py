@@ -21,6 +21,7 @@ from uda_core.methods.selftrain import SelfTrain
 from uda_core.methods.sfda import SFDA
 from uda_core.methods.standardise import Standardise
 from uda_core.methods.tent import Tent
+from uda_core.models.standardise import is_standardised
 
 if TYPE_CHECKING:
     from uda_core.models.bundle import ModelBundle
@@ -44,7 +45,7 @@ def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
             have.add(EARLY_HEAD)
     if bundle.class_ratio_prior:
         have.add(PRIOR)
-    if bundle.intensity_reference or bundle.normalisation.get("match_quantiles"):
+    if bundle.intensity_reference or is_standardised(bundle):
         have.add(INTENSITY_REFERENCE)
     return [NEED_DESCRIPTIONS[n] for n in method.needs if n not in have]
 

@@ -29,6 +29,7 @@ class Standardise(AdaptationMethod[Batch]):
     uses_gradients = False
     default_steps = 1
     standardises_input = True
+    changes_weights = False
 
     def setup(self) -> None:
         for p in self.network.parameters():

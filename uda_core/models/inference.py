@@ -11,6 +11,7 @@ from uda_core.grid.prepare import ModelInput, prepare_volume, probabilities_to_i
 from uda_core.io import Volume
 from uda_core.io.intensity import match_quantiles, region_quantiles
 from uda_core.models.bundle import ModelBundle
+from uda_core.models.standardise import is_standardised
 
 
 @torch.no_grad()
@@ -58,9 +59,9 @@ def prepare_for_bundle(bundle: ModelBundle, volume: Volume,
     are always those of the normalised slices inside the latest brain."""
     model_input = prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
                                  bundle.normalisation)
-    reference = bundle.normalisation.get("match_quantiles")
-    if not reference:
+    if not is_standardised(bundle):
         return model_input
+    reference = bundle.normalisation["match_quantiles"]
     device = torch.device(device)
     net = bundle.build_network(device) if network is None else network
     normalised = model_input.slices

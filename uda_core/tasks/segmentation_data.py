@@ -18,6 +18,7 @@ from uda_core.io.intensity import foreground_mask, normalise
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.inference import prepare_for_bundle
+from uda_core.models.standardise import is_standardised
 
 
 @dataclass
@@ -95,8 +96,8 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
             raise InputError(f"{len(items)} {what}(s) given for {len(targets)} target volumes; "
                              "give one per target, in the same order")
     volumes = [read_volume(p) for p in targets]
-    first_pass = (bundle.build_network() if bundle.normalisation.get("match_quantiles")
-                  else None)   # a standardised bundle finds each brain with the source net
+    # a standardised bundle finds each brain with the source network
+    first_pass = bundle.build_network() if is_standardised(bundle) else None
     inputs = [prepare_for_bundle(bundle, v, first_pass) for v in volumes]
     data = AdaptationData(volumes, inputs, names=[Path(p).name for p in targets])
     if paired is not None:
