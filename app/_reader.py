@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from app.layers import LayerDataTuple, image_layer, labels_layer
+from .layers import LayerDataTuple, image_layer, labels_layer
 from uda_core.io.readers import read_labels, read_volume, volume_suffix
 from uda_core.io.writers import output_stem
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.layers import LayerDataTuple, image_layer, labels_layer
+from .layers import LayerDataTuple, image_layer, labels_layer
 from uda_core.errors import InputError
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.io.resources import resources_dir

@@ -114,10 +114,10 @@ def open_studio(args):
     import napari
     from qtpy.QtCore import QTimer
 
-    from app.layers import AXIS_LABELS, CAMERA_ORIENTATION
-    from app.registration.panel import RegistrationPanel
-    from app.segmentation.panel import UdaPanel
-    from app.worker import warm_up
+    from .layers import AXIS_LABELS, CAMERA_ORIENTATION
+    from .registration.panel import RegistrationPanel
+    from .segmentation.panel import UdaPanel
+    from .worker import warm_up
 
     warm_up()   # torch's lazy imports, done before the window shows instead of mid-run
     viewer = napari.Viewer(title="UDA Studio")

@@ -21,5 +21,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[dev,gui]"
+.venv/bin/python -m pip install -q -e ".[dev,app]"
 echo "UDA Studio is set up in .venv (run the tests with: .venv/bin/python -m pytest)"

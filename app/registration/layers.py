@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
-from app.layers import image_layer, labels_layer, ras_from_world, to_display, world_from_ras
+from ..layers import image_layer, labels_layer, ras_from_world, to_display, world_from_ras
 from uda_core.exports.overlay import (
     blend,
     checkerboard,

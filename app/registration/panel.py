@@ -31,10 +31,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from app.registration.layers import RegistrationLayers, result_layers
-from app.registration.run import SITK, RegistrationRequest, run_registration
-from app.widgets.file_list import VOLUME_FILTER
-from app.worker import run_in_background
+from ..registration.layers import RegistrationLayers, result_layers
+from ..registration.run import SITK, RegistrationRequest, run_registration
+from ..widgets.file_list import VOLUME_FILTER
+from ..worker import run_in_background
 from uda_core.engine.device import DEVICE_CHOICES
 from uda_core.errors import UdaError
 from uda_core.io.resources import resources_dir

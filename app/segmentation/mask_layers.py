@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.layers import image_layer, labels_layer, to_display
+from ..layers import image_layer, labels_layer, to_display
 from uda_core.io import Volume
 from uda_core.io.writers import output_stem
 

@@ -19,8 +19,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from app.segmentation.prior_table import PriorTable
-from app.widgets.forms import ConfigForm
+from ..segmentation.prior_table import PriorTable
+from ..widgets.forms import ConfigForm
 from uda_core.engine import EngineConfig
 from uda_core.methods.base import PAIRED_SOURCE, PRIOR, SOURCE_LABELLED
 from uda_core.methods.catalogue import EXPERIMENTAL, SUMMARIES, help_line, label

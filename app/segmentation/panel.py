@@ -14,14 +14,14 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QMessageBox, QScrollArea, QVBoxLayout, QWidget
 
-from app.segmentation.data_box import DataBox
-from app.segmentation.mask_layers import MaskLayers
-from app.segmentation.method_box import MethodBox
-from app.segmentation.model_box import ModelBox
-from app.segmentation.run_box import RunBox
-from app.segmentation.save_box import SaveBox
-from app.widgets.plots import LiveCurves
-from app.worker import RunController, RunRequest
+from ..segmentation.data_box import DataBox
+from ..segmentation.mask_layers import MaskLayers
+from ..segmentation.method_box import MethodBox
+from ..segmentation.model_box import ModelBox
+from ..segmentation.run_box import RunBox
+from ..segmentation.save_box import SaveBox
+from ..widgets.plots import LiveCurves
+from ..worker import RunController, RunRequest
 from uda_core.synth.demo_files import demo_set
 
 log = logging.getLogger(__name__)

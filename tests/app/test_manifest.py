@@ -14,7 +14,7 @@ from uda_core.io.readers import VOLUME_SUFFIXES
 
 MANIFEST = Path(__file__).resolve().parents[2] / "app" / "napari.yaml"
 NPE2 = Path(sys.executable).with_name("npe2")
-PANEL = "app.segmentation.panel:UdaPanel"
+PANEL = "uda_studio.segmentation.panel:UdaPanel"
 
 
 @pytest.fixture(scope="module")

@@ -313,6 +313,11 @@ def test_export_torchscript_round_trip(tmp_path, x):
 def test_resources_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("UDA_RESOURCES", raising=False)
     assert resources_dir() == Path(__file__).resolve().parents[2] / "resources"
+    # What a wheel installs: the same files as the package uda_core._resources (the editable
+    # install maps it onto the checkout's resources/), found through importlib.resources.
+    from uda_core.io.resources import _installed_resources
+
+    assert (_installed_resources() / "models" / "brain-t1.pt").is_file()
     monkeypatch.setenv("UDA_RESOURCES", str(tmp_path))
     assert resources_dir() == tmp_path
 

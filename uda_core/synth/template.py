@@ -157,12 +157,10 @@ def extract_template(out_dir, source_dir=None, margin_mm: float = 4.0) -> dict[s
 
 
 def default_template_dir() -> Path:
-    """resources/template of the installation (registry.resources_dir() when available)."""
-    try:
-        from uda_core.io.resources import resources_dir
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "resources" / "template"
-    return Path(resources_dir()) / "template"
+    """The template folder of the shipped resources (:func:`uda_core.io.resources.resources_dir`)."""
+    from uda_core.io.resources import resources_dir
+
+    return resources_dir() / "template"
 
 
 def load_template(dir=None) -> dict[str, Volume]:
