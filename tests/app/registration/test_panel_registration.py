@@ -271,4 +271,4 @@ def test_manifest_offers_the_panel():
     widgets = {w.command: w.display_name for w in manifest.contributions.widgets}
     assert widgets["uda-studio.registration"] == "UDA Studio: registration"
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
-    assert commands["uda-studio.registration"] == "app.registration.panel:RegistrationPanel"
+    assert commands["uda-studio.registration"] == "uda_studio.registration.panel:RegistrationPanel"
