@@ -289,3 +289,21 @@ def make_scenarios(root: Path) -> dict[str, Scenario]:
             "predict", "--model", str(seg), "--out", "OUT", "--device", "cpu", *targets],
             root, "predict"),
     }
+
+
+#: (scenario, every n-th write moment, timed kills): 30 + 15 + 24 kill points at present
+CAMPAIGN = (("adapt", 3, 6), ("reg adapt", 4, 3), ("predict", 1, 2))
+
+
+def campaign(scenario: Scenario, work: Path, every: int, timed: int,
+             seed: int = 16) -> list[Outcome]:
+    """Kill `scenario` at every `every`-th write moment of an uninterrupted run and at `timed`
+    random times (seeded) within its wall time; one Outcome per kill point."""
+    slug = scenario.name.replace(" ", "-")
+    moments, seconds = census(scenario, work / f"{slug}-census")
+    reference = reference_result(scenario, work / f"{slug}-reference")
+    rng = np.random.default_rng(seed)
+    points: list[dict] = [{"write": str(n)} for n in range(1, len(moments) + 1, every)]
+    points += [{"after_s": float(t)} for t in rng.uniform(0.5, seconds, timed)]
+    return [try_point(scenario, work / f"{slug}-{k}", reference, **point)
+            for k, point in enumerate(points)]

@@ -6,7 +6,6 @@ approximate). The harness: tests/faults/harness.py; the table: scripts/fault_tab
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.faults import harness
@@ -43,22 +42,12 @@ def test_a_kill_leaves_complete_files_and_the_finished_work_equals_an_uninterrup
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, every, timed", [("adapt", 3, 6), ("reg adapt", 4, 3),
-                                                 ("predict", 1, 2)])
+@pytest.mark.parametrize("name, every, timed", harness.CAMPAIGN)
 def test_many_kill_points(scenarios, name, every, timed):
     """Every `every`-th write moment of the command, plus `timed` kills at random times
-    (fixed seed) within its uninterrupted wall time: 30 + 15 + 24 kill points in all."""
+    (fixed seed) within its uninterrupted wall time (>= 50 kill points in all)."""
     root, runs = scenarios
-    scenario = runs[name]
-    slug = name.replace(" ", "-")
-    moments, seconds = harness.census(scenario, root / f"{slug}-census")
-    reference = harness.reference_result(scenario, root / f"{slug}-reference")
-    rng = np.random.default_rng(16)
-    points = [{"write": str(n)} for n in range(1, len(moments) + 1, every)]
-    points += [{"after_s": float(t)} for t in rng.uniform(0.5, seconds, timed)]
-    failures = []
-    for k, point in enumerate(points):
-        outcome = harness.try_point(scenario, root / f"{slug}-{k}", reference, **point)
-        if outcome.torn or not (outcome.finished and outcome.equal):
-            failures.append(f"{outcome.point}: torn {outcome.torn}; {outcome.difference}")
+    outcomes = harness.campaign(runs[name], root, every, timed)
+    failures = [f"{o.point}: torn {o.torn}; {o.difference}" for o in outcomes
+                if o.torn or not (o.finished and o.equal)]
     assert not failures, failures

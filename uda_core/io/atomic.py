@@ -48,19 +48,21 @@ _OUTPUT_ERRNOS = {errno.ENOSPC: "no space left on the device",
                   errno.EPERM: "is not writable (operation not permitted)"}
 
 
-def output_error(exc: BaseException, path: str | os.PathLike) -> OutputError | None:
+def output_error(exc: BaseException, path: str | os.PathLike,
+                 written: int = 0) -> OutputError | None:
     """The one-line error for a failed write of `path` (a file or folder), or None when `exc`
     is not about the place (full, read-only, not writable).
 
-    torch.save reports a full disk as a RuntimeError without errno; it counts as "no space"
-    when the folder has under 1 MiB free."""
+    torch.save reports a full disk as a RuntimeError without errno ("unexpected pos ..."); it
+    counts as "no space" when the folder has less free than `written` bytes (what the failed
+    write had put down so far) or under 1 MiB."""
     folder = existing = Path(path)
     while not existing.is_dir() and existing != existing.parent:
         existing = existing.parent
     code = getattr(exc, "errno", None)
     if code in _OUTPUT_ERRNOS:
         words = _OUTPUT_ERRNOS[code]
-    elif isinstance(exc, RuntimeError) and "write" in str(exc).lower() and _nearly_full(existing):
+    elif isinstance(exc, RuntimeError) and _nearly_full(existing, written):
         words = _OUTPUT_ERRNOS[errno.ENOSPC]
     else:
         return None
@@ -69,12 +71,12 @@ def output_error(exc: BaseException, path: str | os.PathLike) -> OutputError | N
     return OutputError(words, folder)
 
 
-def _nearly_full(folder: Path) -> bool:
+def _nearly_full(folder: Path, written: int) -> bool:
     try:
         info = os.statvfs(folder)
     except OSError:
         return False
-    return info.f_bavail * info.f_frsize < (1 << 20)
+    return info.f_bavail * info.f_frsize < max(1 << 20, written)
 
 
 def _fsync(path: str | os.PathLike, *, folder: bool = False) -> None:
@@ -150,7 +152,11 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool,
             os.chmod(temporary, NEW_FILE_MODE)
             _fsync(temporary)
         except (OSError, RuntimeError) as exc:
-            place = output_error(exc, path.parent)   # before the temporary frees the space
+            try:   # before the temporary frees the space
+                written = os.path.getsize(temporary)
+            except OSError:
+                written = 0
+            place = output_error(exc, path.parent, written)
             if place is None:
                 raise
             raise place from exc
