@@ -19,6 +19,7 @@ folder, tests/faults/kill_child.py) or a time (SIGKILL from outside after T seco
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -150,11 +151,16 @@ def inspect(out: Path) -> tuple[list[str], list[str]]:
 
 # --- finishing the work and comparing ----------------------------------------------------------
 
+@functools.cache
 def _predict_has_skip_existing() -> bool:
+    import contextlib
+    import io
+
     from uda_core.cli.parser import build_parser
     try:
-        build_parser().parse_args(["predict", "--model", "m", "--out", "o", "--skip-existing",
-                                   "x"])
+        with contextlib.redirect_stderr(io.StringIO()):   # argparse's usage lines
+            build_parser().parse_args(["predict", "--model", "m", "--out", "o",
+                                       "--skip-existing", "x"])
     except SystemExit:
         return False
     return True

@@ -1,9 +1,10 @@
 """A long engine run on a tiny network and tiny data, with the process's memory sampled.
 
 5,000 tent steps of conftest's 4-class U-Net (4 base channels, 32 x 32 model grid) on one
-small scan (conftest's blob volume, 24 x 28 x 14 voxels at 2 mm), two slices per batch, at the engine's default scoring and checkpoint rates (every 50 steps), the app's
-preview rate (every 25 steps, app/segmentation/panel.py GUI_PREVIEW_EVERY) and the metrics
-file written every step; a listener that keeps only the latest preview (as the app's layer
+small scan (conftest's blob volume, 24 x 28 x 14 voxels at 2 mm), two slices per batch, at
+the engine's default scoring and checkpoint rates (every 50 steps), the app's preview rate
+(every 25 steps, app/segmentation/panel.py GUI_PREVIEW_EVERY) and the metrics file written
+every step; a listener that keeps only the latest preview (as the app's layer
 update does). Memory is the resident set size (RSS, from /proc/self/statm) every 250 steps.
 Used by tests/faults/test_long_run.py and scripts/long_run_memory.py.
 """
