@@ -76,3 +76,17 @@ def test_an_overflowing_scale_is_refused_without_warnings(tmp_path, recwarn):
     with pytest.raises(InputError, match="non-finite voxels"):
         read_volume(path)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_an_empty_element_data_file_is_one_plain_line(tmp_path):
+    """Found by the header fuzzer: `ElementDataFile = ` (empty) made the voxels' bytes the
+    file name, and the error line carried them (newlines included)."""
+    import numpy as np
+    path = tmp_path / "empty.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((4, 5, 6), np.float32)), str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"ElementDataFile = LOCAL", b"ElementDataFile = "))
+    with pytest.raises(InputError) as excinfo:
+        read_volume(path)
+    message = str(excinfo.value)
+    assert message.isprintable() and str(path) in message

@@ -393,7 +393,8 @@ def _sitk_layout(path: Path, suffix: str) -> _RawLayout | None:
         head = handle.read(1 << 16)
     text = head.decode("latin-1")
     if suffix in (".mha", ".mhd"):
-        fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", text, flags=re.MULTILINE))
+        fields = dict(re.findall(r"^\s*(\w+)[ \t]*=[ \t]*(.*?)[ \t]*\r?$", text,
+                                 flags=re.MULTILINE))   # an empty value stays on its line
         match = re.search(r"^\s*ElementDataFile\s*=.*?$\n?", text, flags=re.MULTILINE)
         if match is None or fields.get("HeaderSize", "0") != "0":
             return None
@@ -455,7 +456,10 @@ def _open_sitk(path: Path, suffix: str) -> _Opened:
     fmt = "MetaImage" if suffix in (".mha", ".mhd") else "NRRD"
     layout = _sitk_layout(path, suffix)
     if layout is not None and not layout.data_file.is_file():
-        raise InputError(f"its voxel data file {layout.data_file.name} is missing (it must sit "
+        name = layout.data_file.name
+        if not name.isprintable() or len(name) > 200:   # a damaged header's bytes, shown as
+            name = ascii(name[:60])                      # one line of plain characters
+        raise InputError(f"its voxel data file {name} is missing (it must sit "
                          f"next to the {suffix} header)", path)
     try:
         reader = _read_sitk_information(path)
