@@ -12,6 +12,7 @@ status 1 (no traceback unless --debug). Ctrl-C exits with 130, leaving no half-w
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
     except OSError as exc:   # a write outside io.atomic (metrics.jsonl, a folder)
         from uda_core.io.atomic import output_error
-        place = exc.filename and output_error(exc, Path(exc.filename).parent)
+        writing = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)   # never a read
+        place = writing and exc.filename and output_error(exc, Path(exc.filename).parent)
         if args.debug:
             raise
         if not place:
