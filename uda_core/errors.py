@@ -25,3 +25,7 @@ class InputError(UdaError):
 
 class ModelError(UdaError):
     """A model file cannot be loaded or does not fit the task."""
+
+
+class OutputError(UdaError):
+    """An output folder cannot take the files: full, read-only or not writable."""

@@ -57,3 +57,29 @@ def test_any_other_file_is_refused(finished_run, capsys, tmp_path):
     capsys.readouterr()
     assert main([*argv, "--resume", str(junk)]) == 1
     _one_error_line(capsys, "junk.pt")
+
+
+def test_a_checkpoint_of_another_run_is_refused(finished_run, capsys, tmp_path):
+    """Same method and model, other data: its last.pt belongs to another run."""
+    argv, last = finished_run
+    other = write_nifti(tmp_path / "other.nii.gz", blob_volume(seed=5))
+    argv = [*argv[:-1], other]
+    capsys.readouterr()
+    assert main([*argv, "--resume", str(last)]) == 1
+    _one_error_line(capsys, "last.pt", "belongs to another run", "data")
+
+
+def test_other_settings_are_another_run_but_more_steps_are_not(finished_run, capsys):
+    argv, last = finished_run
+    capsys.readouterr()
+    assert main([*argv, "--seed", "7", "--resume", str(last)]) == 1
+    _one_error_line(capsys, "last.pt", "belongs to another run", "engine settings")
+    longer = [("5" if a == "3" else a) for a in argv]   # --steps 3 -> 5
+    assert main([*longer, "--resume", str(last)]) == 0, capsys.readouterr().err
+
+
+def test_a_missing_checkpoint_says_how_to_go_on(finished_run, capsys, tmp_path):
+    argv, _ = finished_run
+    capsys.readouterr()
+    assert main([*argv, "--resume", str(tmp_path / "none" / "last.pt")]) == 1
+    _one_error_line(capsys, "last.pt", "checkpoint not found", "without --resume")

@@ -176,3 +176,46 @@ def test_write_volume_refusals_keep_their_messages(tmp_path):
         write_volume(volume, tmp_path / "in.nii", overwrite=True)
     assert target.read_bytes() == b"old"
     assert _names(tmp_path) == ["v.nii.gz"]
+
+
+def test_the_file_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    target = tmp_path / "out.json"
+    with atomic_output(target, overwrite=True) as tmp:
+        tmp.write_text("{}")
+    assert [c[0] for c in calls] == ["fsync", "replace", "fsync"]
+    assert ".out.json." in calls[0][1] and calls[1][1] == str(target)
+    assert calls[2][1] == str(tmp_path)
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    stale = [tmp_path / ".adapted.pt.0123456789ab.tmp.pt",
+             tmp_path / "checkpoints" / ".last.pt.ba9876543210.tmp.pt"]
+    kept = [tmp_path / "adapted.pt", tmp_path / ".hidden", tmp_path / ".x.0123.tmp.pt",
+            tmp_path / "checkpoints" / "last.pt"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert sorted(atomic.remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+
+
+def test_a_full_disk_during_the_write_is_one_line_naming_the_folder(tmp_path):
+    import errno
+    with pytest.raises(atomic.OutputError) as excinfo, \
+            atomic_output(tmp_path / "out.bin", overwrite=True):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(excinfo.value) == f"{tmp_path}: cannot write there: no space left on the device"
+    assert _names(tmp_path) == []

@@ -65,3 +65,14 @@ def test_predict_and_adapt_into_a_held_folder_are_refused_until_its_holder_is_ki
         time.sleep(0.2)
     assert code == 0, capsys.readouterr().err
     assert (out / "scan_seg.nii.gz").is_file()
+
+
+def test_taking_the_folder_clears_what_a_killed_writer_left(tmp_path):
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    left = out / "masks" / ".a_seg.nii.gz.0123456789ab.tmp.nii.gz"
+    left.write_bytes(b"half a mask")
+    (out / "masks" / "a_seg.nii.gz").write_bytes(b"kept")
+    with hold_folder(out):
+        assert not left.exists()
+    assert [p.name for p in (out / "masks").iterdir()] == ["a_seg.nii.gz"]

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from uda_core.errors import InputError
+from uda_core.errors import InputError, OutputError
 from uda_core.io import geometry, readers, writers
 from uda_core.io.geometry import foreground_center, model_grid, resample
 from uda_core.io.intensity import DEFAULT_NORMALISATION, foreground_mask, normalise
@@ -508,9 +508,10 @@ def test_failed_write_keeps_old_file_and_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writers.nib, "save", broken_save)
-    with pytest.raises(InputError) as excinfo:
+    with pytest.raises(OutputError) as excinfo:   # the folder is full, not the input wrong
         write_volume(volume, target, overwrite=True)
-    assert "No space left on device" in _one_line_error(excinfo, target)
+    message = str(excinfo.value)
+    assert message == f"{tmp_path}: cannot write there: no space left on the device"
     assert target.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["out.nii"]
 

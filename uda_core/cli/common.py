@@ -68,11 +68,19 @@ def read_settings(path: str | None) -> dict:
     try:
         if text_path.suffix.lower() == ".toml":
             import tomllib
-            return tomllib.loads(text_path.read_text(encoding="utf-8"))
-        return json.loads(text_path.read_text(encoding="utf-8"))
+            settings = tomllib.loads(text_path.read_text(encoding="utf-8"))
+        else:
+            settings = json.loads(text_path.read_text(encoding="utf-8"))
     except Exception as exc:
         raise InputError(f"is not valid {text_path.suffix.lstrip('.').upper() or 'JSON'}: "
                          f"{exc}", text_path) from exc
+    if not isinstance(settings, dict):
+        raise InputError(f"holds a {type(settings).__name__}, not a table of settings "
+                         '(e.g. {"lr": 1e-5, "engine": {"steps": 100}})', text_path)
+    if not isinstance(settings.get("engine", {}), dict):
+        raise InputError('its "engine" entry must be a table of engine settings (e.g. '
+                         '{"steps": 100}), not ' + repr(settings["engine"]), text_path)
+    return settings
 
 
 def engine_settings_from(settings: dict, args: argparse.Namespace,

@@ -12,7 +12,9 @@ status 1 (no traceback unless --debug). Ctrl-C exits with 130, leaving no half-w
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from pathlib import Path
 
 from uda_core import __version__
 from uda_core.cli import adapt, bench, data, predict, reg, train
@@ -50,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"uda {args.command}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except OSError as exc:   # a write outside io.atomic (metrics.jsonl, a folder)
+        from uda_core.io.atomic import output_error
+        writing = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)   # never a read
+        place = writing and exc.filename and output_error(exc, Path(exc.filename).parent)
+        if args.debug:
+            raise
+        if not place:
+            return _internal_error(args.command, exc)
+        print(f"uda {args.command}: error: {place}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except MemoryError:
         if args.debug:
             raise
@@ -58,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if args.debug:
             raise
-        print(f"uda {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+        return _internal_error(args.command, exc)
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    print(f"uda {command}: internal error: {type(exc).__name__}: {exc} "
+          "(run with --debug for the traceback)", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

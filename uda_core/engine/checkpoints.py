@@ -26,7 +26,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint written by save_checkpoint; ModelError for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError("checkpoint not found", path)
+        raise ModelError("checkpoint not found (a run stopped before its first checkpoint "
+                         "has none: start it again without --resume)", path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -51,6 +51,12 @@ class RollbackEvent:
 
 
 @dataclass
+class ResumedEvent:
+    step: int                 # the checkpoint's step: the run continues after it
+    checkpoint: str
+
+
+@dataclass
 class FinishedEvent:
     status: str               # "completed", "stopped early", "cancelled", "collapsed"
     steps_done: int
@@ -60,4 +66,4 @@ class FinishedEvent:
 
 #: Any event the engine emits.
 EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | CheckpointEvent | RollbackEvent
-               | FinishedEvent)
+               | ResumedEvent | FinishedEvent)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uda_core.engine.events import EngineEvent, RollbackEvent, ScoreEvent, StepEvent
+from uda_core.engine.events import EngineEvent, ResumedEvent, RollbackEvent, ScoreEvent, StepEvent
+from uda_core.io.atomic import atomic_output
 
 #: What the engine calls with each event.
 Listener = Callable[[EngineEvent], None]
@@ -19,13 +20,35 @@ Listener = Callable[[EngineEvent], None]
 
 class MetricsWriter:
     """Listener writing one JSON line per step, per scoring and per rollback to metrics.jsonl
-    (``loss/<term>``, ``score/<name>``, ``reference/<name>``, ``time_s`` in seconds)."""
+    (``loss/<term>``, ``score/<name>``, ``reference/<name>``, ``time_s`` in seconds).
+
+    A resumed run (``append``) keeps, at its ResumedEvent, only the complete lines up to the
+    checkpoint's step: the lines that a killed run wrote after its last checkpoint (and a torn
+    last line) are dropped, so that the file ends as an uninterrupted run's would."""
 
     def __init__(self, path: Path, append: bool = False) -> None:
+        self.path = Path(path)
         self.handle = open(path, "a" if append else "w", buffering=1, encoding="utf-8")
+
+    def _keep_through(self, step: int) -> None:
+        self.handle.close()
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                row = json.loads(line) if line.endswith("\n") else None
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and int(row.get("step", step + 1)) <= step:
+                kept.append(line)
+        with atomic_output(self.path, overwrite=True) as tmp:
+            tmp.write_text("".join(kept), encoding="utf-8")
+        self.handle = open(self.path, "a", buffering=1, encoding="utf-8")
 
     def __call__(self, event: EngineEvent) -> None:
         row: dict[str, Any]
+        if isinstance(event, ResumedEvent):
+            self._keep_through(event.step)
+            return
         if isinstance(event, StepEvent):
             row = {"step": event.step, "time_s": round(event.elapsed_s, 3),
                    **{f"loss/{k}": v for k, v in event.losses.items()}}

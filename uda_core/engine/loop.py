@@ -46,6 +46,7 @@ from uda_core.engine.events import (
     EngineEvent,
     FinishedEvent,
     PreviewEvent,
+    ResumedEvent,
     RollbackEvent,
     ScoreEvent,
     StepEvent,
@@ -103,13 +104,17 @@ class Engine:
     """Runs one adaptation: ``Engine(method, task, config).run()``.
 
     ``task``: any :class:`EngineTask`, e.g. :class:`uda_core.tasks.segmentation.SegmentationTask`
-    or :class:`uda_core.tasks.registration.RegistrationTask`.
+    or :class:`uda_core.tasks.registration.RegistrationTask`. ``identity``: what makes this run
+    this run (settings, data fingerprints; plain builtins), stored in its checkpoints; a resume
+    from a checkpoint whose identity differs is refused, naming the entries that differ.
     """
 
     def __init__(self, method: AdaptationMethod[Any], task: EngineTask,
                  config: EngineConfig | None = None, out_dir: str | Path | None = None,
-                 listeners: Iterable[Listener] = (), control: RunControl | None = None) -> None:
+                 listeners: Iterable[Listener] = (), control: RunControl | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
         self.method = method
+        self.identity = identity
         self.config = config or EngineConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.listeners = list(listeners)
@@ -224,6 +229,8 @@ class Engine:
         content = {**self._snapshot(step), "rng": self.rng.bit_generator.state,
                    "torch_rng": torch.get_rng_state(), "best": best,
                    "history": self.history, "method": self.method.name}
+        if self.identity is not None:
+            content["identity"] = self.identity
         path = save_checkpoint(self.out_dir / "checkpoints" / name, content)
         self.emit(CheckpointEvent(step, str(path), name == "best.pt"))
 
@@ -241,6 +248,8 @@ class Engine:
         self.method.train_mode()
         start_step, best, initial_state, best_snapshot = (
             self._resume(resume_from) if resume_from is not None else self._begin())
+        if resume_from is not None:
+            self.emit(ResumedEvent(start_step, str(resume_from)))
         good_snapshot = self._snapshot(start_step) if resume_from is not None else best_snapshot
         status, message, rollbacks, stale = "completed", "", 0, 0
         paused_s, started = 0.0, time.perf_counter()
@@ -363,6 +372,14 @@ class Engine:
         if set(saved["modules"]) != set(self.method.extra_modules()):
             raise ModelError("was written with other method modules; resume with the "
                              "settings of that run", path)
+        theirs_identity = saved.get("identity")
+        if self.identity is not None and theirs_identity is not None:
+            differ = sorted(k for k in set(self.identity) | set(theirs_identity)
+                            if self.identity.get(k) != theirs_identity.get(k))
+            if differ:
+                raise ModelError(f"belongs to another run (its {', '.join(differ)} differ "
+                                 "from this one's); resume with that run's data and settings",
+                                 path)
         if int(saved["step"]) > self.config.steps:
             raise ModelError(f"is at step {int(saved['step'])}, past this run's "
                              f"{self.config.steps} steps; give --steps of at least that", path)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from uda_core.errors import InputError
 from uda_core.grid.prepare import labels_to_grid, prepare_volume
 from uda_core.io.intensity import region_quantiles
 from uda_core.io.readers import read_labels, read_volume
@@ -29,13 +30,23 @@ class SliceSet:
 
 
 def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
-                normalisation: dict) -> SliceSet:
-    """Every (image, labels) pair resampled to the model grid and stacked slice by slice."""
+                normalisation: dict, num_classes: int | None = None) -> SliceSet:
+    """Every (image, labels) pair resampled to the model grid and stacked slice by slice.
+    With `num_classes`, a label map holding a label outside 0..num_classes-1 is refused
+    (InputError naming it)."""
     images, labels, positions, quantiles = [], [], [], []
     for image_path, label_path in pairs:
+        label_map = read_labels(label_path)
+        if num_classes is not None:
+            unknown = np.unique(label_map.data[(label_map.data < 0)
+                                               | (label_map.data >= num_classes)])
+            if unknown.size:
+                raise InputError(f"holds label(s) {', '.join(map(str, unknown[:5].tolist()))} "
+                                 f"outside the {num_classes} classes 0..{num_classes - 1}",
+                                 label_path)
         volume = read_volume(image_path)
         model_input = prepare_volume(volume, spacing_mm, in_plane_shape, normalisation)
-        on_grid = labels_to_grid(read_labels(label_path), model_input)
+        on_grid = labels_to_grid(label_map, model_input)
         images.append(model_input.slices)
         labels.append(on_grid)
         positions.append(model_input.positions)
@@ -46,4 +57,5 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
 
 def load_slices_for_bundle(bundle: Any, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:
     """Labelled slices on the model grid of an existing bundle."""
-    return load_slices(pairs, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation)
+    return load_slices(pairs, bundle.spacing_mm, bundle.in_plane_shape, bundle.normalisation,
+                       len(bundle.class_names))

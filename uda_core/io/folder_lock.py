@@ -4,16 +4,22 @@ The lock is an advisory ``flock`` on the folder itself (no file is added to it),
 operating system releases when the process ends, however it ends: a killed run never leaves
 the folder locked. A second run that finds the folder held is refused at once with one line
 naming the folder. (On systems without ``fcntl`` no lock is taken.)
+
+Once held, the folder is the holder's alone, so the hidden temporaries that a killed writer
+left in it (and in its subfolders: checkpoints/, masks/) are removed
+(io.atomic.remove_stale_temporaries): after a kill only complete files remain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from uda_core.errors import UdaError
+from uda_core.io.atomic import output_error, remove_stale_temporaries
 
 try:
     import fcntl
@@ -26,7 +32,14 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold `folder` (created if missing) for writing while inside; UdaError when another
     live process (or another holder in this one) holds it."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (output_error(exc, folder) or exc) from exc
+    if not os.access(folder, os.W_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise output_error(OSError(code, os.strerror(code)), folder) or OSError(code, folder)
     if fcntl is None:  # pragma: no cover
         yield folder
         return
@@ -38,6 +51,7 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
             raise UdaError(f"{folder}: another UDA Studio run is writing into this folder; "
                            "wait for it to finish or choose another --out") from None
         try:
+            remove_stale_temporaries(folder)
             yield folder
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -153,7 +153,8 @@ def _read(path: str | os.PathLike, labels: bool) -> Volume:
     shape = _checked_shape(opened, path)
     _check_memory(shape, opened.itemsize, 2 if labels else 4, path)
     try:
-        data, affine = opened.load(not labels)
+        with np.errstate(over="ignore", invalid="ignore"):   # a lying scl_slope overflows to
+            data, affine = opened.load(not labels)           # Inf: refused below, unwarned
     except MemoryError as exc:
         raise InputError("not enough memory to load its voxels", path) from exc
     except InputError:
@@ -161,6 +162,7 @@ def _read(path: str | os.PathLike, labels: bool) -> Volume:
     except Exception as exc:  # any reader failure here means a bad file for the user
         raise InputError(_data_failure(path, exc), path) from exc
     data = data.reshape(shape)
+    _check_voxel_size(affine, path)
     _check_finite(data, path)
     if labels:
         data = _as_labels(data, path)
@@ -168,6 +170,21 @@ def _read(path: str | os.PathLike, labels: bool) -> Volume:
         data = data.astype(np.float32)
     return Volume(data=data, affine=affine, source=str(path), header=opened.header,
                   meta=opened.meta)
+
+
+#: Voxel edges outside this range (mm) are a header that lies, not a scan
+VOXEL_SIZE_RANGE_MM = (1e-3, 1e3)
+
+
+def _check_voxel_size(affine: np.ndarray, path: Path) -> None:
+    """InputError when a voxel edge (a column norm of the affine) is not finite or outside
+    VOXEL_SIZE_RANGE_MM: such a header would make resampling build an absurd grid."""
+    sizes = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    low, high = VOXEL_SIZE_RANGE_MM
+    if not np.all(np.isfinite(sizes)) or np.any(sizes < low) or np.any(sizes > high):
+        shown = " x ".join(f"{v:.3g}" for v in sizes)
+        raise InputError(f"has an implausible voxel size ({shown} mm; a scan's lie between "
+                         f"{low:g} and {high:g} mm): its header is damaged", path)
 
 
 def _fmt_shape(shape) -> str:
@@ -216,7 +233,9 @@ def _check_finite(data: np.ndarray, path: Path) -> None:
         return
     # A float64 sum of finite float32/float64 voxels cannot overflow to Inf for any realistic
     # volume, so the (cheap, allocation-free) sum is finite exactly when every voxel is.
-    if np.isfinite(np.sum(data, dtype=np.float64)):
+    with np.errstate(over="ignore", invalid="ignore"):   # Inf voxels: an answer, no warning
+        total = np.sum(data, dtype=np.float64)
+    if np.isfinite(total):
         return
     n_nan = int(np.count_nonzero(np.isnan(data)))
     n_inf = int(np.count_nonzero(np.isinf(data)))
@@ -374,7 +393,8 @@ def _sitk_layout(path: Path, suffix: str) -> _RawLayout | None:
         head = handle.read(1 << 16)
     text = head.decode("latin-1")
     if suffix in (".mha", ".mhd"):
-        fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", text, flags=re.MULTILINE))
+        fields = dict(re.findall(r"^\s*(\w+)[ \t]*=[ \t]*(.*?)[ \t]*\r?$", text,
+                                 flags=re.MULTILINE))   # an empty value stays on its line
         match = re.search(r"^\s*ElementDataFile\s*=.*?$\n?", text, flags=re.MULTILINE)
         if match is None or fields.get("HeaderSize", "0") != "0":
             return None
@@ -436,7 +456,10 @@ def _open_sitk(path: Path, suffix: str) -> _Opened:
     fmt = "MetaImage" if suffix in (".mha", ".mhd") else "NRRD"
     layout = _sitk_layout(path, suffix)
     if layout is not None and not layout.data_file.is_file():
-        raise InputError(f"its voxel data file {layout.data_file.name} is missing (it must sit "
+        name = layout.data_file.name
+        if not name.isprintable() or len(name) > 200:   # a damaged header's bytes, shown as
+            name = ascii(name[:60])                      # one line of plain characters
+        raise InputError(f"its voxel data file {name} is missing (it must sit "
                          f"next to the {suffix} header)", path)
     try:
         reader = _read_sitk_information(path)

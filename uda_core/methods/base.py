@@ -85,6 +85,11 @@ class AdaptationMethod(Generic[BatchT]):
         self.device = device
         self.optimisers: list[torch.optim.Optimizer] = []
 
+    @classmethod
+    def check_settings(cls, config: Any, bundle: Any) -> None:
+        """ValueError naming the setting when `config` cannot work with `bundle` (choices,
+        class counts), before any data is read; the default checks nothing."""
+
     def setup(self) -> None:
         """Choose trainable parameters and build `self.optimisers`."""
 

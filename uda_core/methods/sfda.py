@@ -11,8 +11,9 @@ model bundle at the slice's normalised position (or its constant, or one the use
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from uda_core.models.prior import prior_for_positions
 
 PRIOR_MODES = ("position", "constant", "user")
 KL_REGIONS = ("slice", "brain")
+PRIOR_MODES = ("position", "constant", "user")
 PARAM_CHOICES = ("all", "batchnorm")
 
 
@@ -63,6 +65,33 @@ class SFDA(AdaptationMethod[Batch]):
     needs = (TARGET, PRIOR, INTERNALS)
     default_steps = 150  # on validation whole heads no step after 25 beat step 0 (BENCHMARKS)
     circular_scores = ("entropy", "info_max", "snd", "prior_kl")  # its two loss terms
+
+    @classmethod
+    def check_settings(cls, config: SFDAConfig, bundle: Any) -> None:
+        """prior_mode, kl_region and params among their choices; a user prior of one finite,
+        non-negative share per class that sums to one (within 1e-3); a bundle prior for the
+        other prior modes."""
+        if config.prior_mode not in PRIOR_MODES:
+            raise ValueError(f"prior_mode must be one of {', '.join(PRIOR_MODES)}, not "
+                             f"{config.prior_mode!r}")
+        if config.kl_region not in KL_REGIONS:
+            raise ValueError(f"kl_region must be one of {', '.join(KL_REGIONS)}")
+        if config.params not in PARAM_CHOICES:
+            raise ValueError(f"params must be one of {', '.join(PARAM_CHOICES)}")
+        c = len(bundle.class_names)
+        if config.prior_mode != "user":
+            if config.user_prior is not None:
+                raise ValueError("user_prior is only used with prior_mode \"user\"")
+            return
+        shares = config.user_prior
+        if not isinstance(shares, list) or len(shares) != c or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in shares):
+            raise ValueError(f"user_prior must list {c} class shares (one per class: "
+                             f"{', '.join(bundle.class_names)}), not {shares!r}")
+        if not all(math.isfinite(x) and x >= 0 for x in shares):
+            raise ValueError(f"user_prior shares must be finite and >= 0, not {shares}")
+        if abs(sum(shares) - 1.0) > 1e-3:
+            raise ValueError(f"user_prior must sum to 1 (it sums to {sum(shares):.4g})")
 
     def setup(self) -> None:
         cfg = self.config

@@ -22,6 +22,7 @@ from uda_core.exports.report import write_run_report
 from uda_core.io.files import find_labelled_pairs
 from uda_core.methods.base import (
     PAIRED_SOURCE,
+    PRIOR,
     SOURCE_LABELLED,
     TARGET,
     AdaptationMethod,
@@ -66,13 +67,15 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     refuse_existing_output(out_dir, overwrite, resume)
     bundle = load_model(model)
     provided = {TARGET} | ({PAIRED_SOURCE} if paired else set()) | (
-        {SOURCE_LABELLED} if source else set())
+        {SOURCE_LABELLED} if source else set()) | (
+        {PRIOR} if (method_settings or {}).get("user_prior") is not None else set())
     method_cls = check_method(method_name, bundle, provided)
     try:
         method_config = config_from_dict(method_cls.config_class, method_settings)
         engine_settings = dict(engine_settings or {})
         engine_settings.setdefault("steps", method_cls.default_steps)
         engine_config = config_from_dict(EngineConfig, engine_settings)
+        method_cls.check_settings(method_config, bundle)
     except (TypeError, ValueError) as exc:
         raise settings_error(method_name, exc) from exc
     if hasattr(method_config, "total_steps"):

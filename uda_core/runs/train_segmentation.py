@@ -203,7 +203,8 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     torch.manual_seed(config.seed)
     num_classes = len(config.class_names)
     grid = (config.spacing_mm, config.in_plane_shape, config.normalisation)
-    train, val = load_slices(train_pairs, *grid), load_slices(val_pairs, *grid)
+    train, val = (load_slices(train_pairs, *grid, num_classes),
+                  load_slices(val_pairs, *grid, num_classes))
     arch_kwargs: dict[str, Any] = {"in_channels": 1, "num_classes": num_classes,
                                    "base_channels": config.base_channels,
                                    "depth": config.depth, "early_head": True}

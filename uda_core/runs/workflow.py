@@ -80,6 +80,17 @@ def settings_error(name: str, exc: Exception) -> UdaError:
     return UdaError(f"settings for {name}: {exc}")
 
 
+def run_identity(name: str, method_config: dict, engine_config: dict,
+                 fingerprints: dict[str, str]) -> dict:
+    """What a resume must share with the run it continues: the method, its settings and the
+    engine's (the number of steps may grow; the method's total_steps follows it) and the data
+    (file contents, in order: renamed or moved files still match)."""
+    return {"method": name,
+            "settings": {k: v for k, v in method_config.items() if k != "total_steps"},
+            "engine settings": {k: v for k, v in engine_config.items() if k != "steps"},
+            "data": list(fingerprints.values())}
+
+
 def execute_plan(plan: RunPlan, out_dir: str | Path, *, listeners: Sequence[Listener] = (),
                  control: RunControl | None = None,
                  resume: str | Path | None = None) -> dict:
@@ -91,19 +102,20 @@ def execute_plan(plan: RunPlan, out_dir: str | Path, *, listeners: Sequence[List
 
 def _execute(plan: RunPlan, out_dir: Path, listeners: Sequence[Listener],
              control: RunControl | None, resume: str | Path | None) -> dict:
+    fingerprints = {str(p): fingerprint(p) for p in plan.inputs}
+    method_config = dataclasses.asdict(plan.method_config)
+    engine_config = dataclasses.asdict(plan.engine_config)
     metrics = MetricsWriter(out_dir / "metrics.jsonl", append=resume is not None)
     engine = Engine(plan.method, plan.task, plan.engine_config, out_dir,
-                    [metrics, *listeners], control)
+                    [metrics, *listeners], control,
+                    identity=run_identity(plan.name, method_config, engine_config,
+                                          fingerprints))
     started = time.perf_counter()
     try:
         result: RunResult = engine.run(resume_from=resume)
     finally:
         metrics.close()
     seconds = time.perf_counter() - started
-
-    fingerprints = {str(p): fingerprint(p) for p in plan.inputs}
-    method_config = dataclasses.asdict(plan.method_config)
-    engine_config = dataclasses.asdict(plan.engine_config)
     provenance = {
         "parent": plan.parent.source or plan.model,
         "parent_provenance": plan.parent.provenance,
