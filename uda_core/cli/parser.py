@@ -1,7 +1,7 @@
 """The `uda` command line: the same core the desktop app uses, for scripts and clusters.
 
 One module per command group, each adding its sub-commands with ``add_parsers``: predict.py
-(predict, evaluate), data.py (demo-data, models), train.py (train-source), adapt.py (adapt),
+(predict, evaluate), data.py (demo-data, models), imports.py (import-model), train.py (train-source), adapt.py (adapt),
 bench.py (bench), reg.py (the `uda reg` group). Shared helpers are in common.py. Heavy
 modules (torch) are imported inside the commands, so `uda --help` stays fast.
 
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from uda_core import __version__
-from uda_core.cli import adapt, bench, data, predict, reg, train
+from uda_core.cli import adapt, bench, data, imports, predict, reg, train
 from uda_core.cli.common import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
 from uda_core.errors import UdaError
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict.add_parsers(sub)    # predict, evaluate
     data.add_parsers(sub)       # demo-data, models
+    imports.add_parsers(sub)    # import-model
     train.add_parsers(sub)      # train-source
     adapt.add_parsers(sub)      # adapt
     bench.add_parsers(sub)      # bench

@@ -34,6 +34,7 @@ from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
+from uda_core.tasks.segmentation_patches import PatchSegmentationTask
 
 
 def check_method(method_name: str, bundle: ModelBundle,
@@ -68,6 +69,9 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     provided = {TARGET} | ({PAIRED_SOURCE} if paired else set()) | (
         {SOURCE_LABELLED} if source else set())
     method_cls = check_method(method_name, bundle, provided)
+    if bundle.dims == 3 and (paired or source):
+        raise UdaError(f"{bundle.source}: a 3D model adapts on target volumes only; paired or "
+                       "labelled source images for 3D models are not supported yet")
     try:
         method_config = config_from_dict(method_cls.config_class, method_settings)
         engine_settings = dict(engine_settings or {})
@@ -87,9 +91,11 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                                 reference=reference, align=align)
     network = bundle.build_network(torch_device)
     method = method_cls(network, bundle, method_config, torch_device)
+    task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
 
     def after_run(summary: dict) -> dict:
-        masks = (write_masks(network, data, targets, out_dir / "masks", torch_device)
+        window = bundle.window if bundle.dims == 3 else None
+        masks = (write_masks(network, data, targets, out_dir / "masks", torch_device, window)
                  if save_masks else [])
         summary["masks"] = [str(m) for m in masks]
         report = write_run_report(out_dir, summary)
@@ -97,7 +103,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
 
     plan = RunPlan(
         name=method_name, model=model, parent=bundle, method=method,
-        task=SegmentationTask(method, data, engine_config), method_config=method_config,
+        task=task_class(method, data, engine_config), method_config=method_config,
         engine_config=engine_config, device=torch_device, inputs=list(targets),
         make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
         summary={"targets": [str(t) for t in targets],
