@@ -1,9 +1,10 @@
 """The `uda` command line: the same core the desktop app uses, for scripts and clusters.
 
 One module per command group, each adding its sub-commands with ``add_parsers``: predict.py
-(predict, evaluate), data.py (demo-data, models), imports.py (import-model), train.py (train-source), adapt.py (adapt),
-bench.py (bench), reg.py (the `uda reg` group). Shared helpers are in common.py. Heavy
-modules (torch) are imported inside the commands, so `uda --help` stays fast.
+(predict, evaluate), data.py (demo-data, models), imports.py (import-model), train.py
+(train-source), adapt.py (adapt), bench.py (bench), reg.py (the `uda reg` group). Shared
+helpers are in common.py. Heavy modules (torch) are imported inside the commands, so
+`uda --help` stays fast.
 
 Errors the user can fix print one line on stderr naming the file and the problem and exit with
 status 1 (no traceback unless --debug). Ctrl-C exits with 130, leaving no half-written file.

@@ -37,7 +37,7 @@ def mean_entropy(probs: torch.Tensor) -> float:
 
 def information_maximisation(probs: torch.Tensor) -> float:
     """Entropy of the mean prediction (diversity) minus mean pixel entropy, over log(C)."""
-    mean = probs.mean(dim=(0, 2, 3))
+    mean = probs.movedim(1, -1).reshape(-1, probs.shape[1]).mean(dim=0)  # (B, C, *spatial)
     diversity = -(mean * torch.log(mean.clamp_min(1e-10))).sum()
     return float(diversity / math.log(probs.shape[1])) - mean_entropy(probs)
 

@@ -210,7 +210,7 @@ def _check_volume_fields(b: ModelBundle) -> str | None:
     if not (isinstance(mirror, list) and all(a in (0, 1, 2) for a in mirror)):
         return "window.mirror_axes must list network axes among 0, 1, 2"
     overlap = w.get("overlap")
-    if not (_is_number(overlap) and 0 <= overlap < 1):
+    if not (_is_number(overlap) and 0 <= float(overlap) < 1):  # type: ignore[arg-type]
         return "window.overlap must be a number in [0, 1)"
     if w.get("mode") not in ("gaussian", "constant"):
         return "window.mode must be 'gaussian' or 'constant'"

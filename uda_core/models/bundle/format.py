@@ -432,7 +432,8 @@ def volume_lines(b: ModelBundle) -> list[str]:
         lines.append("Input channels: 1")
     if b.imported:
         imp = b.imported
-        what = _FORMAT_NAMES.get(imp.get("format"), str(imp.get("format")))
+        fmt = str(imp.get("format"))
+        what = _FORMAT_NAMES.get(fmt, fmt)
         extra = ", ".join(f"{k} {imp[k]}" for k in ("version", "configuration", "fold")
                           if imp.get(k) is not None)
         lines.append(f"Imported from: {what} {imp.get('name', '')}"

@@ -17,7 +17,8 @@ MONAI's own ConfigParser evaluates ``$`` expressions with ``eval()`` and builds 
 * metadata.json ``network_data_format``: input channels, modality, class names.
 
 ``configs/logging.conf`` is never opened and ``scripts/`` never imported. The weights are read
-with ``torch.load(weights_only=True)`` (:func:`~uda_core.models.bundle.safe_load.load_weights_file`).
+with ``torch.load(weights_only=True)``
+(:func:`~uda_core.models.bundle.safe_load.load_weights_file`).
 """
 
 from __future__ import annotations
@@ -177,18 +178,18 @@ def preprocessing(inference: dict, root: Path) -> tuple[list[float] | None, dict
                              "foreground": "nonzero" if nonzero else "all",
                              "keep_zeros": nonzero}
         elif name == "ScaleIntensityRange":
-            values = {k: _argument(args, k, d, where, root) for k, d in
-                      (("a_min", None), ("a_max", None), ("b_min", None), ("b_max", None),
-                       ("clip", False))}
-            if not all(isinstance(values[k], (int, float)) for k in ("a_min", "a_max")):
+            given = {k: _argument(args, k, d, where, root) for k, d in
+                     (("a_min", None), ("a_max", None), ("b_min", None), ("b_max", None),
+                      ("clip", False))}
+            if not all(isinstance(given[k], (int, float)) for k in ("a_min", "a_max")):
                 raise ModelError(f"{INFERENCE}: {where} needs numbers a_min and a_max", root)
-            normalisation = {"kind": "linear", "a_min": float(values["a_min"]),
-                             "a_max": float(values["a_max"]),
-                             "b_min": float(values["b_min"] if values["b_min"] is not None
-                                            else values["a_min"]),
-                             "b_max": float(values["b_max"] if values["b_max"] is not None
-                                            else values["a_max"]),
-                             "clip": bool(values["clip"])}
+            normalisation = {"kind": "linear", "a_min": float(given["a_min"]),
+                             "a_max": float(given["a_max"]),
+                             "b_min": float(given["b_min"] if given["b_min"] is not None
+                                            else given["a_min"]),
+                             "b_max": float(given["b_max"] if given["b_max"] is not None
+                                            else given["a_max"]),
+                             "clip": bool(given["clip"])}
         elif name == "ScaleIntensity":
             normalisation = {"kind": "minmax",
                              "minv": float(_argument(args, "minv", 0.0, where, root)),

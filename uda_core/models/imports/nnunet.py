@@ -93,7 +93,8 @@ def _configuration(root: Path, plans: dict, checkpoint: dict) -> tuple[str, dict
     configs = plans.get("configurations")
     if not isinstance(configs, dict):
         raise ModelError(f"{PLANS}: no configurations", root)
-    init = checkpoint.get("init_args") if isinstance(checkpoint.get("init_args"), dict) else {}
+    init_args = checkpoint.get("init_args")
+    init: dict = init_args if isinstance(init_args, dict) else {}
     name = init.get("configuration") or root.name.rsplit("__", 1)[-1]
     if name not in configs:
         raise ModelError(f"{PLANS}: configuration {name!r} not found (has "

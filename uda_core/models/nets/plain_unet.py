@@ -20,15 +20,16 @@ spatial axes; each spatial size must be divisible by the product of the strides 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-_NORMS = {"instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
+_NORMS: dict[str, dict[int, type[nn.Module]]] = {"instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
           "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}}
-_CONVS = {2: nn.Conv2d, 3: nn.Conv3d}
-_TRANSPOSED = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_CONVS: dict[int, Any] = {2: nn.Conv2d, 3: nn.Conv3d}
+_TRANSPOSED: dict[int, Any] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
 class ConvNormNonlin(nn.Module):
@@ -84,8 +85,8 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, encoder: _Encoder, transpconvs: list[nn.Module], stages: list[nn.Module],
-                 seg_layers: list[nn.Module]) -> None:
+    def __init__(self, encoder: _Encoder, transpconvs: Sequence[nn.Module],
+                 stages: Sequence[nn.Module], seg_layers: Sequence[nn.Module]) -> None:
         super().__init__()
         self.encoder = encoder
         self.stages = nn.ModuleList(stages)
@@ -123,9 +124,10 @@ class PlainConvUNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, dims: int = 3,
-                 features_per_stage: list[int] = (32, 64, 128),  # type: ignore[assignment]
-                 kernel_sizes: list = 3, strides: list = (1, 2, 2),  # type: ignore[assignment]
-                 n_conv_per_stage: list | int = 2, n_conv_per_stage_decoder: list | int = 2,
+                 features_per_stage: Sequence[int] = (32, 64, 128),
+                 kernel_sizes: Sequence | int = 3, strides: Sequence | int = (1, 2, 2),
+                 n_conv_per_stage: Sequence[int] | int = 2,
+                 n_conv_per_stage_decoder: Sequence[int] | int = 2,
                  conv_bias: bool = True, norm: str | None = "instance", norm_eps: float = 1e-5,
                  norm_affine: bool = True, nonlin: str | None = "leaky_relu",
                  negative_slope: float = 0.01) -> None:
@@ -146,7 +148,7 @@ class PlainConvUNet(nn.Module):
         n_enc = [int(c) for c in _per_stage(n_conv_per_stage, n, "n_conv_per_stage")]
         n_dec = [int(c) for c in _per_stage(n_conv_per_stage_decoder, n - 1,
                                             "n_conv_per_stage_decoder")]
-        settings = {"conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
+        settings: dict[str, Any] = {"conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
                     "norm_affine": bool(norm_affine), "nonlin": nonlin,
                     "negative_slope": float(negative_slope)}
         self.num_classes = int(num_classes)
