@@ -64,14 +64,17 @@ def train_a_few_steps(network: torch.nn.Module, steps: int = 3, patch: int = 32,
     return network.eval()
 
 
-def monai_unet() -> torch.nn.Module:
+def monai_unet(net_def: dict = MONAI_NET) -> torch.nn.Module:
     from monai.networks.nets import UNet
-    kwargs = {k: v for k, v in MONAI_NET.items() if k != "_target_"}
+    kwargs = {k: v for k, v in net_def.items() if k != "_target_"}
     return UNet(**kwargs)
 
 
-def make_monai_bundle(folder: Path, network: torch.nn.Module | None = None) -> Path:
-    """A MONAI bundle folder with a trained tiny UNet; returns the folder."""
+def make_monai_bundle(folder: Path, network: torch.nn.Module | None = None,
+                      net_def: dict = MONAI_NET, roi: int = 32, overlap: float = 0.25,
+                      spacing: float = 2.0) -> Path:
+    """A MONAI bundle folder; by default with a tiny UNet trained a few steps (``network``:
+    the ``net_def`` network to save instead). Returns the folder."""
     from monai.bundle import init_bundle
 
     torch.manual_seed(0)
@@ -79,27 +82,27 @@ def make_monai_bundle(folder: Path, network: torch.nn.Module | None = None) -> P
     init_bundle(str(folder), network=network)
     configs = folder / "configs"
     inference = json.loads((configs / "inference.json").read_text())
-    inference["network_def"] = dict(MONAI_NET)
+    inference["network_def"] = dict(net_def)
     inference["preprocessing"]["transforms"] = [
         {"_target_": "LoadImaged", "keys": "image"},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": "image", "pixdim": [2.0, 2.0, 2.0], "mode": "bilinear"},
+        {"_target_": "Spacingd", "keys": "image", "pixdim": [spacing] * 3, "mode": "bilinear"},
         {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False},
         {"_target_": "EnsureTyped", "keys": "image", "device": "@device"},
     ]
-    inference["inferer"] = {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 32],
-                            "sw_batch_size": 2, "overlap": 0.25, "mode": "gaussian"}
+    inference["inferer"] = {"_target_": "SlidingWindowInferer", "roi_size": [roi] * 3,
+                            "sw_batch_size": 2, "overlap": overlap, "mode": "gaussian"}
     (configs / "inference.json").write_text(json.dumps(inference, indent=4))
     metadata = json.loads((configs / "metadata.json").read_text())
     metadata["name"] = "tiny_brain_tissue"
     metadata["network_data_format"] = {
         "inputs": {"image": {"type": "image", "format": "magnitude", "modality": "MR",
-                             "num_channels": 1, "spatial_shape": [32, 32, 32],
+                             "num_channels": 1, "spatial_shape": [roi] * 3,
                              "dtype": "float32", "value_range": [], "is_patch_data": True,
                              "channel_def": {"0": "T1"}}},
         "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 4,
-                             "spatial_shape": [32, 32, 32], "dtype": "float32",
+                             "spatial_shape": [roi] * 3, "dtype": "float32",
                              "value_range": [0, 1], "is_patch_data": True,
                              "channel_def": {str(i): n for i, n in enumerate(CLASSES)}}}}
     (configs / "metadata.json").write_text(json.dumps(metadata, indent=4))

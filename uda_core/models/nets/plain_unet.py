@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-_NORMS: dict[str, dict[int, type[nn.Module]]] = {"instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
-          "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}}
+_NORMS: dict[str, dict[int, type[nn.Module]]] = {
+    "instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
+    "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}}
 _CONVS: dict[int, Any] = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSPOSED: dict[int, Any] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
@@ -148,9 +149,10 @@ class PlainConvUNet(nn.Module):
         n_enc = [int(c) for c in _per_stage(n_conv_per_stage, n, "n_conv_per_stage")]
         n_dec = [int(c) for c in _per_stage(n_conv_per_stage_decoder, n - 1,
                                             "n_conv_per_stage_decoder")]
-        settings: dict[str, Any] = {"conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
-                    "norm_affine": bool(norm_affine), "nonlin": nonlin,
-                    "negative_slope": float(negative_slope)}
+        settings: dict[str, Any] = {
+            "conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
+            "norm_affine": bool(norm_affine), "nonlin": nonlin,
+            "negative_slope": float(negative_slope)}
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.dims = dims
