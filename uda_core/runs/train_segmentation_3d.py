@@ -7,8 +7,8 @@ labelled tissue (with left-right flips), Adam on cross-entropy + soft Dice for `
 updates with cosine decay. Validation: mean foreground Dice of the sliding-window prediction
 of each validation volume every ``val_every`` steps; the best weights are kept. The bundle is
 a 3D bundle (``dims`` 3, ``window`` roi / overlap 0.5 / gaussian) of architecture
-"monai.UNet" with BatchNorm, so tent and adabn apply, and records the training labels' class
-shares as a constant class-ratio prior.
+"monai.UNet" with BatchNorm, so tent and adabn apply, and records a per-patch class-ratio
+prior (:func:`patch_class_prior`), so sfda applies to 3D patches too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from uda_core import __version__
+from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import labels_to_grid, prepare_volume_3d
 from uda_core.io.files import fingerprint
 from uda_core.io.intensity import DEFAULT_NORMALISATION
@@ -52,26 +53,56 @@ class Source3DConfig:
     skull_stripped_input: bool | None = None
 
 
-def _on_grid(pairs, config: Source3DConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def _on_grid(pairs, config: Source3DConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image (X, Y, Z), labels (X, Y, Z), axial positions (Z,)) of each pair on its grid."""
     volumes = []
     for image_path, label_path in pairs:
         model_input = prepare_volume_3d(read_volume(image_path), list(config.spacing_mm),
                                         config.normalisation)
         labels = labels_to_grid(read_labels(label_path), model_input)
         volumes.append((np.moveaxis(model_input.slices, 0, -1),
-                        np.moveaxis(labels, 0, -1)))
+                        np.moveaxis(labels, 0, -1), model_input.positions))
     return volumes
 
 
-def _patch(image: np.ndarray, labels: np.ndarray, roi: int, rng: np.random.Generator):
-    pad = [(0, max(0, roi - s)) for s in image.shape]
-    image = np.pad(image, pad, constant_values=float(image.min()))
-    labels = np.pad(labels, pad)
+def patch_class_prior(volumes, roi: int, num_classes: int, bins: int = 10,
+                      per_volume: int = 300, seed: int = 0) -> dict:
+    """The class-ratio prior of 3D patches, in the bundle's prior format.
+
+    Patches are drawn as 3D adaptation draws them (``roi`` ^3 boxes centred on random head
+    voxels, :mod:`uda_core.grid.patches`); each patch's label fractions are binned by the
+    normalised axial position of its centre (``bins`` equal bins of 0..1, the key that 3D
+    adaptation batches carry as ``positions``); "constant" is the mean over all patches.
+    Empty bins fall back to the constant.
+    """
+    rng = np.random.default_rng(seed)
+    ratios, where = [], []
+    box_roi = [roi] * 3
+    for image, labels, positions in volumes:
+        image = pad_to(image, box_roi, float(image.min()))
+        labels = pad_to(labels, box_roi, 0)
+        head = head_voxels(image)
+        for centre in head[rng.integers(0, len(head), per_volume)]:
+            patch = labels[patch_box(centre, box_roi, labels.shape)]
+            ratios.append(np.bincount(patch.ravel(), minlength=num_classes) / patch.size)
+            where.append(positions[min(int(centre[2]), len(positions) - 1)])
+    ratios_array, where_array = np.asarray(ratios), np.asarray(where)
+    constant = ratios_array.mean(axis=0)
+    which = np.minimum((where_array * bins).astype(int), bins - 1)
+    per_position = [ratios_array[which == b].mean(axis=0) if np.any(which == b) else constant
+                    for b in range(bins)]
+    return {"constant": [float(v) for v in constant],
+            "positions": [float(v) for v in (np.arange(bins) + 0.5) / bins],
+            "per_position": [[float(v) for v in row] for row in per_position]}
+
+
+def _patch(image: np.ndarray, labels: np.ndarray, positions: np.ndarray, roi: int,
+           rng: np.random.Generator):
+    image = pad_to(image, [roi] * 3, float(image.min()))
+    labels = pad_to(labels, [roi] * 3, 0)
     tissue = np.argwhere(labels > 0)
     centre = tissue[rng.integers(len(tissue))] if len(tissue) else np.array(image.shape) // 2
-    start = [int(np.clip(c - roi // 2, 0, s - roi)) for c, s in zip(centre, image.shape,
-                                                                    strict=True)]
-    box = tuple(slice(a, a + roi) for a in start)
+    box = patch_box(centre, [roi] * 3, image.shape)
     x, y = image[box], labels[box]
     if rng.random() < 0.5:  # left-right flip (grid axis 0 is x)
         x, y = x[::-1], y[::-1]
@@ -88,7 +119,7 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _val_dice(network, volumes, window, device, num_classes) -> float:
     scores = []
-    for image, labels in volumes:
+    for image, labels, _ in volumes:
         pred = predict_volume(network, image[None], window, device, 2).argmax(0)
         for c in range(1, num_classes):
             a, b = pred == c, labels == c
@@ -139,8 +170,6 @@ def train_source_3d(train_pairs, val_pairs, config: Source3DConfig | None = None
             if progress is not None:
                 progress("network", step, config.steps, {"loss": float(loss), "val_dice": dice})
     assert best_state is not None
-    counts = np.bincount(np.concatenate([lab.ravel() for _, lab in train]),
-                         minlength=num_classes).astype(np.float64)
     summary = {"val_dice": best, "train_volumes": len(train), "val_volumes": len(val)}
     provenance = {
         "parent": None, "method": "supervised-source-3d", "config": asdict(config),
@@ -155,7 +184,7 @@ def train_source_3d(train_pairs, val_pairs, config: Source3DConfig | None = None
         spacing_mm=[float(s) for s in config.spacing_mm],
         in_plane_shape=[config.roi, config.roi], orientation="RAS", slice_axis=2,
         normalisation=dict(config.normalisation),
-        class_ratio_prior={"constant": (counts / counts.sum()).tolist()},
+        class_ratio_prior=patch_class_prior(train, config.roi, num_classes, seed=config.seed),
         provenance=provenance, skull_stripped_input=config.skull_stripped_input, dims=3,
         window=window)
     return bundle, summary

@@ -18,8 +18,8 @@ import torch
 
 from uda_core.engine.config import EngineConfig
 from uda_core.engine.events import PreviewEvent
+from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
-from uda_core.io.intensity import foreground_mask
 from uda_core.methods.base import AdaptationMethod, Batch
 from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
@@ -39,25 +39,18 @@ class PatchPool:
         for model_input in data.inputs:
             grid = np.moveaxis(model_input.slices, 0, -1)       # (X, Y, Z)
             image = np.transpose(grid, self.axes)
-            pad = [(0, max(0, r - s)) for r, s in zip(self.roi, image.shape, strict=True)]
-            image = np.pad(image, pad, mode="constant", constant_values=float(image.min()))
-            head = np.argwhere(foreground_mask(image))
-            if len(head) == 0:
-                head = np.argwhere(np.ones(image.shape, dtype=bool))
+            image = pad_to(image, self.roi, float(image.min()))
             self.volumes.append(np.ascontiguousarray(image, dtype=np.float32))
-            self.heads.append(head)
+            self.heads.append(head_voxels(image))
             self.positions.append(model_input.positions)
         self.z_axis = self.axes.index(2)  # where the grid's z (slice) axis is in network order
 
     def patch(self, v: int, centre: np.ndarray) -> tuple[np.ndarray, float]:
         """(patch (*roi) float32, normalised axial position of its centre)."""
         image = self.volumes[v]
-        start = [int(np.clip(c - r // 2, 0, s - r))
-                 for c, r, s in zip(centre, self.roi, image.shape, strict=True)]
-        box = tuple(slice(a, a + r) for a, r in zip(start, self.roi, strict=True))
         positions = self.positions[v]
         z = int(np.clip(centre[self.z_axis], 0, len(positions) - 1))
-        return image[box], float(positions[z])
+        return image[patch_box(centre, self.roi, image.shape)], float(positions[z])
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n random patches (n, *roi) and their positions (n,)."""
