@@ -19,12 +19,13 @@ def pad_to(array: np.ndarray, roi: Sequence[int], value: float) -> np.ndarray:
     return np.pad(array, pad, mode="constant", constant_values=value)
 
 
-def patch_box(centre: Sequence[int], roi: Sequence[int],
-              shape: Sequence[int]) -> tuple[slice, ...]:
+def patch_box(centre: Sequence[int] | np.ndarray, roi: Sequence[int],
+              shape: Sequence[int]) -> tuple[slice, slice, slice]:
     """The ``roi`` box centred on ``centre``, shifted to lie inside ``shape`` (>= roi)."""
     start = [int(np.clip(int(c) - int(r) // 2, 0, int(s) - int(r)))
              for c, r, s in zip(centre, roi, shape, strict=True)]
-    return tuple(slice(a, a + int(r)) for a, r in zip(start, roi, strict=True))
+    (a, b, c), (ra, rb, rc) = start, [int(r) for r in roi]
+    return slice(a, a + ra), slice(b, b + rb), slice(c, c + rc)
 
 
 def head_voxels(image: np.ndarray) -> np.ndarray:

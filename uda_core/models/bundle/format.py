@@ -459,9 +459,9 @@ def describe(bundle: ModelBundle) -> list[str]:
     if not prior:
         prior_text = "no"
     elif prior.get("per_position"):
-        n = len(prior["per_position"])
-        prior_text = (f"yes, per patch (axial position of its centre, {n} positions)"
-                      if b.dims == 3 else f"yes, per slice position ({n} positions)")
+        bins = len(prior["per_position"])
+        prior_text = (f"yes, per patch (axial position of its centre, {bins} positions)"
+                      if b.dims == 3 else f"yes, per slice position ({bins} positions)")
     else:
         prior_text = "yes, constant"
     prov = b.provenance or {}
