@@ -312,3 +312,37 @@ def test_adapt_a_monai_network_on_3d_patches(monai_folder, tmp_path, method):
                            for k in changed)
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "time_s" in r] == [1, 2]
+
+
+def test_3d_refusals_are_one_line(monai_folder, tmp_path, capsys):
+    """A method without a 3D path, a malformed --roi, a multi-channel network."""
+    assert main(["adapt", "--model", str(monai_folder), "--method", "selftrain", "--out",
+                 str(tmp_path / "st"), str(DEMO_T1)]) == 1
+    assert "selftrain is not available for 3D models yet" in capsys.readouterr().err
+    assert main(["predict", "--model", str(monai_folder), "--out", str(tmp_path / "m"),
+                 "--roi", "96,96", str(DEMO_T1)]) == 1
+    assert "--roi must be three positive integers" in capsys.readouterr().err
+    folder = _copy(monai_folder, tmp_path)
+    _edit_inference(folder, lambda c: c["network_def"].update(in_channels=4))
+    from monai.networks.nets import UNet
+    four = UNet(3, 4, 4, (4, 8), (2,), num_res_units=0, norm="batch")
+    torch.save(four.state_dict(), folder / "models" / "model.pt")
+    bundle = import_model(folder)
+    assert "Input channels: 4 (multi-channel input: not supported yet)" in describe(bundle)
+    assert main(["predict", "--model", str(folder), "--out", str(tmp_path / "m4"),
+                 str(DEMO_T1)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the network takes 4 input channels (e.g. several MRI contrasts at "
+                        "once); multi-channel input is not supported yet") and "\n" not in err
+
+
+def test_nnunet_folder_as_a_zip(nnunet_folder, tmp_path):
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for file in nnunet_folder.parent.rglob("*"):
+            if file.is_file():
+                z.write(file, str(file.relative_to(nnunet_folder.parent.parent)))
+    bundle = load_model(archive)
+    assert bundle.imported["format"] == "nnunet-v2" and bundle.imported["source"] == str(archive)
+    reference = load_model(nnunet_folder)
+    assert all(torch.equal(v, reference.state_dict[k]) for k, v in bundle.state_dict.items())

@@ -25,6 +25,10 @@ from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import AdaptationData
 
+#: methods that adapt a 3D network on these patches (tested); the others use 2D slices,
+#: paired or labelled source data, or an early head
+PATCH_METHODS = ("tent", "adabn", "sfda")
+
 
 class PatchPool:
     """Each target as a network-order volume (X', Y', Z') padded to at least the window, and
