@@ -346,3 +346,12 @@ def test_nnunet_folder_as_a_zip(nnunet_folder, tmp_path):
     assert bundle.imported["format"] == "nnunet-v2" and bundle.imported["source"] == str(archive)
     reference = load_model(nnunet_folder)
     assert all(torch.equal(v, reference.state_dict[k]) for k, v in bundle.state_dict.items())
+
+
+def test_monai_label_cleanup_is_left_out_and_said(monai_folder, tmp_path):
+    folder = _copy(monai_folder, tmp_path)
+    _edit_inference(folder, lambda c: c["postprocessing"]["transforms"].append(
+        {"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": [1]}))
+    lines = describe(import_model(folder))
+    assert ("Import note: postprocessing KeepLargestConnectedComponent is not applied (labels "
+            "as the network predicts them)") in lines

@@ -34,7 +34,7 @@ def _zip_root(members: list[str]) -> tuple[str, str] | None:
         if name.endswith(nnunet.PLANS):
             prefix = name[:-len(nnunet.PLANS)]
             if any(PurePosixPath(m[len(prefix):]).parts[:1] and
-                   nnunet._FOLD.match(PurePosixPath(m[len(prefix):]).parts[0])
+                   nnunet.FOLD_PATTERN.match(PurePosixPath(m[len(prefix):]).parts[0])
                    for m in members if m.startswith(prefix) and m != name):
                 return nnunet.FORMAT, prefix
     return None

@@ -11,6 +11,7 @@ MONAI's own ConfigParser evaluates ``$`` expressions with ``eval()`` and builds 
   NormalizeIntensity(d) / ScaleIntensityRange(d) / ScaleIntensity(d) -> normalisation; loading,
   channel and type transforms are neutral; a transform from outside ``monai`` needs the
   bundle's scripts and is refused; a MONAI transform we do not reproduce is refused by name;
+  label clean-up after the network (KeepLargestConnectedComponent...) is left out and noted;
 * ``inferer``: SlidingWindowInferer's roi_size / overlap / mode (else metadata's input
   spatial_shape as the window);
 * ``postprocessing``: softmax + argmax only (a sigmoid output is multi-label: not supported);
@@ -44,7 +45,10 @@ FILES = (METADATA, INFERENCE, WEIGHTS)
 _NEUTRAL = {"LoadImage", "EnsureChannelFirst", "AddChannel", "EnsureType", "ToTensor",
             "CastToType", "ToNumpy", "Identity", "CopyItems", "DeleteItems", "SelectItems",
             "CropForeground", "Invert", "SaveImage", "AsDiscrete", "Activations",
-            "KeepLargestConnectedComponent", "FromMetaTensor", "ToDevice"}
+            "FromMetaTensor", "ToDevice"}
+#: postprocessing that edits the label map afterwards: not applied, said in the import notes
+_LABEL_CLEANUP = {"KeepLargestConnectedComponent", "FillHoles", "RemoveSmallObjects",
+                  "LabelFilter"}
 _EXPRESSION = ("$", "@", "%")
 
 
@@ -203,8 +207,14 @@ def preprocessing(inference: dict, root: Path) -> tuple[list[float] | None, dict
     return spacing, normalisation, notes
 
 
-def _check_postprocessing(inference: dict, root: Path) -> None:
+def _check_postprocessing(inference: dict, root: Path) -> list[str]:
+    """Notes on postprocessing left out; ModelError for what changes the outputs' meaning."""
+    notes = []
     for name, args in _transforms(inference, "postprocessing", root):
+        if name in _LABEL_CLEANUP:
+            notes.append(f"postprocessing {name} is not applied (labels as the network "
+                         "predicts them)")
+            continue
         if name == "Activations" and args.get("sigmoid"):
             raise ModelError(f"{INFERENCE}: postprocessing Activations uses a sigmoid: the "
                              "network's outputs are overlapping labels (multi-label), which "
@@ -212,6 +222,7 @@ def _check_postprocessing(inference: dict, root: Path) -> None:
         if name not in _NEUTRAL:
             raise ModelError(f"{INFERENCE}: postprocessing transform {name} is not "
                              "reproduced by UDA Studio yet; refused", root)
+    return notes
 
 
 def window_settings(inference: dict, metadata_input: dict, root: Path) -> dict:
@@ -275,7 +286,7 @@ def read_monai_bundle(root: Path) -> dict[str, Any]:
                          "MONAI networks are supported yet", root)
     inp, out = _io_format(metadata, root)
     spacing, normalisation, notes = preprocessing(inference, root)
-    _check_postprocessing(inference, root)
+    notes += _check_postprocessing(inference, root)
     window = window_settings(inference, inp, root)
     n_out = out.get("num_channels", kwargs.get("out_channels"))
     channel_def = out.get("channel_def") or {}

@@ -41,12 +41,12 @@ PLANS = "plans.json"
 DATASET = "dataset.json"
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-_FOLD = re.compile(r"fold_(\d+|all)$")
+FOLD_PATTERN = re.compile(r"fold_(\d+|all)$")
 
 
 def is_nnunet_folder(root: Path) -> bool:
     """Whether a folder looks like an nnU-Net v2 result folder (plans.json + a fold_*)."""
-    return (root / PLANS).is_file() and any(_FOLD.match(p.name) for p in root.glob("fold_*"))
+    return (root / PLANS).is_file() and any(FOLD_PATTERN.match(p.name) for p in root.glob("fold_*"))
 
 
 def _numpy_globals() -> list:
@@ -189,7 +189,7 @@ def _class_names(dataset: dict, root: Path) -> list[str]:
 
 def _fold_checkpoint(root: Path, fold: str | None) -> tuple[str, Path]:
     folds = sorted((m.group(1) for p in root.iterdir() if p.is_dir()
-                    for m in [_FOLD.match(p.name)] if m),
+                    for m in [FOLD_PATTERN.match(p.name)] if m),
                    key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
     if fold is not None:
         folds = [f for f in folds if f == str(fold)]
