@@ -20,7 +20,7 @@ from uda_core.errors import ModelError
 from uda_core.io.readers import read_volume
 from uda_core.models.bundle import describe, load_model
 from uda_core.models.imports import import_model
-from uda_core.models.inference import segment_volume
+from uda_core.models.inference import expected_windows, segment_volume
 from uda_core.models.nets.plain_unet import PlainConvUNet
 from uda_core.models.sliding_window import predict_volume, window_count
 
@@ -255,8 +255,10 @@ def test_nnunet_predicts_on_the_input_grid(nnunet_folder):
     bundle = load_model(nnunet_folder)
     bundle = dataclasses.replace(bundle, window=dict(bundle.window, overlap=0.0))  # fewer windows
     volume = read_volume(DEMO_T1)
+    done: list[int] = []
     labels = segment_volume(bundle, bundle.build_network(), volume, torch.device("cpu"),
-                            batch_size=4, mirror=False)
+                            batch_size=4, mirror=False, on_batch=done.append)
+    assert sum(done) == expected_windows(bundle, volume)  # the progress bar's total
     assert labels.shape == volume.shape and np.allclose(labels.affine, volume.affine)
     assert labels.data.dtype == np.uint8 and labels.data.max() <= 3
 

@@ -62,7 +62,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from uda_core.io.readers import read_volume
     from uda_core.io.writers import write_volume
     from uda_core.models.bundle import load_model
-    from uda_core.models.inference import segment_volume, units
+    from uda_core.models.inference import expected_windows, segment_volume, units
 
     out_dir = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
@@ -85,7 +85,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for source, target in zip(inputs, targets, strict=True):
             start = time.perf_counter()
             volume = read_volume(source)
-            bar = progress_bar(None, source.name, units(bundle.window))
+            bar = progress_bar(expected_windows(bundle, volume), source.name,
+                               units(bundle.window))
             try:
                 labels = segment_volume(bundle, network, volume, device, batch_size,
                                         on_batch=bar.update, mirror=not args.no_mirroring)

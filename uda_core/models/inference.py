@@ -20,9 +20,10 @@ from uda_core.grid.prepare import (
     probabilities_to_input_grid,
 )
 from uda_core.io import Volume
+from uda_core.io.geometry import covering_grid
 from uda_core.io.intensity import match_quantiles, region_quantiles
 from uda_core.models.bundle import ModelBundle
-from uda_core.models.sliding_window import predict_volume
+from uda_core.models.sliding_window import predict_volume, window_count
 from uda_core.models.standardise import is_standardised
 
 
@@ -99,6 +100,16 @@ def check_single_channel(bundle: ModelBundle) -> None:
         raise ModelError(f"the network takes {bundle.in_channels} input channels (e.g. several "
                          "MRI contrasts at once); multi-channel input is not supported yet",
                          bundle.source)
+
+
+def expected_windows(bundle: ModelBundle, volume: Volume) -> int | None:
+    """How many windows on_batch will count for `volume` with a 3D bundle (None for a 2D
+    one, whose slice count is known only on its model grid)."""
+    if bundle.dims != 3 or bundle.window is None:
+        return None
+    _, shape = covering_grid(volume.affine, volume.shape, bundle.spacing_mm)
+    order = [shape[a] for a in bundle.window["axes"]]
+    return window_count(order, bundle.window["roi_size"], float(bundle.window["overlap"]))
 
 
 def units(window: dict | None) -> str:
