@@ -357,3 +357,24 @@ def test_monai_label_cleanup_is_left_out_and_said(monai_folder, tmp_path):
     lines = describe(import_model(folder))
     assert ("Import note: postprocessing KeepLargestConnectedComponent is not applied (labels "
             "as the network predicts them)") in lines
+
+
+def test_nnunet_plans_from_before_v2_3_describe_the_same_network(nnunet_folder, tmp_path):
+    """Older plans name the U-Net by UNet_class_name and base / max features instead of an
+    'architecture' entry; the same weights load into the same network."""
+    root = _copy(nnunet_folder, tmp_path)
+    plans = json.loads((root / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    arch = config.pop("architecture")["arch_kwargs"]
+    config.update({"UNet_class_name": "PlainConvUNet", "UNet_base_num_features": 4,
+                   "unet_max_num_features": 16, "conv_kernel_sizes": arch["kernel_sizes"],
+                   "pool_op_kernel_sizes": arch["strides"],
+                   "n_conv_per_stage_encoder": arch["n_conv_per_stage"],
+                   "n_conv_per_stage_decoder": arch["n_conv_per_stage_decoder"]})
+    (root / "plans.json").write_text(json.dumps(plans))
+    old, new = import_model(root), import_model(nnunet_folder)
+    assert old.arch_kwargs == new.arch_kwargs
+    config["UNet_class_name"] = "ResidualEncoderUNet"
+    (root / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ModelError, match="UNet_class_name 'ResidualEncoderUNet'"):
+        import_model(root)

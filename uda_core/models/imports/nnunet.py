@@ -115,11 +115,37 @@ def _configuration(root: Path, plans: dict, checkpoint: dict) -> tuple[str, dict
     return name, settings
 
 
+def _legacy_architecture(settings: dict, root: Path) -> dict:
+    """The ``architecture`` entry of plans written before nnU-Net v2.3, which described the
+    U-Net by ``UNet_class_name``, ``UNet_base_num_features``, ``unet_max_num_features``,
+    ``conv_kernel_sizes``, ``pool_op_kernel_sizes`` and ``n_conv_per_stage_encoder/decoder``
+    (conv bias, InstanceNorm eps 1e-5 affine, LeakyReLU 0.01 were fixed then)."""
+    if settings.get("UNet_class_name") != "PlainConvUNet":
+        raise ModelError(f"{PLANS}: the configuration has no 'architecture' entry and its "
+                         f"UNet_class_name {settings.get('UNet_class_name')!r} is not "
+                         "PlainConvUNet; not supported yet", root)
+    try:
+        kernels, strides = settings["conv_kernel_sizes"], settings["pool_op_kernel_sizes"]
+        base, top = int(settings["UNet_base_num_features"]), int(settings["unet_max_num_features"])
+        encoder = settings["n_conv_per_stage_encoder"]
+        decoder = settings["n_conv_per_stage_decoder"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{PLANS}: the pre-v2.3 U-Net description lacks {exc}", root) from None
+    dims = len(kernels[0])
+    return {"network_class_name": PLAIN_UNET, "arch_kwargs": {
+        "n_stages": len(kernels),
+        "features_per_stage": [min(base * 2**i, top) for i in range(len(kernels))],
+        "conv_op": f"torch.nn.modules.conv.Conv{dims}d", "kernel_sizes": kernels,
+        "strides": strides, "n_conv_per_stage": encoder, "n_conv_per_stage_decoder": decoder,
+        "conv_bias": True, "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
+        "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+        "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}}
+
+
 def _arch_kwargs(settings: dict, in_channels: int, num_classes: int, root: Path) -> dict:
     arch = settings.get("architecture")
     if not isinstance(arch, dict):
-        raise ModelError(f"{PLANS}: the configuration has no 'architecture' entry (plans from "
-                         "nnU-Net before v2.3 are not supported yet)", root)
+        arch = _legacy_architecture(settings, root)
     if arch.get("network_class_name") != PLAIN_UNET:
         raise ModelError(f"{PLANS}: network {arch.get('network_class_name')!r} is not "
                          "supported yet (only nnU-Net's PlainConvUNet)", root)
