@@ -833,13 +833,35 @@ def test_normalise_zscores_the_foreground():
 
 
 @pytest.mark.parametrize("spec", [
-    {"kind": "minmax"},
+    {"kind": "histogram"},
+    {"kind": "linear", "a_min": 1.0, "a_max": 1.0},
     {**DEFAULT_NORMALISATION, "foreground": "brain"},
     {**DEFAULT_NORMALISATION, "lower_percentile": 60, "upper_percentile": 40},
 ])
 def test_normalise_rejects_unknown_specs(spec):
     with pytest.raises(ValueError):
         normalise(np.ones((3, 3, 3)), spec)
+
+
+def test_imported_models_normalisations():
+    """MONAI's ScaleIntensityRange / ScaleIntensity / NormalizeIntensity(nonzero=True) and
+    nnU-Net's z-score over all voxels, as normalise specs."""
+    x = np.array([[[0.0, 1.0], [2.0, 4.0]]], dtype=np.float32)
+    linear = normalise(x, {"kind": "linear", "a_min": 0.0, "a_max": 2.0, "b_min": -1.0,
+                           "b_max": 1.0, "clip": True})
+    np.testing.assert_allclose(linear.ravel(), [-1.0, 0.0, 1.0, 1.0])
+    unclipped = normalise(x, {"kind": "linear", "a_min": 0.0, "a_max": 2.0})
+    np.testing.assert_allclose(unclipped.ravel(), [0.0, 0.5, 1.0, 2.0])
+    np.testing.assert_allclose(normalise(x, {"kind": "minmax", "minv": 0.0, "maxv": 2.0})
+                               .ravel(), [0.0, 0.5, 1.0, 2.0])
+    zscore = {"kind": "percentile_zscore", "lower_percentile": 0.0, "upper_percentile": 100.0,
+              "foreground": "all"}
+    np.testing.assert_allclose(normalise(x, zscore).ravel(), (x.ravel() - x.mean()) / x.std(),
+                               rtol=1e-5)
+    nonzero = normalise(x, {**zscore, "foreground": "nonzero", "keep_zeros": True}).ravel()
+    inside = x.ravel()[1:]
+    assert nonzero[0] == 0.0
+    np.testing.assert_allclose(nonzero[1:], (inside - inside.mean()) / inside.std(), rtol=1e-5)
 
 
 def test_foreground_of_a_head_whose_fat_otsu_would_split_off_keeps_the_whole_head():

@@ -41,7 +41,8 @@ def test_reader_without_the_field_ignores_it(tmp_path):
     old_keys = ("format", "version", "architecture", "arch_kwargs", "class_names", "modality",
                 "spacing_mm", "in_plane_shape", "orientation", "slice_axis", "normalisation",
                 "class_ratio_prior", "provenance")
-    assert set(meta) == set(old_keys) | {"skull_stripped_input", "intensity_reference"}
+    assert set(meta) == set(old_keys) | {"skull_stripped_input", "intensity_reference", "dims",
+                                         "window", "imported"}
     bundle = make_seg_bundle()
     content = dict(meta, state_dict=bundle.state_dict,
                    early_head_state_dict=bundle.early_head_state_dict)

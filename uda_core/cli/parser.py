@@ -1,9 +1,10 @@
 """The `uda` command line: the same core the desktop app uses, for scripts and clusters.
 
 One module per command group, each adding its sub-commands with ``add_parsers``: predict.py
-(predict, evaluate), data.py (demo-data, models), train.py (train-source), adapt.py (adapt),
-bench.py (bench), reg.py (the `uda reg` group). Shared helpers are in common.py. Heavy
-modules (torch) are imported inside the commands, so `uda --help` stays fast.
+(predict, evaluate), data.py (demo-data, models), imports.py (import-model), train.py
+(train-source), adapt.py (adapt), bench.py (bench), reg.py (the `uda reg` group). Shared
+helpers are in common.py. Heavy modules (torch) are imported inside the commands, so
+`uda --help` stays fast.
 
 Errors the user can fix print one line on stderr naming the file and the problem and exit with
 status 1 (no traceback unless --debug). Ctrl-C exits with 130, leaving no half-written file.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from uda_core import __version__
-from uda_core.cli import adapt, bench, data, predict, reg, train
+from uda_core.cli import adapt, bench, data, imports, predict, reg, train
 from uda_core.cli.common import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
 from uda_core.errors import UdaError
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict.add_parsers(sub)    # predict, evaluate
     data.add_parsers(sub)       # demo-data, models
+    imports.add_parsers(sub)    # import-model
     train.add_parsers(sub)      # train-source
     adapt.add_parsers(sub)      # adapt
     bench.add_parsers(sub)      # bench

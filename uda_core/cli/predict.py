@@ -26,13 +26,43 @@ def _segmentation_output(out_dir: Path, source: Path, inputs: list[Path],
     return target
 
 
+def parse_roi(text: str) -> list[int]:
+    """--roi "96,96,96" (or one number for a cube) -> [96, 96, 96]; UdaError when malformed."""
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) < 1:
+        raise UdaError(f"--roi must be three positive integers such as 96,96,96, got {text!r}")
+    return values
+
+
+def with_window_options(bundle, args: argparse.Namespace):
+    """The bundle with --roi / --overlap applied to its sliding window (3D bundles only)."""
+    import dataclasses
+    if args.roi is None and args.overlap is None:
+        return bundle
+    if bundle.dims != 3 or bundle.window is None:
+        raise UdaError("--roi and --overlap apply to 3D models only; this one is 2D")
+    window = dict(bundle.window)
+    if args.roi is not None:
+        window["roi_size"] = parse_roi(args.roi)
+    if args.overlap is not None:
+        if not 0 <= args.overlap < 1:
+            raise UdaError(f"--overlap must be in [0, 1), got {args.overlap}")
+        window["overlap"] = float(args.overlap)
+    return dataclasses.replace(bundle, window=window)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from uda_core.engine.device import resolve_device
     from uda_core.io.folder_lock import hold_folder
     from uda_core.io.readers import read_volume
     from uda_core.io.writers import write_volume
     from uda_core.models.bundle import load_model
-    from uda_core.models.inference import segment_volume
+    from uda_core.models.inference import expected_windows, segment_volume, units
 
     out_dir = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
@@ -48,15 +78,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.standardise:
         from uda_core.models.standardise import standardised
         bundle = standardised(bundle)
+    bundle = with_window_options(bundle, args)
+    batch_size = args.batch_size or (16 if bundle.dims == 2 else 2)
     network = bundle.build_network(device)
     with hold_folder(out_dir):   # one writer per folder
         for source, target in zip(inputs, targets, strict=True):
             start = time.perf_counter()
             volume = read_volume(source)
-            bar = progress_bar(None, source.name, "slice")
+            bar = progress_bar(expected_windows(bundle, volume), source.name,
+                               units(bundle.window))
             try:
-                labels = segment_volume(bundle, network, volume, device, args.batch_size,
-                                        on_batch=bar.update)
+                labels = segment_volume(bundle, network, volume, device, batch_size,
+                                        on_batch=bar.update, mirror=not args.no_mirroring)
             finally:
                 bar.close()
             write_volume(labels.with_data(labels.data, source=None), target, dtype="uint8",
@@ -113,10 +146,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "OUT/<name>_seg.nii.gz on the input's own voxel grid "
                                    "(same shape and affine).")
     p.add_argument("--model", required=True,
-                   help="a model bundle (.pt), a TorchScript file, or a built-in name such "
-                        "as demo:brain-t1 (see `uda models`)")
+                   help="a model bundle (.pt), a TorchScript file, a built-in name such "
+                        "as demo:brain-t1 (see `uda models`), or a MONAI bundle / nnU-Net v2 "
+                        "result folder or zip (imported on the fly)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per batch (default 16), or windows per batch for a 3D model "
+                        "(default 2)")
+    p.add_argument("--roi", help="3D models: sliding-window size in voxels, network axis order "
+                                 "(e.g. 96,96,96; default: the model's)")
+    p.add_argument("--overlap", type=float,
+                   help="3D models: overlap of neighbouring windows, 0..1 (default: the model's)")
+    p.add_argument("--no-mirroring", action="store_true",
+                   help="3D models: skip test-time mirroring (nnU-Net models mirror by default; "
+                        "2**axes times faster without)")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks in --out")
     p.add_argument("--standardise", action="store_true",
                    help="match each input's intensities to the model's source data first "

@@ -30,6 +30,8 @@ def cmd_train_source(args: argparse.Namespace) -> int:
                            "for choosing the best epoch), or --val")
         n_val = max(1, len(pairs) // 6)
         train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    if args.dims == 3:
+        return _train_3d(args, train_pairs, val_pairs, out)
     network_settings: dict[str, Any] = {}
     init_state = None
     if args.init:   # fine-tuning: the parent's architecture, grid, classes and normalisation
@@ -78,6 +80,31 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_3d(args: argparse.Namespace, train_pairs, val_pairs, out: Path) -> int:
+    """train-source --dims 3: a small 3D MONAI UNet on random patches."""
+    from uda_core.engine.device import resolve_device
+    from uda_core.models.bundle import save_bundle
+    from uda_core.runs.train_segmentation_3d import Source3DConfig, train_source_3d
+
+    if args.init:
+        raise UdaError("--init fine-tunes 2D U-Net bundles only; leave it out with --dims 3")
+    config = Source3DConfig(steps=args.steps, roi=args.roi, seed=args.seed,
+                            batch_size=min(args.batch_size, 4), modality=args.modality,
+                            skull_stripped_input=args.skull_stripped_input)
+    device = resolve_device(args.device)
+    print(f"training a 3D network on {len(train_pairs)} volumes, validating on "
+          f"{len(val_pairs)} ({device})", file=sys.stderr)
+
+    def progress(phase, done, total, scores):
+        print(f"{phase} step {done}/{total}: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), file=sys.stderr)
+
+    bundle, summary = train_source_3d(train_pairs, val_pairs, config, device, progress)
+    save_bundle(bundle, out, overwrite=args.overwrite)
+    print(f"{out}  validation Dice: {summary['val_dice']:.3f} (3D, window {args.roi}^3)")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-source", help="train a segmentation model on labelled data",
                        description="Supervised training of a 2D U-Net on labelled volumes "
@@ -87,6 +114,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the model bundle to write (.pt)")
     p.add_argument("--val", nargs="+", help="validation volumes or folders (default: hold "
                                             "out the last sixth of DATA)")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2,
+                   help="2: the slice U-Net with prior and early head (default); 3: a small "
+                        "3D MONAI UNet trained on random patches (--steps, --roi)")
+    p.add_argument("--steps", type=int, default=300, help="--dims 3: updates (default 300)")
+    p.add_argument("--roi", type=int, default=48,
+                   help="--dims 3: patch and window size in voxels per axis (default 48)")
     p.add_argument("--epochs", type=int, default=30, help="network epochs (default 30)")
     p.add_argument("--head-epochs", type=int, default=8, help="early-head epochs (default 8)")
     p.add_argument("--batch-size", type=int, default=16, help="default 16")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uda_core.io import Volume
-from uda_core.io.geometry import foreground_center, model_grid, resample
+from uda_core.io.geometry import covering_grid, foreground_center, model_grid, resample
 from uda_core.io.intensity import foreground_mask, normalise
 
 
@@ -57,6 +57,19 @@ def prepare_volume(volume: Volume, spacing_mm, in_plane_shape, normalisation: di
     slices = normalise(slices, normalisation).astype(np.float32, copy=False)
     nx, ny, nz = (int(s) for s in grid_shape)
     return ModelInput(slices, grid_affine, (nx, ny, nz), positions)
+
+
+def prepare_volume_3d(volume: Volume, spacing_mm, normalisation: dict) -> ModelInput:
+    """Like prepare_volume for a 3D network: the grid covers the whole volume on all three
+    axes (:func:`uda_core.io.geometry.covering_grid`) instead of a fixed in-plane size; the
+    volume is still stored as slices (Z, X, Y) (``np.moveaxis(slices, 0, -1)`` is (X, Y, Z))."""
+    grid_affine, grid_shape = covering_grid(volume.affine, volume.shape, spacing_mm)
+    fill = float(np.min(volume.data))
+    on_grid = resample(volume.data, volume.affine, grid_affine, grid_shape, order=1, fill=fill)
+    slices = np.ascontiguousarray(np.moveaxis(on_grid, 2, 0))
+    positions = slice_positions(foreground_mask(slices))
+    slices = normalise(slices, normalisation).astype(np.float32, copy=False)
+    return ModelInput(slices, grid_affine, grid_shape, positions)
 
 
 def labels_to_grid(labels: Volume, model_input: ModelInput) -> np.ndarray:

@@ -102,6 +102,28 @@ def model_grid(affine: np.ndarray, shape, spacing_mm, in_plane_shape,
     return grid_affine, (nx, ny, nz)
 
 
+def covering_grid(affine: np.ndarray, shape, spacing_mm) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The RAS-aligned grid of ``spacing_mm`` voxels covering a whole input volume (3D models).
+
+    Like :func:`model_grid` along z, on all three axes: the grid's voxel boxes cover the
+    input's bounding box (its 8 corners at indices -0.5 and n - 0.5), centred on it, with the
+    fewest voxels that do so. Returns (grid_affine, (X', Y', Z')).
+    """
+    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    if np.any(spacing <= 0):
+        raise ValueError(f"spacing_mm must be positive, got {tuple(spacing)}")
+    shape = tuple(int(n) for n in shape)[:3]
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, shape[0] - 0.5)
+                        for j in (-0.5, shape[1] - 0.5) for k in (-0.5, shape[2] - 0.5)])
+    world = (np.asarray(affine, dtype=np.float64) @ corners.T)[:3]
+    lo, hi = world.min(axis=1), world.max(axis=1)
+    counts = np.maximum(1, np.ceil((hi - lo) / spacing - 1e-6)).astype(int)
+    grid_affine = np.diag([*spacing, 1.0])
+    grid_affine[:3, 3] = (lo + hi) / 2 - spacing * (counts - 1) / 2
+    nx, ny, nz = (int(c) for c in counts)
+    return grid_affine, (nx, ny, nz)
+
+
 def foreground_center(volume: Volume) -> np.ndarray:
     """World (RAS mm) centroid, shape (3,), of the intensity foreground of `volume`.
 

@@ -22,7 +22,7 @@ REFERENCE_PERCENTILES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                          90.0, 95.0, 98.0, 99.0, 99.5)
 
 _OTSU_BINS = 256
-_KINDS = ("percentile_zscore", "none")
+_KINDS = ("percentile_zscore", "linear", "minmax", "none")
 _FOREGROUNDS = ("otsu", "nonzero", "all")
 
 
@@ -111,7 +111,13 @@ def normalise(array: np.ndarray, spec: Mapping = DEFAULT_NORMALISATION) -> np.nd
         amount of empty background around the head does not change them); every voxel is
         clipped to that range, then z-scored with the mean and standard deviation of the
         clipped foreground voxels. Background voxels are clipped and shifted too (they end
-        up at or near the lowest foreground value, i.e. strongly negative).
+        up at or near the lowest foreground value, i.e. strongly negative), unless
+        ``keep_zeros`` (MONAI's NormalizeIntensity(nonzero=True)): voxels that were 0 stay 0.
+      * "linear": a fixed intensity window (MONAI's ScaleIntensityRange, nnU-Net's CT
+        normalisation): ``(x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min``, clipped to
+        [b_min, b_max] when ``clip``.
+      * "minmax": the image's own minimum and maximum mapped to ``minv`` and ``maxv``
+        (MONAI's ScaleIntensity; defaults 0 and 1).
       * "none": the values unchanged (as float32).
 
     (``spec["match_quantiles"]``, intensity standardisation, is applied after this by
@@ -128,6 +134,14 @@ def normalise(array: np.ndarray, spec: Mapping = DEFAULT_NORMALISATION) -> np.nd
     values = np.asarray(array, dtype=np.float32)
     if kind == "none":
         return values.copy()
+    if kind == "linear":
+        return _linear(values, spec)
+    if kind == "minmax":
+        lo, hi = float(values.min()), float(values.max())
+        minv, maxv = float(spec.get("minv", 0.0)), float(spec.get("maxv", 1.0))
+        scale = (maxv - minv) / (hi - lo) if hi > lo else 0.0
+        return ((values - np.float32(lo)) * np.float32(scale) + np.float32(minv)).astype(
+            np.float32)
     lower = float(spec.get("lower_percentile", 0.5))
     upper = float(spec.get("upper_percentile", 99.5))
     if not 0.0 <= lower < upper <= 100.0:
@@ -152,7 +166,21 @@ def normalise(array: np.ndarray, spec: Mapping = DEFAULT_NORMALISATION) -> np.nd
     out = np.clip(values, lo, hi)
     out -= np.float32(mean)
     out /= np.float32(std)
+    if spec.get("keep_zeros"):
+        out[values == 0] = 0.0
     return out
+
+
+def _linear(values: np.ndarray, spec: Mapping) -> np.ndarray:
+    a_min, a_max = float(spec["a_min"]), float(spec["a_max"])
+    b_min, b_max = float(spec.get("b_min", 0.0)), float(spec.get("b_max", 1.0))
+    if a_max == a_min:
+        raise ValueError(f"linear normalisation needs a_min != a_max, got {a_min}")
+    out = (values - np.float32(a_min)) * np.float32((b_max - b_min) / (a_max - a_min))
+    out += np.float32(b_min)
+    if spec.get("clip", False):
+        np.clip(out, min(b_min, b_max), max(b_min, b_max), out=out)
+    return out.astype(np.float32, copy=False)
 
 
 def region_quantiles(normalised: np.ndarray, region: np.ndarray,

@@ -35,6 +35,7 @@ from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
+from uda_core.tasks.segmentation_patches import PATCH_METHODS, PatchSegmentationTask
 
 
 def check_method(method_name: str, bundle: ModelBundle,
@@ -70,6 +71,12 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         {SOURCE_LABELLED} if source else set()) | (
         {PRIOR} if (method_settings or {}).get("user_prior") is not None else set())
     method_cls = check_method(method_name, bundle, provided)
+    if bundle.dims == 3 and method_name not in PATCH_METHODS:
+        raise UdaError(f"method {method_name} is not available for 3D models yet; 3D models "
+                       f"adapt with {', '.join(PATCH_METHODS)}")
+    if bundle.dims == 3 and (paired or source):
+        raise UdaError(f"{bundle.source}: a 3D model adapts on target volumes only; paired or "
+                       "labelled source images for 3D models are not supported yet")
     try:
         method_config = config_from_dict(method_cls.config_class, method_settings)
         engine_settings = dict(engine_settings or {})
@@ -90,9 +97,11 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                                 reference=reference, align=align)
     network = bundle.build_network(torch_device)
     method = method_cls(network, bundle, method_config, torch_device)
+    task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
 
     def after_run(summary: dict) -> dict:
-        masks = (write_masks(network, data, targets, out_dir / "masks", torch_device)
+        window = bundle.window if bundle.dims == 3 else None
+        masks = (write_masks(network, data, targets, out_dir / "masks", torch_device, window)
                  if save_masks else [])
         summary["masks"] = [str(m) for m in masks]
         report = write_run_report(out_dir, summary)
@@ -100,7 +109,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
 
     plan = RunPlan(
         name=method_name, model=model, parent=bundle, method=method,
-        task=SegmentationTask(method, data, engine_config), method_config=method_config,
+        task=task_class(method, data, engine_config), method_config=method_config,
         engine_config=engine_config, device=torch_device, inputs=list(targets),
         make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
         summary={"targets": [str(t) for t in targets],

@@ -37,7 +37,7 @@ def mean_entropy(probs: torch.Tensor) -> float:
 
 def information_maximisation(probs: torch.Tensor) -> float:
     """Entropy of the mean prediction (diversity) minus mean pixel entropy, over log(C)."""
-    mean = probs.mean(dim=(0, 2, 3))
+    mean = probs.movedim(1, -1).reshape(-1, probs.shape[1]).mean(dim=0)  # (B, C, *spatial)
     diversity = -(mean * torch.log(mean.clamp_min(1e-10))).sum()
     return float(diversity / math.log(probs.shape[1])) - mean_entropy(probs)
 
@@ -63,7 +63,7 @@ def soft_neighbourhood_density(probs: torch.Tensor, n_pixels: int = 1024,
                                generator: torch.Generator | None = None) -> float:
     """SND (Saito et al. 2021) on `n_pixels` random pixels' L2-normalised probability vectors:
     mean entropy of each pixel's softmax similarity to the others (higher = denser clusters)."""
-    flat = probs.permute(0, 2, 3, 1).reshape(-1, probs.shape[1])
+    flat = probs.movedim(1, -1).reshape(-1, probs.shape[1])  # (B, C, *spatial) -> (N, C)
     pick = torch.randperm(flat.shape[0], generator=generator)[:n_pixels].to(flat.device)
     feats = torch.nn.functional.normalize(flat[pick].float(), dim=1)
     sim = feats @ feats.T

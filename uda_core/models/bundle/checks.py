@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from uda_core.errors import ModelError
-from uda_core.models.nets import ARCHITECTURES
+from uda_core.models.nets import architecture_class, is_known_architecture, known_architectures
 
 if TYPE_CHECKING:
     from uda_core.models.bundle import ModelBundle
@@ -41,7 +41,7 @@ def task_of(architecture: str) -> str:
 
 def instantiate(bundle: ModelBundle, with_head: bool) -> nn.Module:
     """An untrained network of the bundle's architecture (early head when ``with_head``)."""
-    cls = ARCHITECTURES[bundle.architecture]
+    cls = architecture_class(bundle.architecture)
     kwargs = bundle.full_arch_kwargs()
     if "early_head" in inspect.signature(cls).parameters:
         kwargs["early_head"] = with_head
@@ -68,19 +68,20 @@ def _compare_weights(given: dict, expected: dict, what: str) -> str | None:
 def check_architecture(bundle: ModelBundle, path: str | os.PathLike | None) -> None:
     """Weights vs architecture vs class names, on a 'meta' network (no memory used)."""
     arch = bundle.architecture
-    if arch not in ARCHITECTURES:
-        raise ModelError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})",
-                         path)
-    params = inspect.signature(ARCHITECTURES[arch]).parameters
+    if not is_known_architecture(arch):
+        raise ModelError(f"unknown architecture {arch!r} (known: "
+                         f"{', '.join(known_architectures())})", path)
+    params = inspect.signature(architecture_class(arch)).parameters
     unknown = [k for k in bundle.arch_kwargs if k not in params]
     if unknown:
         raise ModelError(f"arch_kwargs for {arch} has unknown arguments: {', '.join(unknown)}",
                          path)
     n_names = len(bundle.class_names)
     kwargs = bundle.full_arch_kwargs()
-    if "num_classes" in kwargs and kwargs["num_classes"] != n_names:
-        raise ModelError(f"class-count mismatch: {n_names} class names but the network has "
-                         f"num_classes={kwargs['num_classes']}", path)
+    for key in ("num_classes", "out_channels"):
+        if key in kwargs and kwargs[key] != n_names:
+            raise ModelError(f"class-count mismatch: {n_names} class names but the network has "
+                             f"{key}={kwargs[key]}", path)
     n_labels = kwargs.get("n_per_axis")
     if arch in REGISTRATION_ARCHITECTURES and isinstance(n_labels, int) \
             and n_labels**2 != n_names:
@@ -175,7 +176,8 @@ def _check_fields(b: ModelBundle) -> str | None:
     if b.skull_stripped_input is not None and not isinstance(b.skull_stripped_input, bool):
         return (f"skull_stripped_input must be true, false or null (unknown), got "
                 f"{b.skull_stripped_input!r}")
-    problem = _check_intensity_reference(b.intensity_reference, "intensity_reference")
+    problem = _check_volume_fields(b) or _check_intensity_reference(b.intensity_reference,
+                                                                     "intensity_reference")
     if problem is None and isinstance(b.normalisation.get("match_quantiles"), dict):
         problem = _check_intensity_reference(b.normalisation["match_quantiles"],
                                              "normalisation.match_quantiles")
@@ -186,6 +188,33 @@ def _check_fields(b: ModelBundle) -> str | None:
     if b.early_head_state_dict is not None and not _is_weights(b.early_head_state_dict):
         return "early_head_state_dict must map names to tensors"
     return _check_prior(b.class_ratio_prior, len(b.class_names))
+
+
+def _check_volume_fields(b: ModelBundle) -> str | None:
+    """Why ``dims`` / ``window`` / ``imported`` are malformed, or None."""
+    if b.dims not in (2, 3) or isinstance(b.dims, bool):
+        return f"dims must be 2 or 3, got {b.dims!r}"
+    if b.imported is not None and not isinstance(b.imported, dict):
+        return "imported must be a dict or null"
+    if b.dims == 2:
+        return None if b.window is None else "window (sliding-window settings) is for 3D only"
+    w = b.window
+    if not isinstance(w, dict):
+        return "a 3D bundle needs window: {roi_size, overlap, mode, mirror_axes, axes}"
+    roi, axes, mirror = w.get("roi_size"), w.get("axes"), w.get("mirror_axes", [])
+    if not (isinstance(roi, list) and len(roi) == 3
+            and all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in roi)):
+        return "window.roi_size must be 3 positive integers (voxels)"
+    if not (isinstance(axes, list) and sorted(axes) == [0, 1, 2]):
+        return "window.axes must be a permutation of [0, 1, 2]"
+    if not (isinstance(mirror, list) and all(a in (0, 1, 2) for a in mirror)):
+        return "window.mirror_axes must list network axes among 0, 1, 2"
+    overlap = w.get("overlap")
+    if not (_is_number(overlap) and 0 <= float(overlap) < 1):  # type: ignore[arg-type]
+        return "window.overlap must be a number in [0, 1)"
+    if w.get("mode") not in ("gaussian", "constant"):
+        return "window.mode must be 'gaussian' or 'constant'"
+    return None
 
 
 def _check_intensity_reference(reference: object, name: str) -> str | None:

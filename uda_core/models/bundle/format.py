@@ -12,7 +12,10 @@ run code when loaded::
      "in_plane_shape": [X, Y] (voxels), "orientation": "RAS", "slice_axis": 2,
      "normalisation": {...}, "class_ratio_prior": {...} | None, "provenance": {...},
      "skull_stripped_input": true | false | null,   # optional; older bundles lack it
-     "intensity_reference": {"percentiles": [K], "values": [K]} | null}   # optional
+     "intensity_reference": {"percentiles": [K], "values": [K]} | null,   # optional
+     "dims": 2 | 3,                      # optional (older bundles: 2, slice networks)
+     "window": {...} | null,             # 3D only: sliding-window settings, see ModelBundle
+     "imported": {...} | null}           # optional: where an imported network came from
 
 A registration model is the same format with ``"architecture": "discrete_regnet"`` (the
 task follows from the architecture; see :mod:`uda_core.models.bundle.registration`): its
@@ -58,7 +61,7 @@ from uda_core.models.bundle.safe_load import (
     load_weights_file,
     probe_num_classes,
 )
-from uda_core.models.nets import ARCHITECTURES
+from uda_core.models.nets import ARCHITECTURES, architecture_class, is_known_architecture
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "TORCHSCRIPT_METADATA", "ModelBundle",
            "bundle_metadata", "describe", "export_torchscript", "load_model", "save_bundle",
@@ -83,6 +86,15 @@ class ModelBundle:
     data's normalised intensity percentiles inside the head (mean over training volumes, see
     :func:`uda_core.io.intensity.foreground_quantiles`); what intensity standardisation maps
     each target onto (:mod:`uda_core.models.standardise`). None: not recorded.
+    ``dims``: 2 for a slice network (images (B, C, X, Y) of the model grid's axial slices),
+    3 for a volume network (B, C, *roi) run by sliding window over the whole model grid.
+    ``window`` (3D): ``{"roi_size": [3] voxels, "overlap": 0..1, "mode": "gaussian"|"constant",
+    "mirror_axes": [network axes to flip and average over at inference], "axes": [3]}``;
+    ``axes`` names the model-grid axes (0 = x/R, 1 = y/A, 2 = z/S) in the order the network
+    takes them (roi_size and mirror_axes are in that network order); see
+    :mod:`uda_core.models.sliding_window`. ``imported``: ``{"format": "monai-bundle" |
+    "nnunet-v2", "source": path, "name": ..., ...}`` for a network converted by
+    :mod:`uda_core.models.imports`; None for our own.
     ``source`` is the file it was loaded from (for messages; not saved).
     """
 
@@ -101,17 +113,31 @@ class ModelBundle:
     provenance: dict = field(default_factory=dict)
     skull_stripped_input: bool | None = None
     intensity_reference: dict | None = None
+    dims: int = 2
+    window: dict | None = None
+    imported: dict | None = None
     torchscript: torch.jit.ScriptModule | None = None
     source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
         """Number of output channels (= len(class_names) in a valid bundle)."""
-        if self.torchscript is None and self.architecture in ARCHITECTURES:
-            value = self.full_arch_kwargs().get("num_classes")
+        if self.torchscript is None and is_known_architecture(self.architecture):
+            kwargs = self.full_arch_kwargs()
+            value = kwargs.get("num_classes", kwargs.get("out_channels"))
             if isinstance(value, int):
                 return value
         return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the network takes (1 unless its arguments say otherwise)."""
+        if self.torchscript is None and is_known_architecture(self.architecture):
+            kwargs = self.full_arch_kwargs()
+            value = kwargs.get("in_channels", kwargs.get("input_channels", 1))
+            if isinstance(value, int):
+                return value
+        return 1
 
     @property
     def grid(self) -> ModelGrid:
@@ -133,7 +159,7 @@ class ModelBundle:
 
     def full_arch_kwargs(self) -> dict:
         """arch_kwargs completed with the architecture's defaults (``early_head`` left out)."""
-        params = inspect.signature(ARCHITECTURES[self.architecture]).parameters
+        params = inspect.signature(architecture_class(self.architecture)).parameters
         kwargs = {k: p.default for k, p in params.items() if p.default is not p.empty}
         kwargs.update(self.arch_kwargs)
         kwargs.pop("early_head", None)
@@ -229,7 +255,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict:
     for name in ("architecture", "arch_kwargs", "class_names", "modality", "spacing_mm",
                  "in_plane_shape", "orientation", "slice_axis", "normalisation",
                  "class_ratio_prior", "provenance", "skull_stripped_input",
-                 "intensity_reference"):
+                 "intensity_reference", "dims", "window", "imported"):
         meta[name] = _plain(getattr(bundle, name), name)
     return meta
 
@@ -283,7 +309,7 @@ def export_torchscript(bundle: ModelBundle, path: str | os.PathLike, *,
 _REQUIRED = ("architecture", "arch_kwargs", "state_dict", "class_names")
 _OPTIONAL = ("modality", "spacing_mm", "in_plane_shape", "orientation", "slice_axis",
              "normalisation", "class_ratio_prior", "early_head_state_dict", "provenance",
-             "skull_stripped_input", "intensity_reference")
+             "skull_stripped_input", "intensity_reference", "dims", "window", "imported")
 
 
 def _check_format(content: dict, path: Path) -> None:
@@ -339,7 +365,8 @@ _TASK_HINTS = {
 
 def load_model(path_or_name: str | os.PathLike,
                task: str | None = "segmentation") -> ModelBundle:
-    """A bundle from a file, a TorchScript archive, or a built-in name (``demo:brain-t1``).
+    """A bundle from a file, a TorchScript archive, a built-in name (``demo:brain-t1``), or a
+    MONAI bundle / nnU-Net v2 result folder or zip (imported, :mod:`uda_core.models.imports`).
 
     ``task``: the kind of model the caller needs, "segmentation" (default) or "registration"
     (a ``discrete_regnet`` bundle such as ``demo:reg-t1``); a bundle of the other kind is a
@@ -353,9 +380,13 @@ def load_model(path_or_name: str | os.PathLike,
     path = resolve_model(path_or_name) if is_builtin_name(path_or_name) else Path(path_or_name)
     if not path.exists():
         raise ModelError("model file not found", path)
-    if path.is_dir():
-        raise ModelError("is a folder, not a model file", path)
-    if is_torchscript(path):
+    from uda_core.models.imports import import_model, is_importable
+    if is_importable(path):  # a MONAI bundle / nnU-Net folder, or a zip of one
+        bundle = import_model(path)
+    elif path.is_dir():
+        raise ModelError("is a folder but neither a MONAI bundle (configs/metadata.json) nor "
+                         "an nnU-Net v2 result folder (plans.json + fold_*/)", path)
+    elif is_torchscript(path):
         bundle = _bundle_from_torchscript(path)
     else:
         bundle = _bundle_from_dict(load_weights_file(path), path)
@@ -377,6 +408,40 @@ _SKULL_STRIPPING = {
 }
 
 
+_FORMAT_NAMES = {"monai-bundle": "MONAI bundle", "nnunet-v2": "nnU-Net v2 result folder"}
+_AXIS_LETTERS = "xyz"
+
+
+def volume_lines(b: ModelBundle) -> list[str]:
+    """What a 3D or imported bundle adds to its description: dimensions and sliding window,
+    input channels, where it was imported from."""
+    lines = []
+    if b.dims == 3 and b.window:
+        w = b.window
+        order = "".join(_AXIS_LETTERS[a] for a in w["axes"])
+        mirror = ", ".join(str(a) for a in w.get("mirror_axes", [])) or "none"
+        lines.append(f"Dimensions: 3D; sliding window {' x '.join(map(str, w['roi_size']))} "
+                     f"voxels (axes {order}), overlap {w['overlap']:g}, {w['mode']} blending, "
+                     f"mirroring axes: {mirror}")
+    else:
+        lines.append("Dimensions: 2D (slice by slice)")
+    if b.in_channels != 1:
+        lines.append(f"Input channels: {b.in_channels} (multi-channel input: not supported "
+                     "yet)")
+    else:
+        lines.append("Input channels: 1")
+    if b.imported:
+        imp = b.imported
+        fmt = str(imp.get("format"))
+        what = _FORMAT_NAMES.get(fmt, fmt)
+        extra = ", ".join(f"{k} {imp[k]}" for k in ("version", "configuration", "fold")
+                          if imp.get(k) is not None)
+        lines.append(f"Imported from: {what} {imp.get('name', '')}"
+                     + (f" ({extra})" if extra else "") + f"; {imp.get('source', '')}")
+        lines += [f"Import note: {n}" for n in imp.get("notes", [])]
+    return lines
+
+
 def describe(bundle: ModelBundle) -> list[str]:
     """Short human-readable lines for ``uda models`` and the GUI model card."""
     b = bundle
@@ -394,7 +459,9 @@ def describe(bundle: ModelBundle) -> list[str]:
     if not prior:
         prior_text = "no"
     elif prior.get("per_position"):
-        prior_text = f"yes, per slice position ({len(prior['per_position'])} positions)"
+        bins = len(prior["per_position"])
+        prior_text = (f"yes, per patch (axial position of its centre, {bins} positions)"
+                      if b.dims == 3 else f"yes, per slice position ({bins} positions)")
     else:
         prior_text = "yes, constant"
     prov = b.provenance or {}
@@ -408,11 +475,16 @@ def describe(bundle: ModelBundle) -> list[str]:
         outputs = f"Classes ({len(b.class_names)}): {', '.join(b.class_names)}"
         extras = [f"Early head: {'yes' if b.has_early_head else 'no'}",
                   f"Class-ratio prior: {prior_text}"]
+    if b.dims == 3 and b.window:
+        input_line = f"Input: {b.modality}, {spacing} mm, {b.orientation}, whole volume (3D)"
+    else:
+        input_line = (f"Input: {b.modality}, {spacing} mm, {shape} voxels in-plane, "
+                      f"{b.orientation}, {plane} slices (axis {b.slice_axis})")
     lines = [
         f"Network: {network}",
         outputs,
-        f"Input: {b.modality}, {spacing} mm, {shape} voxels in-plane, {b.orientation}, "
-        f"{plane} slices (axis {b.slice_axis})",
+        input_line,
+        *volume_lines(b),
         f"Normalisation: {b.normalisation.get('kind', '?')}"
         + ("; intensities standardised to the source's (quantile matching)"
            if b.normalisation.get("match_quantiles") else ""),

@@ -1,0 +1,106 @@
+"""Segmentation adaptation of a 3D network: random target patches in, label-free scores out.
+
+Same engine task as :class:`~uda_core.tasks.segmentation.SegmentationTask`, with 3D patches
+instead of slices: a batch is ``batch_size`` patches of the bundle's window size (network axis
+order, ``window["axes"]``), each centred on a random head voxel (the intensity foreground of
+the model grid) of a random target; ``positions`` are the normalised axial positions of the
+patch centres. Scores use min(``score_slices``, 8) fixed patches (drawn once with seed + 1;
+at most 8 so scoring a 96^3-window network stays cheap); the
+preview is the sliding-window prediction of one whole target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from uda_core.engine.config import EngineConfig
+from uda_core.engine.events import PreviewEvent
+from uda_core.grid.patches import head_voxels, pad_to, patch_box
+from uda_core.grid.prepare import probabilities_to_input_grid
+from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.models.inference import predict_grid
+from uda_core.tasks.segmentation import SegmentationTask
+from uda_core.tasks.segmentation_data import AdaptationData
+
+#: methods that adapt a 3D network on these patches (tested); the others use 2D slices,
+#: paired or labelled source data, or an early head
+PATCH_METHODS = ("tent", "adabn", "sfda")
+
+
+class PatchPool:
+    """Each target as a network-order volume (X', Y', Z') padded to at least the window, and
+    its head voxels to centre patches on."""
+
+    def __init__(self, data: AdaptationData, window: dict) -> None:
+        self.axes = [int(a) for a in window["axes"]]
+        self.roi = [int(r) for r in window["roi_size"]]
+        self.volumes: list[np.ndarray] = []
+        self.heads: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        for model_input in data.inputs:
+            grid = np.moveaxis(model_input.slices, 0, -1)       # (X, Y, Z)
+            image = np.transpose(grid, self.axes)
+            image = pad_to(image, self.roi, float(image.min()))
+            self.volumes.append(np.ascontiguousarray(image, dtype=np.float32))
+            self.heads.append(head_voxels(image))
+            self.positions.append(model_input.positions)
+        self.z_axis = self.axes.index(2)  # where the grid's z (slice) axis is in network order
+
+    def patch(self, v: int, centre: np.ndarray) -> tuple[np.ndarray, float]:
+        """(patch (*roi) float32, normalised axial position of its centre)."""
+        image = self.volumes[v]
+        positions = self.positions[v]
+        z = int(np.clip(centre[self.z_axis], 0, len(positions) - 1))
+        return image[patch_box(centre, self.roi, image.shape)], float(positions[z])
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n random patches (n, *roi) and their positions (n,)."""
+        patches, positions = [], []
+        for v in rng.integers(0, len(self.volumes), n):
+            head = self.heads[int(v)]
+            patch, position = self.patch(int(v), head[int(rng.integers(0, len(head)))])
+            patches.append(patch)
+            positions.append(position)
+        return np.stack(patches), np.asarray(positions, dtype=np.float32)
+
+
+class PatchSegmentationTask(SegmentationTask):
+    """SegmentationTask for a 3D bundle (``bundle.window``): see the module doc."""
+
+    def __init__(self, method: AdaptationMethod[Batch], data: AdaptationData,
+                 config: EngineConfig) -> None:
+        window = method.bundle.window
+        if window is None:
+            raise ValueError("a patch task needs a 3D bundle (with sliding-window settings)")
+        self.window = window
+        self.patches = PatchPool(data, window)
+        super().__init__(method, data, config)
+
+    def sample_batch(self, rng: np.random.Generator) -> Batch:
+        images, positions = self.patches.sample(rng, self.config.batch_size)
+        return Batch(self._tensor(images), torch.from_numpy(positions).to(self.device))
+
+    def _build_score_set(self) -> dict[str, Any]:
+        rng = np.random.default_rng(self.config.seed + 1)
+        n = max(1, min(self.config.score_slices, 8))
+        images, positions = self.patches.sample(rng, n)
+        score_set: dict[str, Any] = {"images": self._tensor(images), "positions": positions}
+        return score_set
+
+    @torch.no_grad()
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        chunks = [torch.softmax(self.network(images[i:i + 2]).float(), dim=1)
+                  for i in range(0, len(images), 2)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def preview(self, step: int, index: int) -> PreviewEvent:
+        model_input = self.data.inputs[index]
+        probs = predict_grid(self.network, model_input, self.device, self.window,
+                             batch_size=2, mirror=False)
+        on_input = probabilities_to_input_grid(probs, model_input, self.data.volumes[index])
+        return PreviewEvent(step, index, probs.argmax(0).astype(np.uint8),
+                            on_input.argmax(0).astype(np.uint8))
