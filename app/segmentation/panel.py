@@ -116,8 +116,7 @@ class UdaPanel(QWidget):
         column.setContentsMargins(4, 4, 4, 4)
         for box in (self.model_box, self.data_box, self.method_box):
             column.addWidget(box)
-        column.addStretch(1)
-        self.scroll = QScrollArea()
+        self.scroll = FittingScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.scroll.setFrameShape(QFrame.NoFrame)
@@ -126,8 +125,9 @@ class UdaPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
-        layout.addWidget(self.scroll, 1)
-        layout.addWidget(self._action_bar())
+        layout.addWidget(self.scroll)
+        layout.addWidget(self._action_bar())   # right under the settings, however tall
+        layout.addStretch(1)
         self.setMinimumWidth(PANEL_MIN_WIDTH)
         content.setMinimumWidth(PANEL_MIN_WIDTH - 24)   # room for the vertical scroll bar
 
@@ -170,6 +170,12 @@ class UdaPanel(QWidget):
             self._curves_dock = window.add_dock_widget(
                 self.curves, name="UDA Studio: live curves", area="bottom")
             self._curves_dock.setVisible(False)   # shown from the first run on
+            qt_window = getattr(window, "_qt_window", None)
+            if qt_window is not None:
+                # the side docks (layer list, this panel) keep the window's full height; the
+                # curves sit under the canvas only
+                qt_window.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
+                qt_window.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
 
     def show_curves(self) -> None:
         """Show the live curves dock at a quarter of the window's height (a run started)."""
@@ -403,6 +409,32 @@ class UdaPanel(QWidget):
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.Yes
+
+
+class FittingScrollArea(QScrollArea):
+    """A vertical scroll area that asks for its content's full height, so that it takes no
+    more room than the content needs and scrolls only when the dock is shorter."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Preferred)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def sizeHint(self):  # noqa: N802 (Qt name)
+        hint = super().sizeHint()
+        if self.widget() is not None:
+            content = self.widget().sizeHint()
+            hint.setHeight(content.height() + 2 * self.frameWidth())
+            hint.setWidth(max(hint.width(), content.width()))
+        return hint
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()   # a section opened or closed: ask for the new height
+        return False
 
 
 class _CloseFilter(QObject):

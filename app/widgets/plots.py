@@ -117,7 +117,7 @@ def _plot_widget(title: str) -> pg.PlotWidget:
     axis = plot.getAxis("left")
     axis.setWidth(56)                  # both plots the same, so their steps line up
     axis.enableAutoSIPrefix(False)
-    widget.setMinimumHeight(120)
+    widget.setMinimumHeight(80)       # both plots and legends fit a quarter of 800 px
     return widget
 
 

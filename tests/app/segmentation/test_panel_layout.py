@@ -144,6 +144,9 @@ def test_a_run_shows_the_curves_dock_at_a_quarter_of_the_height(studio, qtbot, t
     settle(qtbot)
     assert dock.isVisible()                                  # and after the run
     assert dock.height() <= viewer.window._qt_window.height() * 0.35
+    # the layer list and the panel keep their height: the curves sit under the canvas only
+    assert dock.width() < viewer.window._qt_window.width() * 0.7
+    assert panel.height() > viewer.window._qt_window.height() * 0.6
     assert panel.summary["threads"] >= 1
 
 
