@@ -284,9 +284,9 @@ class UdaPanel(QWidget):
     # -- reactions to the run ------------------------------------------------------------------
     def _start_problem(self) -> str:
         if self.model_box.bundle is None:
-            return "Choose a model first (step 1)."
+            return "Choose a model first (Model, at the top)."
         if not self.data_box.targets.paths():
-            return "Add at least one target volume (step 2)."
+            return "Add at least one target volume (Scans)."
         reason = self.method_box.unavailable_reason()
         if reason:
             return f"Cannot start: {reason}."
