@@ -128,8 +128,8 @@ class UdaPanel(QWidget):
         layout.addWidget(self.scroll)
         layout.addWidget(self._action_bar())   # right under the settings, however tall
         layout.addStretch(1)
-        self.setMinimumWidth(PANEL_MIN_WIDTH)
         content.setMinimumWidth(PANEL_MIN_WIDTH - 24)   # room for the vertical scroll bar
+        self.scroll.fit_width()
 
     def _action_bar(self) -> QWidget:
         """Adapt / Pause / Stop, progress, status, quality and Save: always in view."""
@@ -431,8 +431,17 @@ class FittingScrollArea(QScrollArea):
             hint.setWidth(max(hint.width(), content.width()))
         return hint
 
+    def fit_width(self) -> None:
+        """At least as wide as the content's minimum plus the vertical scroll bar, so that
+        nothing is ever cut off on the right (there is no horizontal scroll bar)."""
+        if self.widget() is not None:
+            self.setMinimumWidth(self.widget().minimumSizeHint().width()
+                                 + self.verticalScrollBar().sizeHint().width()
+                                 + 2 * self.frameWidth())
+
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
         if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.fit_width()
             self.updateGeometry()   # a section opened or closed: ask for the new height
         return False
 
