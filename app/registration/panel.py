@@ -31,15 +31,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..registration.layers import RegistrationLayers, result_layers
-from ..registration.run import RESAMPLE_LABEL, SITK, RegistrationRequest, run_registration
-from ..widgets.file_list import VOLUME_FILTER
-from ..worker import run_in_background
 from uda_core.engine.device import DEVICE_CHOICES
 from uda_core.errors import UdaError
 from uda_core.io.resources import resources_dir
 from uda_core.models.bundle.builtins import BUILTIN_MODELS
 from uda_core.runs.register import output_paths, write_outputs
+
+from ..registration.layers import RegistrationLayers, result_layers
+from ..registration.run import RESAMPLE_LABEL, SITK, RegistrationRequest, run_registration
+from ..widgets.file_list import VOLUME_FILTER
+from ..worker import run_in_background
 
 log = logging.getLogger(__name__)
 
