@@ -31,6 +31,13 @@ world axis, so the rotation is small for the usual tilted slabs). Every voxel
 keeps its world position: affine_napari q = M A p. Points in RAS mm reach the same world by
 :func:`world_from_ras`.
 
+Coronal and sagittal views (the slider on P or on L) put S on the screen's rows, and screen
+rows grow downwards, which would show the head upside down. :func:`keep_head_up` turns the 2D
+camera's vertical axis "up" whenever S is the displayed vertical axis (so the vertex is at the
+top), and back "down" for the axial view (anterior at the top). The horizontal axis stays
+"right": patient's left on the screen's right in axial and coronal views (radiological
+convention, :data:`CONVENTION_NOTE`), anterior on the left in the sagittal view.
+
 M has determinant -1 (S, P, L is a left-handed frame). The 2D views are what radiologists
 expect; for an unmirrored 3D view set the camera's orientation (``viewer.scene.camera`` in
 napari >= 0.9, ``viewer.camera`` before) to :data:`CAMERA_ORIENTATION` (depth axis pointing
@@ -65,6 +72,9 @@ RAS_FROM_WORLD = WORLD_FROM_RAS.T.copy()
 CAMERA_ORIENTATION = ("away", "down", "right")
 #: world axis names, in napari's axis order.
 AXIS_LABELS = ("S (mm)", "P (mm)", "L (mm)")
+#: the display convention in one line, for the canvas overlay and help.
+CONVENTION_NOTE = "Radiological view: patient's right on the screen's left, head up"
+SUPERIOR_AXIS = 0   # world axis S
 
 _IDENTITY_ORNT = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
 _TRANSPARENT: RGBA = (0.0, 0.0, 0.0, 0.0)
@@ -149,6 +159,33 @@ def ras_from_world(points_world: np.ndarray) -> np.ndarray:
     """napari world points (N, 3) in (S, P, L) mm -> RAS+ mm (N, 3)."""
     points = np.asarray(points_world, dtype=np.float64)
     return points @ RAS_FROM_WORLD[:3, :3].T
+
+
+def orientation_2d(displayed: tuple[int, int]) -> tuple[str, str]:
+    """napari's 2D camera orientation (vertical, horizontal) for the displayed world axes
+    (rows, columns): vertical "up" when the rows are S (coronal, sagittal: head up), "down"
+    otherwise (axial: anterior at the top); horizontal always "right"."""
+    return ("up" if displayed[0] == SUPERIOR_AXIS else "down"), "right"
+
+
+def keep_head_up(viewer) -> None:
+    """Keep the 2D camera's orientation on :func:`orientation_2d` of the displayed axes as
+    the user rolls or transposes them (napari viewer, duck-typed: no napari import here);
+    a 3D view keeps :data:`CAMERA_ORIENTATION`. Idempotent per viewer."""
+    if getattr(viewer, "_uda_head_up", False):
+        return
+    camera = getattr(getattr(viewer, "scene", viewer), "camera", None) or viewer.camera
+
+    def follow(*_) -> None:
+        if viewer.dims.ndisplay == 2:
+            camera.orientation2d = orientation_2d(tuple(viewer.dims.displayed[-2:]))
+        else:
+            camera.orientation = CAMERA_ORIENTATION
+
+    viewer.dims.events.order.connect(follow)
+    viewer.dims.events.ndisplay.connect(follow)
+    viewer._uda_head_up = True
+    follow()
 
 
 # --- colours -------------------------------------------------------------------------------

@@ -31,9 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="folder for the run's results (default: a new folder "
                         "under ~/UDA-Studio/runs)")
     parser.add_argument("--screenshot", help="save a PNG of the window when the run ends")
+    parser.add_argument("--window-size", metavar="WxH", type=_window_size,
+                        help="the window's size in pixels, e.g. 1280x800 (default: napari's)")
     parser.add_argument("--exit-when-done", action="store_true",
                         help="start the run at once and quit when it ends")
     return parser
+
+
+def _window_size(text: str) -> tuple[int, int]:
+    """"1280x800" -> (1280, 800); argparse's error for anything else."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x800") from None
+    if width < 320 or height < 240:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small (at least 320x240)")
+    return width, height
 
 
 class ScriptedRun:
@@ -114,7 +127,7 @@ def open_studio(args):
     import napari
     from qtpy.QtCore import QTimer
 
-    from .layers import AXIS_LABELS, CAMERA_ORIENTATION
+    from .layers import AXIS_LABELS, CAMERA_ORIENTATION, CONVENTION_NOTE, keep_head_up
     from .registration.panel import RegistrationPanel
     from .segmentation.panel import UdaPanel
     from .worker import warm_up
@@ -123,12 +136,21 @@ def open_studio(args):
     viewer = napari.Viewer(title="UDA Studio")
     viewer.dims.axis_labels = AXIS_LABELS            # our layers' world axes: (S, P, L) mm
     viewer.scene.camera.orientation = CAMERA_ORIENTATION  # so the 3D view is not mirrored
+    keep_head_up(viewer)                             # coronal and sagittal views: head up
+    note = viewer.canvas.overlays.text              # napari >= 0.9 (viewer.text_overlay before)
+    note.text, note.position, note.font_size, note.visible = (CONVENTION_NOTE, "bottom_left",
+                                                              7, True)
+    if getattr(args, "window_size", None):
+        viewer.window._qt_window.resize(*args.window_size)
     panel = UdaPanel(viewer)
     panel_dock = viewer.window.add_dock_widget(panel, name="UDA Studio", area="right")
     registration = RegistrationPanel(viewer)
-    viewer.window.add_dock_widget(registration, name="UDA Studio: registration",
-                                  area="right", tabify=True)
+    registration_dock = viewer.window.add_dock_widget(
+        registration, name="UDA Studio: registration", area="right", tabify=True)
     panel.registration = registration
+    panel.dock, panel.registration_dock = panel_dock, registration_dock
+    # the live curves are the adaptation's: out of the way while registration is in front
+    registration_dock.visibilityChanged.connect(panel.on_registration_tab)
     if args.demo:
         panel.load_demo(args.demo)
         registration.load_demo()

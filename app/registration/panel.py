@@ -31,15 +31,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..registration.layers import RegistrationLayers, result_layers
-from ..registration.run import SITK, RegistrationRequest, run_registration
-from ..widgets.file_list import VOLUME_FILTER
-from ..worker import run_in_background
 from uda_core.engine.device import DEVICE_CHOICES
 from uda_core.errors import UdaError
 from uda_core.io.resources import resources_dir
 from uda_core.models.bundle.builtins import BUILTIN_MODELS
 from uda_core.runs.register import output_paths, write_outputs
+
+from ..registration.layers import RegistrationLayers, result_layers
+from ..registration.run import RESAMPLE_LABEL, SITK, RegistrationRequest, run_registration
+from ..widgets.file_list import VOLUME_FILTER
+from ..worker import run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ MODEL_FILTER = "Registration bundles (*.pt *.pth);;All files (*)"
 
 def demo_model_installed() -> bool:
     return (resources_dir() / BUILTIN_MODELS[DEMO_MODEL][0]).is_file()
+
+
+def similarity_line(outcome) -> str:
+    """"Similarity to the fixed scan 1.021 -> 1.064 (mutual information, higher is
+    better)": the moving scan before and the warped one after."""
+    before = outcome.similarity_before.get("mutual_info", float("nan"))
+    after = outcome.similarity_after.get("mutual_info", float("nan"))
+    return (f"Similarity to the fixed scan {before:.3f} -> {after:.3f} (mutual information, "
+            "higher is better)")
 
 
 class FilePicker(QWidget):
@@ -122,7 +132,10 @@ class RegistrationPanel(QWidget):
         self.device = QComboBox()
         self.device.addItems(list(DEVICE_CHOICES))
         self.device.setToolTip("Where the network runs; auto: the GPU when there is one")
-        self.resample = QCheckBox("Resample moving onto fixed grid when they differ")
+        self.resample = QCheckBox(RESAMPLE_LABEL)
+        self.resample.setChecked(True)   # scans of two sessions rarely share one grid
+        self.resample.setToolTip("Untick to refuse a moving scan on another voxel grid "
+                                 "instead of resampling it (trilinear; labels: nearest)")
         self.register_button = QPushButton("Register")
         self.register_button.setStyleSheet("font-weight: bold")
         self.cancel_button = QPushButton("Cancel")
@@ -133,6 +146,10 @@ class RegistrationPanel(QWidget):
         self.progress.setFormat("ready")
         self.status = QLabel("Choose a fixed and a moving image, then press Register.")
         self.status.setWordWrap(True)
+        self.warning = QLabel()   # the pair does not suit the model (after a run)
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #e8a33d")
+        self.warning.setVisible(False)
         self._lay_out(open_model)
 
         self.register_button.clicked.connect(self.register)
@@ -165,9 +182,10 @@ class RegistrationPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.warning)
         layout.addWidget(legend)
         layout.addStretch(1)
-        self.setMinimumWidth(400)
+        self.setMinimumWidth(340)
 
     # -- public actions (the buttons, the tests and the scripted demo) --------------------------
     @property
@@ -186,13 +204,13 @@ class RegistrationPanel(QWidget):
         self.model.setCurrentIndex(index)
 
     def load_demo(self) -> None:
-        """The demo pair: T1 of sub-100 (fixed) and T2 of sub-101 with its labels (moving,
-        another anatomy on the same 2 mm grid), skull-stripped as demo:reg-t1 was trained;
-        demo:reg-t1 when installed, else SimpleITK."""
+        """The demo pair: T1 of sub-100 (fixed) and T1 of sub-101 with its labels (moving,
+        another anatomy on the same 2 mm grid, the one contrast demo:reg-t1 was trained on),
+        skull-stripped as it was trained; demo:reg-t1 when installed, else SimpleITK."""
         demo = resources_dir() / "demo" / "brains"
         self.fixed.set_path(demo / "t1" / "sub-100_t1.nii.gz")
-        self.moving.set_path(demo / "t2" / "sub-101_t2.nii.gz")
-        self.moving_labels.set_path(demo / "t2" / "sub-101_labels.nii.gz")
+        self.moving.set_path(demo / "t1" / "sub-101_t1.nii.gz")
+        self.moving_labels.set_path(demo / "t1" / "sub-101_labels.nii.gz")
         self.resample.setChecked(True)
         self.set_model(DEMO_MODEL if demo_model_installed() else SITK)
 
@@ -215,6 +233,7 @@ class RegistrationPanel(QWidget):
             return False
         self._cancel.clear()
         self._set_running(True)
+        self.warning.setVisible(False)
         self.progress.setRange(0, 0)  # busy until the first slice is done
         self.status.setText(f"Registering {request.moving.name} onto {request.fixed.name}…")
         self._run = run_in_background(
@@ -293,8 +312,13 @@ class RegistrationPanel(QWidget):
         result = outcome.result
         what = "SimpleITK B-spline" if result.method == "sitk" else Path(
             outcome.request.model).name
-        self.status.setText(f"{what}: {result.slices} slices in {result.seconds:.1f} s; "
-                            f"folding {100 * result.folding:.2f} % of head pixels.")
+        self.status.setText(f"{what}: {result.slices} slices in {result.seconds:.1f} s. "
+                            f"{similarity_line(outcome)}; folding "
+                            f"{100 * result.folding:.2f} % of head pixels.")
+        self.warning.setText(outcome.warning)
+        self.warning.setVisible(bool(outcome.warning))
+        if outcome.warning:
+            log.warning("%s", outcome.warning)
         self.registered.emit(outcome)
 
     def _on_run_error(self, exc: Exception) -> None:

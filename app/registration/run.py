@@ -14,15 +14,12 @@ from pathlib import Path
 from uda_core.errors import InputError
 from uda_core.io import Volume
 from uda_core.io.readers import read_labels, read_volume
-from uda_core.runs.register import (
-    RegistrationResult,
-    check_same_grid,
-    register_volumes,
-    resample_onto,
-)
+from uda_core.models.bundle.plain import modality_words
+from uda_core.runs.register import RegistrationResult, register_volumes, resample_onto
+from uda_core.scores.registration import CONTRAST_MISMATCH_R, pair_similarity
 
 SITK = "sitk"  # the model choice that means SimpleITK's B-spline baseline (no network)
-RESAMPLE_HINT = "tick “Resample moving onto fixed grid when they differ” to resample it here"
+RESAMPLE_LABEL = "Resample moving onto fixed grid when they differ"
 
 
 @dataclass
@@ -53,6 +50,38 @@ class RegistrationOutcome:
     moving: Volume
     result: RegistrationResult
     layers: list = field(default_factory=list)
+    # pair_similarity of the moving image (on the fixed grid) before and of the warped after
+    similarity_before: dict = field(default_factory=dict)
+    similarity_after: dict = field(default_factory=dict)
+    warning: str = ""   # one line when the pair does not suit the model ("" when it does)
+
+
+def _grid_words(volume: Volume) -> str:
+    spacing = " x ".join(f"{s:.3g}" for s in volume.spacing)
+    return f"{' x '.join(map(str, volume.shape))} voxels of {spacing} mm"
+
+
+def grid_mismatch_message(fixed: Volume, moving: Volume) -> str:
+    """The moving scan is not on the fixed scan's grid, in plain words (one line)."""
+    what = ("lies elsewhere in space (same size, other position or orientation)"
+            if moving.shape == fixed.shape else f"has {_grid_words(moving)}")
+    return (f"The moving scan {Path(str(moving.source)).name} {what}, the fixed scan "
+            f"{Path(str(fixed.source)).name} has {_grid_words(fixed)}. Tick “{RESAMPLE_LABEL}” "
+            "to resample it onto the fixed scan's grid, then press Register again.")
+
+
+def contrast_warning(bundle, similarity: dict) -> str:
+    """One line when a registration model meets a moving scan of another contrast than the
+    fixed one (intensity correlation inside the head below CONTRAST_MISMATCH_R)."""
+    r = similarity.get("correlation", float("nan"))
+    if bundle is None or not r < CONTRAST_MISMATCH_R:
+        return ""
+    trained = modality_words(bundle.modality)
+    return (f"The moving scan's contrast looks unlike the fixed scan's (intensity correlation "
+            f"{r:+.2f} inside the head, {CONTRAST_MISMATCH_R:+.2f} or more expected for one "
+            f"contrast). This model was trained on pairs of {trained} scans of one contrast, "
+            "so its warp is likely wrong: choose a moving scan of the fixed scan's contrast, or "
+            "the SimpleITK baseline, which handles two contrasts.")
 
 
 def _same_grid_inputs(request: RegistrationRequest, fixed: Volume, moving: Volume,
@@ -64,10 +93,7 @@ def _same_grid_inputs(request: RegistrationRequest, fixed: Volume, moving: Volum
     if moving.same_grid(fixed):
         return moving, labels
     if not request.resample_moving:
-        try:
-            check_same_grid(fixed, moving, "moving")
-        except InputError as exc:
-            raise InputError(f"{exc.problem}; or {RESAMPLE_HINT}", exc.path) from None
+        raise InputError(grid_mismatch_message(fixed, moving))
     moved_labels = None if labels is None else resample_onto(labels, fixed, labels=True)
     return resample_onto(moving, fixed), moved_labels
 
@@ -101,10 +127,15 @@ def run_registration(request: RegistrationRequest,
 
         device = resolve_device(request.device)
         bundle, network = load_registration_model(request.model, device)
+    before = pair_similarity(fixed.data, moving.data)
     result = register_volumes(bundle, fixed, moving, labels, device=device or "cpu",
                               method=method, network=network, progress=progress,
                               cancel=cancel)
-    outcome = RegistrationOutcome(request, fixed, moving_as_read, result)
+    outcome = RegistrationOutcome(request, fixed, moving_as_read, result,
+                                  similarity_before=before,
+                                  similarity_after=pair_similarity(fixed.data,
+                                                                   result.warped.data),
+                                  warning=contrast_warning(bundle, before))
     if make_layers is not None:
         outcome.layers = make_layers(outcome)
     return outcome

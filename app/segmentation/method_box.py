@@ -1,8 +1,11 @@
 """Choosing the adaptation method and its settings.
 
-Methods whose data is missing stay in the list, greyed out, with the reason beside them. Each
-method's form is generated from its config dataclass (documented defaults); the engine's main
-settings (steps, checkpoint choice, preview interval) sit below it.
+Methods whose data is missing stay in the list, greyed out, with the reason beside them; the
+one the product recommends for the data given says "(recommended)". Below the list, one line
+in clinical words says what the chosen method does. Its settings (a form generated from its
+config dataclass, the class-ratio prior, the engine's run settings) sit in a folded
+"Advanced settings" section; only the chosen method's form is laid out, so the section is as
+tall as that form and no taller.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ from qtpy.QtWidgets import (
     QComboBox,
     QGroupBox,
     QLabel,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from ..segmentation.prior_table import PriorTable
-from ..widgets.forms import ConfigForm
 from uda_core.engine import EngineConfig
 from uda_core.methods.base import PAIRED_SOURCE, PRIOR, SOURCE_LABELLED
-from uda_core.methods.catalogue import EXPERIMENTAL, SUMMARIES, help_line, label
+from uda_core.methods.catalogue import CLINICAL, EXPERIMENTAL, help_line, label
 from uda_core.methods.recommend import Recommendation, recommend
 from uda_core.methods.registry import METHODS, missing_needs
 
+from ..segmentation.prior_table import PriorTable
+from ..widgets.collapsible import Collapsible
+from ..widgets.forms import ConfigForm
+
+LINK_COLOUR = "#6ab0ff"   # readable on napari's dark theme and its light one
 # Engine settings a user may want to change before a run (the rest keep their defaults).
 ENGINE_FIELDS_SHOWN = ("steps", "batch_size", "select_by", "score_every", "preview_every",
                        "collapse_guard", "seed")
@@ -38,7 +43,7 @@ class MethodBox(QGroupBox):
     method_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__("3  Method", parent)
+        super().__init__("Method", parent)
         self.model = QStandardItemModel(self)
         for name in METHODS:
             item = QStandardItem(label(name))
@@ -47,6 +52,9 @@ class MethodBox(QGroupBox):
             self.model.appendRow(item)
         self.choice = QComboBox()
         self.choice.setModel(self.model)
+        # as wide as the dock allows, never wider (long item texts must not widen the panel)
+        self.choice.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.choice.setMinimumContentsLength(12)
         self.choice.currentIndexChanged.connect(self._on_choice)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -57,17 +65,21 @@ class MethodBox(QGroupBox):
         self.reason = QLabel()
         self.reason.setWordWrap(True)
         self.reason.setStyleSheet("color: #e8a33d")
-        self.forms = QStackedWidget()
+        self.forms = QWidget()        # every method's form; only the chosen one is shown
+        forms_layout = QVBoxLayout(self.forms)
+        forms_layout.setContentsMargins(0, 0, 0, 0)
         self._form_for: dict[str, ConfigForm] = {}
         for name, method in METHODS.items():
             hidden = [f for f in METHOD_FIELDS_HIDDEN if hasattr(method.config_class, f)
                       or f in method.config_class.__dataclass_fields__]
             form = ConfigForm(method.config_class, hidden=hidden)
+            form.setVisible(False)
             self._form_for[name] = form
-            self.forms.addWidget(form)
+            forms_layout.addWidget(form)
         self.prior = PriorTable()
-        self.prior_label = QLabel("<b>Class-ratio prior</b> <small>(share of each class in "
-                                  "a slice; edit to use your own)</small>")
+        self.prior_label = QLabel("<b>Expected tissue shares</b> <small>(share of each class "
+                                  "in a slice; edit to use your own)</small>")
+        self.prior_label.setWordWrap(True)
         engine_hidden = [f for f in EngineConfig.__dataclass_fields__
                          if f not in ENGINE_FIELDS_SHOWN]
         self.engine_form = ConfigForm(EngineConfig, hidden=engine_hidden)
@@ -77,17 +89,22 @@ class MethodBox(QGroupBox):
             "Match each scan's intensities inside the brain to the model's source data "
             "before adapting (quantile matching). Helps another scanner of the same "
             "weighting (T1w to T1w); not T1w to T2w.")
+        self.advanced = Collapsible("Advanced settings", tooltip="The method's settings, the "
+                                    "expected tissue shares and the run's settings; the "
+                                    "defaults are the benchmarked ones")
+        self.advanced.add(self.standardise)
+        self.advanced.add(QLabel("<b>Method settings</b>"))
+        self.advanced.add(self.forms)
+        self.advanced.add(self.prior_label)
+        self.advanced.add(self.prior)
+        self.advanced.add(QLabel("<b>Run settings</b>"))
+        self.advanced.add(self.engine_form)
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
-        layout.addWidget(self.recommendation)
         layout.addWidget(self.summary)
+        layout.addWidget(self.recommendation)
         layout.addWidget(self.reason)
-        layout.addWidget(self.standardise)
-        layout.addWidget(self.forms)
-        layout.addWidget(self.prior_label)
-        layout.addWidget(self.prior)
-        layout.addWidget(QLabel("<b>Run settings</b>"))
-        layout.addWidget(self.engine_form)
+        layout.addWidget(self.advanced)
         self._missing: dict[str, list[str]] = {}
         self._on_choice()
 
@@ -122,12 +139,22 @@ class MethodBox(QGroupBox):
         usable = bundle is not None and not missing_needs(METHODS[choice.method], bundle,
                                                           provided)
         self._recommended = choice if usable else None
-        self.recommendation.setVisible(usable)
-        if usable:
+        for row, name in enumerate(METHODS):
+            tag = " (recommended)" if usable and name == choice.method else ""
+            self.model.item(row).setText(label(name) + tag)
+        self._show_recommendation_line()
+
+    def _show_recommendation_line(self) -> None:
+        """"Recommended for your data: standardise (use it)" unless it is the one chosen."""
+        choice = self._recommended
+        shown = choice is not None and choice.method != self.method
+        self.recommendation.setVisible(shown)
+        if shown:
             extra = " with standardised intensities" if (
                 choice.standardise and not METHODS[choice.method].standardises_input) else ""
-            self.recommendation.setText(f"<small>Recommended: <b>{choice.method}</b>{extra} "
-                                        f"(<a href='use'>use it</a>)</small>")
+            self.recommendation.setText(
+                f"<small>Recommended for your data: <b>{choice.method}</b>{extra} "
+                f"(<a href='use' style='color:{LINK_COLOUR}'>use it</a>)</small>")
             self.recommendation.setToolTip(choice.reason)
 
     def _use_recommendation(self, *_) -> None:
@@ -160,7 +187,8 @@ class MethodBox(QGroupBox):
         name = self.method
         note = (f"<br><span style='color:#e8a33d'>{EXPERIMENTAL[name]}</span>"
                 if name in EXPERIMENTAL else "")
-        self.summary.setText(f"<small>{SUMMARIES[name]}{note}</small>")
+        self.summary.setText(f"{CLINICAL[name]}<small>{note}</small>")
+        self.summary.setToolTip(help_line(name))
         implied = METHODS[name].standardises_input   # the standardise method itself
         if implied and self.standardise.isEnabled():
             self._chosen_standardise = self.standardise.isChecked()
@@ -170,7 +198,9 @@ class MethodBox(QGroupBox):
         self.standardise.setEnabled(not implied)
         self.reason.setText(self.unavailable_reason())
         self.reason.setVisible(bool(self.unavailable_reason()))
-        self.forms.setCurrentWidget(self._form_for[name])
+        for method_name, form in self._form_for.items():
+            form.setVisible(method_name == name)
+        self._show_recommendation_line()
         self.engine_form.set_values({"steps": METHODS[name].default_steps})
         self.prior.setVisible(self._uses_prior())
         self.prior_label.setVisible(self._uses_prior())

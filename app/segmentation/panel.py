@@ -1,5 +1,11 @@
 """The UDA Studio panel: model, data, method, run, save; live curves in a second dock.
 
+Layout (fits a 1280 x 800 window, no horizontal scrolling): a scrolling column with the model,
+the scans (optional inputs folded), the method (its advanced settings folded), and below it,
+always in view, the action bar: one large Adapt button with Pause and Stop, the progress bar,
+the status line, a single quality line and the Save buttons. The live curves dock is shown
+from a run's start on, at a quarter of the window's height.
+
 This widget only wires things together. Files are read off the GUI thread (the data box, with
 :func:`app.worker.run_in_background`); the adaptation runs on the thread of an
 :class:`app.worker.RunController` and reaches the GUI only through signals; layers are changed
@@ -11,22 +17,43 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QMessageBox, QScrollArea, QVBoxLayout, QWidget
+import torch
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
+from uda_core.synth.demo_files import demo_set
+
+from ..layers import keep_head_up
 from ..segmentation.data_box import DataBox
 from ..segmentation.mask_layers import MaskLayers
 from ..segmentation.method_box import MethodBox
 from ..segmentation.model_box import ModelBox
 from ..segmentation.run_box import RunBox
 from ..segmentation.save_box import SaveBox
+from ..widgets.collapsible import Collapsible
 from ..widgets.plots import LiveCurves
 from ..worker import RunController, RunRequest
-from uda_core.synth.demo_files import demo_set
 
 log = logging.getLogger(__name__)
 
 GUI_PREVIEW_EVERY = 25   # steps between mask refreshes (each costs one volume's prediction)
+PANEL_MIN_WIDTH = 340    # px: the narrowest the dock may be and still show every control
+CURVES_SHARE = 0.25      # of the window's height, for the live curves dock
+READY_HINTS = {          # the status line before a run, by what is missing
+    (False, False): "Choose a model and add your scans, then press Adapt.",
+    (False, True): "Choose a model, then press Adapt.",
+    (True, False): "Add the scans to adapt to (Scans: Add files…), then press Adapt.",
+    (True, True): "Ready: press Adapt.",
+}
 
 
 class UdaPanel(QWidget):
@@ -38,6 +65,7 @@ class UdaPanel(QWidget):
         self.layers = MaskLayers(napari_viewer)
         self.controller = RunController(self)
         self.summary: dict | None = None
+        self._quality_start: float | None = None   # the selection score at step 0
         self.progress_bar = None   # napari's activity-dock progress of the current run
         self.confirm = self._ask_yes_no  # replaced in tests
 
@@ -49,19 +77,7 @@ class UdaPanel(QWidget):
         self.save_box = SaveBox()
         self.curves = LiveCurves()
 
-        content = QWidget()
-        column = QVBoxLayout(content)
-        for box in (self.model_box, self.data_box, self.method_box, self.run_box,
-                    self.save_box):
-            column.addWidget(box)
-        column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(content)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
-        self.setMinimumWidth(380)
+        self._lay_out()
 
         self.model_box.model_changed.connect(self._refresh_availability)
         self.model_box.failed.connect(self.show_error)
@@ -73,17 +89,111 @@ class UdaPanel(QWidget):
         self.save_box.saved.connect(self.run_box.status.setText)
         self._connect_controller()
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        keep_head_up(self.viewer)   # coronal and sagittal views with the head up
         self._curves_dock = None
+        self._curves_wanted = False   # a run has started: the curves have something to show
         self._dock_curves()
         self._watch_close()
         self._refresh_availability()
 
     # -- set-up -------------------------------------------------------------------------------
+    def _lay_out(self) -> None:
+        """The scrolling column (model, scans, method) over the fixed action bar."""
+        data = self.data_box
+        data.setTitle("Scans")
+        self.more_inputs = Collapsible(
+            "Optional inputs", tooltip="Paired T1-weighted scans (for ddm), labelled scans "
+            "(for adaptsegnet) and reference labels (to check the result, never to train)")
+        for files in (data.paired, data.source, data.reference):
+            self.more_inputs.add(files)   # moved out of the data box's own column
+        data.layout().addWidget(self.more_inputs)
+        data.reference.allow_folders(False)   # reference labels are files, never DICOM
+        self.run_box.setTitle("Device and results folder")
+        self.method_box.advanced.add(self.run_box)
+
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.setContentsMargins(4, 4, 4, 4)
+        for box in (self.model_box, self.data_box, self.method_box):
+            column.addWidget(box)
+        self.scroll = FittingScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setWidget(content)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.scroll)
+        layout.addWidget(self._action_bar())   # right under the settings, however tall
+        layout.addStretch(1)
+        content.setMinimumWidth(PANEL_MIN_WIDTH - 24)   # room for the vertical scroll bar
+        self.scroll.fit_width()
+
+    def _action_bar(self) -> QWidget:
+        """Adapt / Pause / Stop, progress, status, quality and Save: always in view."""
+        run = self.run_box
+        run.start.setText("Adapt")
+        run.start.setToolTip("Adapt the model to your scans with the method above")
+        run.start.setMinimumHeight(40)
+        run.start.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        run.start.setStyleSheet("font-weight: bold; font-size: 15px")
+        for button in (run.pause, run.stop):
+            button.setMinimumHeight(40)
+        self.quality = QLabel()
+        self.quality.setWordWrap(True)
+        self.quality.setToolTip("Label-free quality of the masks, the score that chooses the "
+                                "saved step; every score is drawn in the live curves")
+        self.quality.setVisible(False)
+        self.save_box.setTitle("")
+        self.save_box.setFlat(True)
+        bar = QFrame()
+        bar.setObjectName("uda-action-bar")
+        bar.setFrameShape(QFrame.StyledPanel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(run.start, 3)
+        buttons.addWidget(run.pause, 1)
+        buttons.addWidget(run.stop, 1)
+        column = QVBoxLayout(bar)
+        column.setContentsMargins(6, 6, 6, 4)
+        column.addLayout(buttons)
+        column.addWidget(run.progress)
+        column.addWidget(run.status)
+        column.addWidget(self.quality)
+        column.addWidget(self.save_box)
+        return bar
+
     def _dock_curves(self) -> None:
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
             self._curves_dock = window.add_dock_widget(
                 self.curves, name="UDA Studio: live curves", area="bottom")
+            self._curves_dock.setVisible(False)   # shown from the first run on
+            qt_window = getattr(window, "_qt_window", None)
+            if qt_window is not None:
+                # the side docks (layer list, this panel) keep the window's full height; the
+                # curves sit under the canvas only
+                qt_window.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
+                qt_window.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
+
+    def show_curves(self) -> None:
+        """Show the live curves dock at a quarter of the window's height (a run started)."""
+        dock = self._curves_dock
+        if dock is None:
+            return
+        self._curves_wanted = True
+        dock.setVisible(True)
+        qt_window = getattr(self.viewer.window, "_qt_window", None)
+        if qt_window is not None:
+            height = max(int(qt_window.height() * CURVES_SHARE), 160)
+            qt_window.resizeDocks([dock], [height], Qt.Vertical)
+
+    def on_registration_tab(self, shown: bool) -> None:
+        """The registration tab came to the front (`shown`) or left it: the curves dock hides
+        with it and comes back with the adaptation tab once a run has drawn curves."""
+        if self._curves_dock is not None:
+            self._curves_dock.setVisible(not shown and self._curves_wanted)
 
     def _watch_close(self) -> None:
         qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
@@ -142,8 +252,12 @@ class UdaPanel(QWidget):
             source=data.source.paths() or None, reference=data.reference.paths() or None,
             method_settings=method_settings, engine_settings=engine_settings,
             device=self.run_box.device.currentText(), overwrite=overwrite,
-            standardise=self.method_box.standardise.isChecked())
+            standardise=self.method_box.standardise.isChecked(),
+            threads=torch.get_num_threads())   # what `uda adapt` uses: torch's default
         self.curves.clear()
+        self.show_curves()
+        self._quality_start = None
+        self.quality.setVisible(False)
         self.summary = None
         self.save_box.set_summary(None)
         self.run_box.reset_progress()
@@ -170,9 +284,9 @@ class UdaPanel(QWidget):
     # -- reactions to the run ------------------------------------------------------------------
     def _start_problem(self) -> str:
         if self.model_box.bundle is None:
-            return "Choose a model first (step 1)."
+            return "Choose a model first (Model, at the top)."
         if not self.data_box.targets.paths():
-            return "Add at least one target volume (step 2)."
+            return "Add at least one target volume (Scans)."
         reason = self.method_box.unavailable_reason()
         if reason:
             return f"Cannot start: {reason}."
@@ -200,7 +314,28 @@ class UdaPanel(QWidget):
             self.progress_bar.update(event.step - self.progress_bar.n)
 
     def _on_scores(self, event) -> None:
-        self.curves.add_scores(event.step, event.scores, event.reference, event.is_best)
+        selection = None if self.method_box.engine_settings().get("select_by") == "last" \
+            else event.selection
+        self.curves.add_scores(event.step, event.scores, event.reference, event.is_best,
+                               selection=selection)
+        self._show_quality(event.step, selection, event.is_best)
+
+    def _show_quality(self, step: int, selection: float | None, is_best: bool) -> None:
+        """One line: is the adapted network better than the original by the label-free score
+        that chooses the saved step? (The scores themselves are in the curves dock.)"""
+        if selection is None:
+            return
+        if step == 0 or self._quality_start is None:
+            self._quality_start = selection
+            text = "Quality check: the original network measured; adapting…"
+        elif selection > self._quality_start and is_best:
+            text = f"Quality check at step {step}: <b>better than the original</b> (best so far)"
+        elif selection > self._quality_start:
+            text = f"Quality check at step {step}: better than the original, not the best"
+        else:
+            text = f"Quality check at step {step}: <b>not better than the original</b>"
+        self.quality.setText(f"<small>{text}</small>")
+        self.quality.setVisible(True)
 
     def _on_rollback(self, event) -> None:
         self.curves.mark_rollback(event.step, event.to_step)
@@ -245,6 +380,20 @@ class UdaPanel(QWidget):
 
     def _refresh_availability(self, *_) -> None:
         self.method_box.update_availability(self.model_box.bundle, self.data_box.provided())
+        self._count_optional_inputs()
+        if not self.controller.is_running and self.summary is None:
+            self.run_box.status.setText(READY_HINTS[(self.model_box.bundle is not None,
+                                                     bool(self.data_box.targets.paths()))])
+
+    def _count_optional_inputs(self) -> None:
+        """"Optional inputs (1 paired, 1 reference)": what the folded section holds."""
+        data = self.data_box
+        counts = [(len(files.paths()), word) for files, word in
+                  ((data.paired, "paired"), (data.source, "labelled"),
+                   (data.reference, "reference"))]
+        given = ", ".join(f"{n} {word}" for n, word in counts if n)
+        self.more_inputs.header.setText(f"Optional inputs ({given})" if given else
+                                        "Optional inputs")
 
     # -- closing -------------------------------------------------------------------------------
     def close_requested(self) -> bool:
@@ -260,6 +409,41 @@ class UdaPanel(QWidget):
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.Yes
+
+
+class FittingScrollArea(QScrollArea):
+    """A vertical scroll area that asks for its content's full height, so that it takes no
+    more room than the content needs and scrolls only when the dock is shorter."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Preferred)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def sizeHint(self):  # noqa: N802 (Qt name)
+        hint = super().sizeHint()
+        if self.widget() is not None:
+            content = self.widget().sizeHint()
+            hint.setHeight(content.height() + 2 * self.frameWidth())
+            hint.setWidth(max(hint.width(), content.width()))
+        return hint
+
+    def fit_width(self) -> None:
+        """At least as wide as the content's minimum plus the vertical scroll bar, so that
+        nothing is ever cut off on the right (there is no horizontal scroll bar)."""
+        if self.widget() is not None:
+            self.setMinimumWidth(self.widget().minimumSizeHint().width()
+                                 + self.verticalScrollBar().sizeHint().width()
+                                 + 2 * self.frameWidth())
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.fit_width()
+            self.updateGeometry()   # a section opened or closed: ask for the new height
+        return False
 
 
 class _CloseFilter(QObject):

@@ -36,7 +36,7 @@ class FileList(QWidget):
         self.list.setMaximumHeight(78)
         self.list.setToolTip("Drop files or DICOM folders here")
         add_files = QPushButton("Add files…")
-        add_folder = QPushButton("Add DICOM folder…")
+        add_folder = self.add_folder_button = QPushButton("Add DICOM folder…")
         remove = QPushButton("Remove")
         add_files.clicked.connect(self._ask_files)
         add_folder.clicked.connect(self._ask_folder)
@@ -49,6 +49,10 @@ class FileList(QWidget):
         layout.addWidget(header)
         layout.addWidget(self.list)
         layout.addLayout(buttons)
+
+    def allow_folders(self, allowed: bool) -> None:
+        """Offer "Add DICOM folder…" or not (label maps come as files, never as a series)."""
+        self.add_folder_button.setVisible(allowed)
 
     def paths(self) -> list[Path]:
         return [Path(self.list.item(i).data(Qt.UserRole)) for i in range(self.list.count())]

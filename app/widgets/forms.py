@@ -31,29 +31,22 @@ from qtpy.QtWidgets import (
 )
 
 from uda_core.engine.config_docs import FieldSpec, field_specs
+from uda_core.engine.field_labels import field_label
 
 ERROR_STYLE = "QLineEdit { border: 1px solid #e5484d; }"
 INT_RANGE = (0, 1_000_000_000)
-# Words of field names written out in labels ("lr" -> "Learning rate").
-WORDS = {"lr": "learning rate", "kl": "KL", "bn": "BatchNorm", "ent": "entropy",
-         "adv": "adversarial", "disc": "discriminator", "amp": "mixed precision",
-         "gan": "GAN", "lambda": "λ", "poly": "poly", "ddm": "DDM"}
+EDITOR_MIN_WIDTH = 90   # px: a number or a short choice stays readable in a narrow dock
 
 
-def field_label(name: str) -> str:
-    """A short readable label for a field name: "lambda_ent" -> "λ entropy",
-    "disc_lr" -> "Discriminator learning rate"."""
-    words = [WORDS.get(w, w) for w in name.split("_") if w]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:] if text[:1].isascii() else text
-
-
-def tooltip_html(help_text: str, error: str = "") -> str:
-    """A tooltip Qt word-wraps (rich text): the error first, in bold, when there is one."""
-    if not help_text and not error:
+def tooltip_html(help_text: str, error: str = "", name: str = "") -> str:
+    """A tooltip Qt word-wraps (rich text): the error first, in bold, when there is one; the
+    setting's code name (as config files spell it) last, in small type."""
+    if not help_text and not error and not name:
         return ""
     head = f"<b>Not valid:</b> {html.escape(error)}<br><br>" if error else ""
-    return f"<qt>{head}{html.escape(help_text)}</qt>"
+    tail = (f"<br><small>Setting name: <code>{html.escape(name)}</code></small>"
+            if name else "")
+    return f"<qt>{head}{html.escape(help_text)}{tail}</qt>"
 
 
 def format_number(value: float | int) -> str:
@@ -92,11 +85,11 @@ class ParsedLineEdit(QLineEdit):
     reason first in its tooltip."""
 
     def __init__(self, parse: Callable[[str], Any], format: Callable[[Any], str],
-                 help_text: str = "", placeholder: str = ""):
+                 help_text: str = "", placeholder: str = "", name: str = ""):
         super().__init__()
-        self._parse, self._format, self._help = parse, format, help_text
+        self._parse, self._format, self._help, self._name = parse, format, help_text, name
         self.setPlaceholderText(placeholder)
-        self.setToolTip(tooltip_html(help_text))
+        self.setToolTip(tooltip_html(help_text, name=name))
         self.textChanged.connect(self._check)
 
     def field_value(self) -> Any:
@@ -116,7 +109,7 @@ class ParsedLineEdit(QLineEdit):
     def _check(self, *_) -> None:
         reason = self.error()
         self.setStyleSheet(ERROR_STYLE if reason else "")
-        self.setToolTip(tooltip_html(self._help, reason))
+        self.setToolTip(tooltip_html(self._help, reason, self._name))
 
 
 def _text_editor(spec: FieldSpec) -> ParsedLineEdit:
@@ -166,16 +159,16 @@ def _text_editor(spec: FieldSpec) -> ParsedLineEdit:
                 raise ValueError(f"{text!r} is not a Python literal") from None
         parse = none_or(parse)
         placeholder = "a Python literal"
-    return ParsedLineEdit(parse, fmt, spec.help, placeholder)
+    return ParsedLineEdit(parse, fmt, spec.help, placeholder, spec.name)
 
 
 class ChoiceBox(QComboBox):
-    def __init__(self, choices: Iterable, help_text: str = ""):
+    def __init__(self, choices: Iterable, help_text: str = "", name: str = ""):
         super().__init__()
         self._choices = tuple(choices)
         for choice in self._choices:
             self.addItem(str(choice))
-        self.setToolTip(tooltip_html(help_text))
+        self.setToolTip(tooltip_html(help_text, name=name))
 
     def field_value(self) -> Any:
         return self._choices[self.currentIndex()]
@@ -187,10 +180,10 @@ class ChoiceBox(QComboBox):
 
 
 class IntBox(QSpinBox):
-    def __init__(self, help_text: str = "", minimum: int = INT_RANGE[0]):
+    def __init__(self, help_text: str = "", minimum: int = INT_RANGE[0], name: str = ""):
         super().__init__()
         self.setRange(minimum, INT_RANGE[1])
-        self.setToolTip(tooltip_html(help_text))
+        self.setToolTip(tooltip_html(help_text, name=name))
 
     def field_value(self) -> int:
         return self.value()
@@ -204,9 +197,9 @@ class IntBox(QSpinBox):
 
 
 class BoolBox(QCheckBox):
-    def __init__(self, help_text: str = ""):
+    def __init__(self, help_text: str = "", name: str = ""):
         super().__init__()
-        self.setToolTip(tooltip_html(help_text))
+        self.setToolTip(tooltip_html(help_text, name=name))
 
     def field_value(self) -> bool:
         return self.isChecked()
@@ -218,12 +211,13 @@ class BoolBox(QCheckBox):
 def make_editor(spec: FieldSpec) -> QWidget:
     """The editor widget for one field (has field_value() and set_field_value())."""
     if spec.choices and not spec.optional:
-        return ChoiceBox(spec.choices, spec.help)
+        return ChoiceBox(spec.choices, spec.help, spec.name)
     if spec.base is bool and not spec.optional:
-        return BoolBox(spec.help)
+        return BoolBox(spec.help, spec.name)
     if spec.base is int and not spec.optional:
         negative_default = isinstance(spec.default, int) and spec.default < 0
-        return IntBox(spec.help, minimum=-INT_RANGE[1] if negative_default else INT_RANGE[0])
+        return IntBox(spec.help, minimum=-INT_RANGE[1] if negative_default else INT_RANGE[0],
+                      name=spec.name)
     return _text_editor(spec)
 
 
@@ -238,10 +232,11 @@ def _changed_signal(editor: QWidget):
 
 
 def _row_label(spec: FieldSpec) -> QLabel:
-    label = QLabel(f"{html.escape(field_label(spec.name))}<br><span style='font-family: "
-                   f"monospace; font-size: small; color: #9aa0a6'>{spec.name}</span>")
-    label.setTextFormat(Qt.RichText)
-    label.setToolTip(tooltip_html(spec.help))
+    """The setting's plain label; its help and code name are in the tooltip."""
+    label = QLabel(field_label(spec.name))
+    label.setTextFormat(Qt.PlainText)
+    label.setWordWrap(True)
+    label.setToolTip(tooltip_html(spec.help, name=spec.name))
     return label
 
 
@@ -265,12 +260,14 @@ class ConfigForm(QWidget):
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)   # narrow dock: editor below label
         form.setLabelAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         for name, spec in self.specs.items():
             if name in self.hidden:
                 continue
             editor = make_editor(spec)
             editor.setObjectName(name)
+            editor.setMinimumWidth(EDITOR_MIN_WIDTH)
             _changed_signal(editor).connect(lambda *_, n=name: self.changed.emit(n))
             self.editors[name] = editor
             form.addRow(_row_label(spec), editor)

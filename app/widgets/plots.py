@@ -4,7 +4,10 @@ Every loss term is drawn twice: its raw values faint and an exponential moving a
 Scores are few (one scoring every `score_every` steps) and are what the engine compares when
 it chooses a checkpoint, so they are drawn as they are, bold with a marker at each scoring;
 Dice against reference labels, when the user gave some, is dashed and named as evaluation
-only. Points go into growing numpy arrays; the curves are redrawn at most 10 times a second.
+only. One curve stands for all of them: "quality", the score that chooses the saved step
+(ScoreEvent.selection, higher is better); the individual scores are drawn only when "all
+scores" is ticked (or when no quality curve comes, e.g. select_by "last"). Points go into
+growing numpy arrays; the curves are redrawn at most 10 times a second.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ ROLLBACK_COLOUR = "#e5484d"
 RAW_ALPHA = 60               # of 255, the faint raw loss values
 REDRAW_MS = 100              # at most 10 redraws a second, however fast events come
 REFERENCE_NAME = "Dice (reference labels, evaluation only)"
+QUALITY_NAME = "quality (chooses the saved step)"
 # Scores on a scale of their own (SND is ~6 where the others stay within +-1): recorded in
 # series() and the run report, not drawn, so they do not flatten the others.
 UNDRAWN_SCORES = ("snd",)
@@ -77,6 +81,7 @@ class FlowLegend(QLabel):
         self.setTextFormat(Qt.RichText)
         self.setContentsMargins(60, 0, 4, 0)   # under the plot area, past the y axis
         self.entries: list[tuple[str, str, bool, bool]] = []
+        self.hidden: set[str] = set()   # names left out (their curves are hidden)
 
     def add(self, name: str, colour: str, dashed: bool = False, markers: bool = False) -> None:
         self.entries.append((name, colour, dashed, markers))
@@ -93,6 +98,8 @@ class FlowLegend(QLabel):
         """Redraw; `colours` overrides entries' colours by name (after a theme change)."""
         parts = []
         for name, colour, dashed, markers in self.entries:
+            if name in self.hidden:
+                continue
             colour = (colours or {}).get(name, colour)
             swatch = "&#x2501;&#x2009;&#x2501;&#x2009;&#x2501;" if dashed else \
                 ("&#x2501;&#x25CF;&#x2501;" if markers else "&#x2501;&#x2501;")
@@ -110,7 +117,7 @@ def _plot_widget(title: str) -> pg.PlotWidget:
     axis = plot.getAxis("left")
     axis.setWidth(56)                  # both plots the same, so their steps line up
     axis.enableAutoSIPrefix(False)
-    widget.setMinimumHeight(120)
+    widget.setMinimumHeight(80)       # both plots and legends fit a quarter of 800 px
     return widget
 
 
@@ -138,9 +145,13 @@ class LiveCurves(QWidget):
         self.log_y.setToolTip("Logarithmic loss axis. Terms that can be negative "
                               "(information maximisation) are not drawn where they are <= 0.")
         self.log_y.toggled.connect(self._on_log_y)
+        self.all_scores = QCheckBox("all scores")
+        self.all_scores.setToolTip("Draw every label-free score behind the quality curve")
+        self.all_scores.toggled.connect(self._show_scores)
         controls = QHBoxLayout()
         controls.setContentsMargins(4, 0, 4, 0)
         controls.addStretch(1)
+        controls.addWidget(self.all_scores)
         controls.addWidget(self.log_y)
         self.canvas = QWidget()           # what export_png saves: plots and legends
         canvas_layout = QVBoxLayout(self.canvas)
@@ -169,9 +180,13 @@ class LiveCurves(QWidget):
             self._append(f"loss/{name}", step, value)
 
     def add_scores(self, step: int, scores: dict[str, float],
-                   reference: dict[str, float] | None = None, is_best: bool = False) -> None:
-        """One scoring: label-free scores, optional reference Dice, and whether it is the
-        best so far (a dotted "best" line follows it)."""
+                   reference: dict[str, float] | None = None, is_best: bool = False,
+                   selection: float | None = None) -> None:
+        """One scoring: label-free scores, optional reference Dice, whether it is the best so
+        far (a dotted "best" line follows it), and the selection score (the quality curve,
+        key "selection/quality"; None: not drawn)."""
+        if selection is not None:
+            self._append("selection/quality", step, selection)
         for name, value in scores.items():
             self._append(f"score/{name}", step, value)
         for name, value in (reference or {}).items():
@@ -295,6 +310,16 @@ class LiveCurves(QWidget):
             self._items[key] = (raw, bold)
             self._series[key] = Series(self.loss_smoothing)
             return
+        if group == "selection":
+            colour = self._text_colour
+            item = pg.PlotDataItem(pen=pg.mkPen(colour, width=3), symbol="o", symbolSize=7,
+                                   symbolPen=None, symbolBrush=colour, name=QUALITY_NAME)
+            self.score_plot.addItem(item)
+            self.score_legend.add(QUALITY_NAME, QColor(colour).name(), markers=True)
+            self._items[key] = (item,)
+            self._series[key] = Series(0.0)
+            self._show_scores()
+            return
         if group == "reference":
             colour = self._text_colour
             label = REFERENCE_NAME if name == "dice" else f"{name} (reference labels, " \
@@ -316,6 +341,22 @@ class LiveCurves(QWidget):
                               markers=group == "score")
         self._items[key] = (item,)
         self._series[key] = Series(0.0)
+        self._show_scores()
+
+    def scores_shown(self) -> bool:
+        """Whether the individual label-free scores are drawn (else only quality)."""
+        return self.all_scores.isChecked() or "selection/quality" not in self._items
+
+    def _show_scores(self, *_) -> None:
+        shown = self.scores_shown()
+        hidden = set()
+        for key, items in self._items.items():
+            if key.startswith("score/"):
+                items[0].setVisible(shown)
+                if not shown:
+                    hidden.add(key.split("/", 1)[1])
+        self.score_legend.hidden = hidden
+        self.score_legend.render()
 
     def _place_rollback_labels(self, *_) -> None:
         """Keep rollback labels at the top of the loss plot's visible range."""
@@ -365,6 +406,9 @@ class LiveCurves(QWidget):
             if key.startswith("reference/"):
                 items[0].setPen(pg.mkPen(text, width=2, style=Qt.DashLine))
                 items[0].setSymbolBrush(text)
+            elif key == "selection/quality":
+                items[0].setPen(pg.mkPen(text, width=3))
+                items[0].setSymbolBrush(text)
             elif key == "loss/total":
                 faint = QColor(text)
                 faint.setAlpha(RAW_ALPHA)
@@ -372,4 +416,5 @@ class LiveCurves(QWidget):
                 items[1].setPen(pg.mkPen(text, width=2))
         self.loss_legend.render({"total": text.name()})
         self.score_legend.render({n: text.name() for n in self.score_legend.names()
-                                  if n.endswith("(reference labels, evaluation only)")})
+                                  if n.endswith("(reference labels, evaluation only)")
+                                  or n == QUALITY_NAME})

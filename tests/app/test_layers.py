@@ -14,7 +14,9 @@ from app.layers import (
     class_colours,
     from_display,
     image_layer,
+    keep_head_up,
     labels_layer,
+    orientation_2d,
     ras_from_world,
     to_display,
     world_from_ras,
@@ -202,3 +204,28 @@ def test_camera_orientation_matches_the_world_handedness(make_napari_viewer):
     camera = viewer.scene.camera  # napari >= 0.9 (viewer.camera before)
     camera.orientation = CAMERA_ORIENTATION
     assert str(camera.handedness.value).lower() == "left"
+
+
+@pytest.mark.parametrize("order, along", [((1, 0, 2), "coronal"), ((2, 0, 1), "sagittal")])
+def test_coronal_and_sagittal_views_show_the_head_up(make_napari_viewer, order, along):
+    """A volume whose top (high z, superior) is marked: in the coronal and sagittal views the
+    mark is drawn in the upper half of the canvas; back in the axial view, anterior is up."""
+    data = np.zeros((20, 24, 30), dtype=np.float32)  # RAS
+    data[4:16, 4:20, 4:26] = 0.3                      # the head
+    data[4:16, 4:20, 23:26] = 1.0                     # its top (superior) marked
+    view, kwargs, _ = image_layer(Volume(data=data, affine=np.diag([2.0, 2.0, 2.0, 1.0])), "m")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(view, **{**kwargs, "contrast_limits": (0.0, 1.0)})  # head grey, top white
+    keep_head_up(viewer)
+    viewer.dims.order = order
+    viewer.dims.set_point(order[0], -20.0 if along == "sagittal" else -24.0)  # mid-head
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1)
+    top_rows = np.nonzero(shot > 200)[0]
+    head_rows = np.nonzero(shot > 40)[0]
+    assert top_rows.size and head_rows.size
+    assert top_rows.mean() < head_rows.mean()           # the marked top is above the rest
+    assert orientation_2d(tuple(viewer.dims.displayed)) == ("up", "right")
+    viewer.dims.order = (0, 1, 2)
+    assert tuple(str(v.value) for v in viewer.scene.camera.orientation2d) == ("down", "right")
+

@@ -37,3 +37,30 @@ SUMMARIES: dict[str, str] = {
     "selftrain": "Source-free self-training: a mean teacher's augmentation-averaged, "
                  "confidence-filtered pseudo-labels (DPL, CoTTA style)",
 }
+
+#: One line per method in a clinician's words: what it does to the scans or the network and
+#: what the user must give it (the app's method list; SUMMARIES names the papers).
+CLINICAL: dict[str, str] = {
+    "standardise": "Matches each scan's brightness to the scans the network learnt from. "
+                   "No training; for another scanner of the same weighting.",
+    "sfda": "Retrains the network on your scans alone so its tissue shares look like a "
+            "normal brain's. Needs only your scans.",
+    "tent": "Lightly retunes the network's contrast settings on your scans alone. "
+            "Needs only your scans.",
+    "adabn": "Re-measures your scans' brightness statistics inside the network. No "
+             "training; needs only your scans.",
+    "ddm": "Teaches the network to give the same answer on your scan and the same "
+           "subject's T1-weighted scan. Needs one T1-weighted scan per subject.",
+    "adaptsegnet": "Trains the network until its answers on your scans look like those on "
+                   "labelled scans. Needs labelled scans from the original scanner.",
+    "early": "Trains the network's early layers to agree with its own final answer on "
+             "your scans. Research use.",
+    "selftrain": "Retrains the network on its own most confident answers on your scans. "
+                 "Needs only your scans.",
+}
+
+
+def clinical_line(name: str, recommended: bool = False) -> str:
+    """The method as a list shows it to a clinician: "sfda (recommended): Retrains ..."."""
+    tag = " (recommended)" if recommended else " (experimental)" if name in EXPERIMENTAL else ""
+    return f"{name}{tag}: {CLINICAL[name]}"

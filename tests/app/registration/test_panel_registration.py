@@ -224,13 +224,16 @@ def test_different_grids_without_resampling_give_one_message(panel, qtbot, pair,
     finer = save(tmp_path / "finer_moving.nii.gz", head((40, 36, 6), seed=2),
                  np.diag([1.6, 2.0, 2.0, 1.0]))
     choose(panel, fixed, finer, model=bundle_path)
-    assert not panel.resample.isChecked()
+    assert panel.resample.isChecked()        # on by default
+    panel.resample.setChecked(False)
     with qtbot.waitSignal(panel.failed, timeout=RUN_MS) as failed:
         assert panel.register()
     wait_idle(panel, qtbot)
     message = failed.args[0]
-    assert "finer_moving.nii.gz" in message and "differs from the fixed image" in message
+    assert "finer_moving.nii.gz" in message and "fixed.nii.gz" in message
+    assert "40 x 36 x 6 voxels of 1.6 x 2 x 2 mm" in message
     assert "Resample moving onto fixed grid" in message and "\n" not in message
+    assert "--" not in message and "uda " not in message   # no command-line flag
     boxes = [w for w in panel.findChildren(QMessageBox) if w.isVisible()]
     assert len(boxes) == 1 and boxes[0].text() == message
     assert len(panel.viewer.layers) == 0 and panel.register_button.isEnabled()
@@ -257,7 +260,8 @@ def test_load_demo_fills_in_the_demo_pair(panel):
     panel.load_demo()
     fixed, moving, labels = (panel.fixed.path(), panel.moving.path(),
                              panel.moving_labels.path())
-    assert fixed.name == "sub-100_t1.nii.gz" and moving.name == "sub-101_t2.nii.gz"
+    # the model's own contrast: demo:reg-t1 was trained on T1w pairs
+    assert fixed.name == "sub-100_t1.nii.gz" and moving.name == "sub-101_t1.nii.gz"
     assert labels.name == "sub-101_labels.nii.gz"
     assert all(p.is_file() for p in (fixed, moving, labels))
     assert panel.model.currentData() == (DEMO_MODEL if demo_model_installed() else "sitk")
@@ -272,3 +276,28 @@ def test_manifest_offers_the_panel():
     assert widgets["uda-studio.registration"] == "UDA Studio: registration"
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     assert commands["uda-studio.registration"] == "uda_studio.registration.panel:RegistrationPanel"
+
+
+def test_similarity_before_and_after_and_a_warning_for_another_contrast(panel, qtbot, pair,
+                                                                        bundle_path, tmp_path):
+    """The status gives the similarity to the fixed scan before and after; a network model
+    given a moving scan of the opposite contrast warns, in plain words, and SimpleITK (made
+    for two contrasts) does not."""
+    fixed, moving, labels = pair
+    choose(panel, fixed, moving, labels, model=bundle_path)
+    outcome = register(panel, qtbot)
+    assert outcome.warning == "" and not panel.warning.isVisible()
+    before = outcome.similarity_before["mutual_info"]
+    after = outcome.similarity_after["mutual_info"]
+    assert 1.0 <= before <= 2.0 and 1.0 <= after <= 2.0
+    assert f"{before:.3f} -> {after:.3f}" in panel.status.text()
+    inverted = save(tmp_path / "inverted.nii.gz", 110.0 - head(seed=1, shift=2))
+    choose(panel, fixed, inverted, model=bundle_path)
+    outcome = register(panel, qtbot)
+    assert outcome.similarity_before["correlation"] < 0
+    assert "contrast looks unlike the fixed scan's" in outcome.warning
+    assert "T1-weighted" in outcome.warning and "SimpleITK" in outcome.warning
+    assert not panel.warning.isHidden() and panel.warning.text() == outcome.warning
+    choose(panel, fixed, inverted, model="sitk")
+    outcome = register(panel, qtbot)
+    assert outcome.warning == "" and panel.warning.isHidden()

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QStyleOpti
 from app.segmentation.prior_table import PriorTable
 from app.widgets.forms import ConfigForm, field_label, tooltip_html
 from uda_core.engine import EngineConfig
+from uda_core.engine.field_labels import FIELD_LABELS
 from uda_core.methods.registry import METHODS
 from uda_core.methods.sfda import SFDAConfig
 
@@ -46,7 +47,7 @@ def test_form_builds_and_round_trips_defaults(qtbot, config_class):
     assert form.errors() == {}
     assert isinstance(form.config(), config_class)
     for name, editor in form.editors.items():
-        assert editor.toolTip() == tooltip_html(form.specs[name].help)
+        assert editor.toolTip() == tooltip_html(form.specs[name].help, name=name)
         assert form.specs[name].help in html.unescape(editor.toolTip())
 
 
@@ -136,9 +137,24 @@ def test_lists_tuples_and_optional_numbers(qtbot):
 
 
 def test_labels():
-    assert field_label("lambda_ent") == "λ entropy"
-    assert field_label("disc_lr") == "Discriminator learning rate"
-    assert field_label("background_weight") == "Background weight"
+    assert field_label("lambda_ent") == "Weight of prediction confidence"
+    assert field_label("detach_source_branch") == "Keep the T1-weighted answer fixed"
+    assert field_label("warmup_steps") == "Warmup steps"    # not listed: spelt out
+
+
+@pytest.mark.parametrize("config_class", CONFIGS, ids=lambda c: c.__name__)
+def test_rows_show_plain_labels_and_the_code_name_only_in_tooltips(qtbot, config_class):
+    """No row label shows a field's code name (lambda_ent, prior_floor...); every field of
+    every shipped config has a written label; the code name is in each tooltip."""
+    form = ConfigForm(config_class)
+    qtbot.addWidget(form)
+    for name, editor in form.editors.items():
+        assert name in FIELD_LABELS, f"{config_class.__name__}.{name} has no plain label"
+        label = form.layout().itemAt(0).layout().labelForField(editor)
+        assert label.text() == FIELD_LABELS[name]
+        assert "_" not in label.text()
+        assert f"<code>{name}</code>" in label.toolTip()
+        assert f"<code>{name}</code>" in editor.toolTip()
 
 
 # -- the class-ratio prior --------------------------------------------------------------

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 import pytest
 from qtpy.QtGui import QImage
 
-from app.widgets.plots import REFERENCE_NAME, LiveCurves, Series
+from app.widgets.plots import QUALITY_NAME, REFERENCE_NAME, LiveCurves, Series
 
 pytestmark = pytest.mark.gui
 
@@ -144,3 +144,27 @@ def test_series_grows_in_place_and_smooths():
     for i in range(3, 1000):
         series.append(i, 1.0)
     assert series.n == 1000 and series.x[-1] == 999 and len(series.y) == 1000
+
+
+def test_one_quality_curve_with_the_scores_behind_a_tick_box(qtbot):
+    """Given the selection score, one "quality" curve is drawn and the individual scores
+    wait behind "all scores"; without it (select_by "last") every score is drawn."""
+    widget = LiveCurves()
+    qtbot.addWidget(widget)
+    for step in (0, 10, 20):
+        widget.add_scores(step, {"entropy": 0.5, "consistency": 0.9},
+                          reference={"dice": 0.7}, selection=0.9 + step / 100)
+    widget.flush()
+    assert widget.series()["selection/quality"] == [(0, 0.9), (10, 1.0), (20, 1.1)]
+    assert widget.curve("selection/quality").isVisible()
+    assert not widget.curve("score/entropy").isVisible()
+    assert "entropy" not in widget.score_legend.text()
+    assert QUALITY_NAME in widget.score_legend.text() and REFERENCE_NAME in \
+        widget.score_legend.text()
+    widget.all_scores.setChecked(True)
+    assert widget.curve("score/entropy").isVisible()
+    assert "entropy" in widget.score_legend.text()
+    widget.all_scores.setChecked(False)
+    widget.clear()
+    widget.add_scores(5, {"entropy": 0.4})
+    assert widget.scores_shown() and widget.curve("score/entropy").isVisible()
