@@ -15,3 +15,7 @@ Layout:
   its layers;
 - :mod:`app.widgets`: widgets both panels use (settings forms, live curves, file lists).
 """
+
+from ._singleton_refs import guard as _guard_singleton_refs
+
+_guard_singleton_refs()   # before any Qt signal is emitted: see app/_singleton_refs.py
