@@ -42,7 +42,8 @@ def cmd_reg_adapt(args: argparse.Namespace) -> int:
             demo_domain=args.demo_domain, method_settings=settings,
             engine_settings=engine_settings, device=args.device,
             listeners=[ConsoleProgress(f"mcd-{args.discrepancy}")], control=control,
-            resume=args.resume, overwrite=args.overwrite)
+            resume=args.resume, overwrite=args.overwrite,
+            moving_modality=args.moving_modality)
     return finish_adaptation(summary, verb="kept")
 
 
@@ -74,6 +75,9 @@ def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true",
                    help="the pairs show the same anatomy at the same world coordinates: "
                         "report reference accuracy/endpoint error (never used for choices)")
+    p.add_argument("--moving-modality", metavar="NAME",
+                   help="modality of the --moving images (T1w, T2w, PDw, FLAIR), recorded in "
+                        "the adapted model; default: read from their file names")
     p.add_argument("--demo-domain", default="t2", choices=["t2", "pd"],
                    help="moving modality of the demo pairs when no --fixed is given "
                         "(default t2)")

@@ -297,14 +297,22 @@ class DiscreteRegNet(nn.Module):
             ``disp`` (B, 2, H, W) dense displacement, pixels (dy, dx), such that
             ``warp_image(moving, disp)`` approximates ``fixed``.
         """
-        cost = self.cost(fixed, moving)
+        self._check_inputs(fixed, moving)
+        return self.from_features(self.generator(fixed), self.generator(moving),
+                                  fixed.shape[-2:])
+
+    def from_features(self, feat_fixed: Tensor, feat_moving: Tensor, shape) -> dict[str, Tensor]:
+        """:meth:`forward` from the generator's features (B, F, Kh, Kw) of both images, for
+        callers that keep the features (test-time instance optimisation); ``shape`` is the
+        images' (H, W)."""
+        cost = cost_volume(feat_fixed, feat_moving, self.candidates, self.stride)
         logits1 = self.head1(cost)
         logits2 = self.head2(cost)
         probs1 = torch.softmax(logits1, dim=1)
         probs2 = torch.softmax(logits2, dim=1)
         probs = 0.5 * (probs1 + probs2)
         disp_cp = expected_displacement(probs, self.grid)
-        disp = dense_from_control(disp_cp, fixed.shape[-2:], self.stride, self.smooth_sigma_px)
+        disp = dense_from_control(disp_cp, tuple(shape), self.stride, self.smooth_sigma_px)
         return {
             "cost": cost,
             "logits1": logits1,
