@@ -111,9 +111,8 @@ class RefinedRegNet:
 
     def __call__(self, fixed: Tensor, moving: Tensor) -> dict[str, Tensor]:
         net = self.network
-        net._check_inputs(fixed, moving)
         with torch.no_grad():
-            feat_fixed, feat_moving = net.generator(fixed), net.generator(moving)
+            feat_fixed, feat_moving = net.feature_maps(fixed, moving)
             out = net.from_features(feat_fixed, feat_moving, fixed.shape[-2:])
         field = refine_control_field(feat_fixed, feat_moving, out["disp_cp"], net.stride,
                                      self.settings)
