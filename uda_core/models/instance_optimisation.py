@@ -43,8 +43,8 @@ class InstanceOptimisation:
     """
 
     iterations: int = 20
-    lr: float = 0.2
-    smooth_weight: float = 0.05
+    lr: float = 0.3
+    smooth_weight: float = 0.01
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or self.smooth_weight < 0:

@@ -271,6 +271,7 @@ def _decide_prealign(mode: str, fixed: Volume, moving: Volume, grid, notes: list
                      f"{shift:.2f} mm on average): not pre-aligned")
         return None
     fixed_slices = pair.model_input.slices[pair.keep]
+    assert pair.moving is not None  # a moving volume was given
     before = _similarity(fixed_slices, pair.moving[pair.keep], head)
     aligned = moving_on_model_grid(_through_affine(moving, affine), pair.model_input, grid)
     after = _similarity(fixed_slices, aligned[pair.keep], head)

@@ -74,7 +74,7 @@ def make_registration_bundle(network: DiscreteRegNet, *, modality: str = "T1w",
     if any(s % network.stride for s in grid.in_plane_shape):
         raise ValueError(f"in_plane_shape {list(grid.in_plane_shape)} must be multiples of "
                          f"the stride {network.stride}")
-    prov = {"task": "registration",
+    prov: dict = {"task": "registration",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__}
     prov.update(provenance or {})
