@@ -27,7 +27,8 @@ def test_quick_bench_writes_a_table_with_every_row(tiny_reg_model, tmp_path, cap
     benchmarks.write_text("# Benchmarks\n\n<!-- bench:segmentation:start -->\nseg table\n"
                           "<!-- bench:segmentation:end -->\n")
     code = run_reg(["bench", "--quick", "--model", tiny_reg_model, "--device", "cpu",
-                    "--methods", "none,l1,swd,pemd,sitk,io", "--write", "--benchmarks", str(benchmarks),
+                    "--methods", "none,l1,swd,pemd,sitk,io", "--write",
+                    "--benchmarks", str(benchmarks),
                     "--plot", str(tmp_path / "docs" / "reg.png")])
     out = capsys.readouterr().out
     assert code == 0
