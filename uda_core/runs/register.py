@@ -242,7 +242,7 @@ def _similarity(fixed_slices: np.ndarray, moving_slices: np.ndarray, head: np.nd
 
 def _overlap(moving: Volume, model_input, head: np.ndarray) -> float:
     """Share of the fixed head (model grid, (Z, X, Y) bool) inside the moving foreground."""
-    mask = foreground_mask(np.nan_to_num(np.asarray(moving.data, np.float32)))
+    mask = foreground_mask(np.nan_to_num(np.asarray(moving.data, np.float64)))
     on_grid = resample(mask.astype(np.float32), moving.affine, model_input.grid_affine,
                        model_input.grid_shape, order=0, fill=0.0)
     inside = np.moveaxis(on_grid, 2, 0) > 0.5
@@ -273,7 +273,12 @@ def _decide_prealign(mode: str, fixed: Volume, moving: Volume, grid, notes: list
     fixed_slices = pair.model_input.slices[pair.keep]
     assert pair.moving is not None  # a moving volume was given
     before = _similarity(fixed_slices, pair.moving[pair.keep], head)
-    aligned = moving_on_model_grid(_through_affine(moving, affine), pair.model_input, grid)
+    try:
+        aligned = moving_on_model_grid(_through_affine(moving, affine), pair.model_input, grid)
+    except ValueError:  # nearly constant on the grid: the affine moved the image out of view
+        notes.append("the affine pre-alignment moved the moving image out of the fixed "
+                     "image's view: not used")
+        return None
     after = _similarity(fixed_slices, aligned[pair.keep], head)
     if after < before:
         notes.append(f"the affine pre-alignment lowered the mutual information ({before:.3f} "
@@ -335,7 +340,12 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     grid = ModelGrid.of(bundle)
     affine = _decide_prealign(prealign, fixed, moving, grid, notes, seed)
     seen = moving if affine is None else _through_affine(moving, affine)
-    pair = pair_on_model_grid(fixed, seen, grid, MIN_HEAD_FRACTION)
+    try:
+        pair = pair_on_model_grid(fixed, seen, grid, MIN_HEAD_FRACTION)
+    except ValueError:  # the moving image is (nearly) constant on the fixed model grid
+        raise InputError("does not overlap the fixed image (constant on its grid"
+                         f"{' after pre-alignment' if affine is not None else ''})",
+                         moving.source) from None
     model_input, moving_slices, head, keep = pair.model_input, pair.moving, pair.head, pair.keep
     assert moving_slices is not None  # a moving volume was given
     overlap = _overlap(seen, model_input, head)
