@@ -27,12 +27,13 @@ def test_quick_bench_writes_a_table_with_every_row(tiny_reg_model, tmp_path, cap
     benchmarks.write_text("# Benchmarks\n\n<!-- bench:segmentation:start -->\nseg table\n"
                           "<!-- bench:segmentation:end -->\n")
     code = run_reg(["bench", "--quick", "--model", tiny_reg_model, "--device", "cpu",
-                    "--write", "--benchmarks", str(benchmarks),
+                    "--methods", "none,l1,swd,pemd,sitk,io", "--write",
+                    "--benchmarks", str(benchmarks),
                     "--plot", str(tmp_path / "docs" / "reg.png")])
     out = capsys.readouterr().out
     assert code == 0
     for row in ("| before registration |", "| none |", "| mcd-l1 |", "| mcd-swd |",
-                "| mcd-pemd |", "| SimpleITK |"):
+                "| mcd-pemd |", "| SimpleITK |", "| io |"):
         assert row in out, row
     assert "failed" not in out
     text = benchmarks.read_text()
@@ -61,6 +62,8 @@ def test_reg_adapt_writes_bundle_metrics_run_and_resumes(tiny_reg_model, tmp_pat
     bundle, _ = load_registration_model(out / "adapted.pt")
     assert bundle.provenance["method"] == "mcd-pemd"
     assert bundle.provenance["parent"].endswith("tiny_reg.pt")
+    # the adapted model records the modality it was adapted on (demo domain t2)
+    assert bundle.provenance["modalities"] == {"fixed": "T1w", "moving": ["T1w", "T2w"]}
 
     code = run_reg(["adapt", "--model", tiny_reg_model, "--out", str(out), "--steps", "3",
                     "--device", "cpu", "--resume", str(out / "checkpoints" / "last.pt")])

@@ -102,14 +102,51 @@ def test_grid_mismatch_is_one_line_naming_the_moving_file(tmp_path, capsys, reg_
     finer = write_nifti(tmp_path / "fine.nii.gz", blob_volume((28, 30, 8)), finer_affine)
     for moving in (smaller, finer):
         code, _, err = run(capsys, "reg", "apply", "--model", reg_model, "--fixed", fixed,
-                           "--moving", moving, "--out", tmp_path / "o")
+                           "--moving", moving, "--out", tmp_path / "o", "--prealign", "off")
         line = one_line(err)
         assert code == 1 and moving in line and "differs from the fixed image" in line
         assert "Traceback" not in err
     code, _, err = run(capsys, "reg", "apply", "--model", reg_model, "--fixed", fixed,
-                       "--moving", finer, "--out", tmp_path / "o", "--resample-moving")
+                       "--moving", finer, "--out", tmp_path / "o", "--resample-moving",
+                       "--prealign", "off")
     assert code == 0, err
     assert (tmp_path / "o" / "fine_warped.nii.gz").exists()
+    # by default the pair is pre-aligned (affine) and other grids are fine
+    code, _, err = run(capsys, "reg", "apply", "--model", reg_model, "--fixed", fixed,
+                       "--moving", smaller, "--out", tmp_path / "d")
+    assert code == 0, err
+    assert nib.load(str(tmp_path / "d" / "small_field.nii.gz")).shape == (28, 30, 8, 3)
+
+
+def test_apply_notes_a_modality_the_model_was_not_trained_on(tmp_path, capsys, reg_model,
+                                                             pair):
+    fixed, moving, _, _ = pair  # moving: sub-7_t2.nii.gz; the model: T1w only
+    code, _, err = run(capsys, "reg", "apply", "--model", reg_model, "--fixed", fixed,
+                       "--moving", moving, "--out", tmp_path / "o", "--prealign", "off")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "was trained on" in line]
+    assert len(lines) == 1 and reg_model in lines[0] and "not T2w" in lines[0]
+    assert "uda reg adapt" in lines[0] and "--method sitk" in lines[0]
+
+
+def test_bad_volumes_are_one_line_and_nothing_is_written(tmp_path, capsys, reg_model, pair):
+    fixed, moving, labels, affine = pair
+    flat = write_nifti(tmp_path / "flat.nii.gz", np.full((28, 30, 8), 7.0, np.float32), affine)
+    other = affine.copy()
+    other[0, 0] = -1.0
+    wrong_labels = write_nifti(tmp_path / "wrong_labels.nii.gz",
+                               np.zeros((28, 30, 8), np.int16), other)
+    for args, name, problem in (
+            (("--moving", flat), flat, "constant"),
+            (("--moving", moving, "--moving-labels", wrong_labels), wrong_labels,
+             "is not on the grid of")):
+        out = tmp_path / "never"
+        code, _, err = run(capsys, "reg", "apply", "--model", reg_model, "--fixed", fixed,
+                           *args, "--out", out)
+        line = one_line(err)
+        assert code == 1 and name in line, line
+        assert problem in line
+        assert not out.exists() or not any(out.iterdir())
 
 
 def test_models_of_the_other_task_are_refused(tmp_path, capsys, reg_model, pair,

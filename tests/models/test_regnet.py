@@ -102,3 +102,42 @@ def test_input_checks_and_config():
     rebuilt = DiscreteRegNet(**model.config)
     assert rebuilt.grid == model.grid and rebuilt.stride == 2
     assert rebuilt.load_state_dict(model.state_dict()) is not None
+
+
+def test_separable_pooling_equals_the_reference_pools():
+    from uda_core.models.nets import regnet
+
+    torch.manual_seed(0)
+    energy = torch.randn(2, 7 * 7, 5, 6, dtype=torch.float64)
+    batch, labels, kh, kw = energy.shape
+    view = energy.permute(0, 2, 3, 1).reshape(-1, 1, 7, 7)  # the former path: tiny images
+    view = regnet._replicate_pool(view, "min")
+    view = regnet._replicate_pool(regnet._replicate_pool(view, "avg"), "avg")
+    back = view.reshape(batch, kh, kw, labels).permute(0, 3, 1, 2)
+    reference = regnet._replicate_pool(back, "avg")
+    head = regnet.RegularisingHead(7, 4).double()
+    torch.testing.assert_close(head._regularise(energy), reference)
+
+
+def test_instance_optimisation_lowers_the_feature_cost_and_keeps_the_shapes():
+    from uda_core.models.instance_optimisation import (
+        InstanceOptimisation,
+        RefinedRegNet,
+        _sample_cells,
+    )
+
+    torch.manual_seed(0)
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=8, width=8).eval()
+    fixed = torch.rand(2, 1, 32, 36)
+    moving = torch.roll(fixed, 2, dims=2)
+    refined = RefinedRegNet(net, InstanceOptimisation(iterations=30, lr=0.3, smooth_weight=0))
+    with torch.no_grad():
+        plain = net(fixed, moving)
+        feat_f, feat_m = net.feature_maps(fixed, moving)
+    out = refined(fixed, moving)
+    assert out["disp"].shape == plain["disp"].shape and out["probs"].shape == plain["probs"].shape
+    before = (feat_f - _sample_cells(feat_m, plain["disp_cp"], 4)).pow(2).mean()
+    after = (feat_f - _sample_cells(feat_m, out["disp_cp"], 4)).pow(2).mean()
+    assert after < before
+    none = RefinedRegNet(net, InstanceOptimisation(iterations=0))(fixed, moving)
+    torch.testing.assert_close(none["disp"], plain["disp"])

@@ -52,7 +52,8 @@ def test_outputs_are_on_the_fixed_grid(tiny_reg_bundle):
     moving = Volume(head(seed=1)[::-1].copy(), affine, source="m.nii.gz")
     labels = Volume((moving.data > 50).astype(np.int16) + (moving.data > 90), affine)
     calls = []
-    result = register_volumes(tiny_reg_bundle, fixed, moving, labels,
+    result = register_volumes(tiny_reg_bundle, fixed, moving, labels, prealign="off",
+                              refine=None, fallback=False,
                               progress=lambda done, total: calls.append((done, total)))
     for volume in (result.warped, result.labels_warped, result.jacobian):
         assert volume.shape == fixed.shape and np.array_equal(volume.affine, fixed.affine)
@@ -79,7 +80,7 @@ def test_zero_field_gives_back_the_moving_image_on_the_fixed_grid(tiny_reg_bundl
     fixed = Volume(head(), affine)
     moving = Volume(head(seed=3), affine)
     labels = Volume((moving.data > 50).astype(np.uint8), affine)
-    result = register_volumes(tiny_reg_bundle, fixed, moving, labels)
+    result = register_volumes(tiny_reg_bundle, fixed, moving, labels, prealign="off")
     np.testing.assert_allclose(result.warped.data, moving.data, atol=1e-4)
     assert np.array_equal(result.labels_warped.data, labels.data)
     assert np.abs(result.field_mm.data).max() == 0 and result.folding == 0.0
@@ -92,7 +93,7 @@ def test_grids_must_match(tiny_reg_bundle):
     finer = Volume(head(), np.diag([1.0, 2.0, 2.0, 1.0]), source="fine.nii.gz")
     for other, name in ((smaller, "small.nii.gz"), (finer, "fine.nii.gz")):
         with pytest.raises(InputError) as info:
-            register_volumes(tiny_reg_bundle, fixed, other)
+            register_volumes(tiny_reg_bundle, fixed, other, prealign="off")
         text = str(info.value)
         assert text.startswith(name) and "differs from the fixed image" in text
         assert "\n" not in text and "resample" in text
@@ -108,7 +109,7 @@ def test_grids_must_match(tiny_reg_bundle):
 
 def test_sitk_baseline_keeps_an_identity_pair_in_place(tiny_reg_bundle):
     fixed = Volume(head((32, 36, 4)), np.diag([2.0, 2.0, 2.0, 1.0]))
-    result = register_volumes(tiny_reg_bundle, fixed, fixed, method="sitk")
+    result = register_volumes(tiny_reg_bundle, fixed, fixed, method="sitk", prealign="off")
     assert result.method == "sitk" and result.field_mm.shape == (*fixed.shape, 3)
     length = np.linalg.norm(result.field_mm.data, axis=-1)  # mm; voxels are 2 mm
     assert length.mean() < 0.3 and length.max() < 1.0

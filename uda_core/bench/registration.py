@@ -10,6 +10,8 @@ For each shift (the moving modality: "t2", "pd"; the fixed image is always T1):
   the same subjects' slices with fresh random fields (transductive, as in ``uda bench``: the
   true fields of the evaluation pairs are never seen), once per seed, files to files;
   ``sitk``: :func:`~uda_core.spatial.sitk_bspline.register_bspline_2d` on every pair;
+  ``io`` (on request): the model followed by test-time instance optimisation with the
+  settings ``refine`` (default: those of `uda reg apply`);
 - scores (:func:`~uda_core.scores.registration.evaluate_registration`, the same code for all):
   accuracy (share of head control points whose label is the true quantised displacement),
   endpoint error at the head control points (mm), Dice of the warped tissue labels (CSF, GM,
@@ -50,6 +52,8 @@ from uda_core.tasks.registration_data import (
 
 REG_SHIFTS = ("t2", "pd")
 REG_METHODS = ("none", "l1", "swd", "pemd", "sitk")
+# also offered: "io", the model followed by test-time instance optimisation (the default of
+# `uda reg apply`; :mod:`uda_core.models.instance_optimisation`)
 DEMO_SUBJECTS = (100, 101, 102)   # the subjects shipped in resources/demo
 MODALITY = {"t2": "T2w", "pd": "PD/FLAIR-like"}
 
@@ -74,6 +78,7 @@ class RegBenchConfig:
     sitk_iterations: int = 100         # per resolution level
     timing_pairs: int = 10             # pairs timed one at a time, after all runs ended
     model: str = "demo:reg-t1"
+    refine: dict = field(default_factory=dict)  # InstanceOptimisation fields of "io" rows
     device: str = "auto"
     threads: int = 1                   # torch threads (1: fair against 1-thread SimpleITK)
     workers: int = 2                   # adaptation runs in parallel (spawned processes);
@@ -315,6 +320,9 @@ def _timing(config, network, bundle, root, device) -> dict:
     pairs = pairs_from_slices(slices, index, rng, displacement_grid=network.grid,
                               stride=network.stride)
     learned = learned_seconds_per_pair(network, pairs, device, config.timing_pairs)
+    refined = (learned_seconds_per_pair(_refined(network, config), pairs, device,
+                                        config.timing_pairs)
+               if "io" in config.methods else None)
     with torch.no_grad():  # throughput: all timed pairs in one batch
         start = time.perf_counter()
         fixed, moving = pairs.fixed[1:].to(device), pairs.moving[1:].to(device)
@@ -324,7 +332,13 @@ def _timing(config, network, bundle, root, device) -> dict:
                             config.sitk_iterations)
     sitk(pairs.fixed[1:], pairs.moving[1:])
     return {"shift": shift, "pairs": len(pairs) - 1, "learned_s": learned,
+            "learned_io_s": refined,
             "learned_batched_s": batched, "sitk_s": float(np.median(sitk.seconds))}
+
+
+def _refined(network, config: RegBenchConfig):
+    from uda_core.models.instance_optimisation import InstanceOptimisation, RefinedRegNet
+    return RefinedRegNet(network, InstanceOptimisation(**config.refine))
 
 
 def _evaluate(net, pairs, spacing, device) -> dict:
@@ -341,6 +355,11 @@ def _run_method(config, method, shift, network, pairs, runs, device, spacing, ov
             overlay["none"] = _overlay_images(
                 {"disp": network(one.fixed.to(device), one.moving.to(device))["disp"].cpu()},
                 one)
+    elif method == "io":
+        refined = _refined(network, config)
+        row = RegRow("io", seeds=[0], scores=[_evaluate(refined, pairs, spacing, device)])
+        overlay["io"] = _overlay_images(
+            {"disp": refined(one.fixed.to(device), one.moving.to(device))["disp"].cpu()}, one)
     elif method == "sitk":
         sitk = SitkRegistration(network.grid, network.stride, spacing, config.sitk_iterations)
         row = RegRow("SimpleITK", seeds=[0], scores=[_evaluate(sitk, pairs, spacing, "cpu")])

@@ -135,6 +135,9 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
     fixed = read_volume(args.fixed)
     moving = read_volume(args.moving)
     labels = read_labels(args.moving_labels) if args.moving_labels else None
+    if labels is not None and not labels.same_grid(moving):
+        raise InputError(f"is not on the grid of {args.moving}; labels must share their "
+                         "image's grid", args.moving_labels)
     if args.resample_moving:
         if labels is not None and not labels.same_grid(moving):
             raise InputError(f"is not on the grid of {args.moving}; labels must share their "
@@ -151,12 +154,24 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
+    from uda_core.models.instance_optimisation import InstanceOptimisation
+    from uda_core.runs.register import DEFAULT_REFINE
+    iterations = args.refine_iterations
+    if iterations is not None and iterations < 0:
+        raise UdaError(f"--refine-iterations must be >= 0, got {iterations}")
+    refine = (DEFAULT_REFINE if iterations is None else None if iterations == 0 else
+              InstanceOptimisation(iterations, DEFAULT_REFINE.lr, DEFAULT_REFINE.smooth_weight))
     try:
         result = register_volumes(bundle, fixed, moving, labels, device=device,
                                   method=args.method, network=network,
-                                  batch_size=args.batch_size, progress=progress)
+                                  batch_size=args.batch_size, prealign=args.prealign,
+                                  refine=refine, fallback=not args.keep_learned,
+                                  moving_modality=args.moving_modality,
+                                  fixed_modality=args.fixed_modality, progress=progress)
     finally:
         bar.close()
+    for line in result.notes:
+        say(f"note: {line}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_outputs(result, targets, inputs, replace=targets.values() if args.overwrite else ())
     for target in targets.values():
@@ -207,8 +222,10 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
                     "OUT/<stem>_warped.nii.gz, OUT/<stem>_labels_warped.nii.gz (with "
                     "--moving-labels, nearest neighbour) and OUT/<stem>_field.nii.gz: the "
                     "displacement u in RAS mm, float32 (X, Y, Z, 3), warped(p) = MOV(p + "
-                    "u(p)). <stem> is MOV's file name without its extension. F and MOV must "
-                    "share one voxel grid (or pass --resample-moving).")
+                    "u(p)), the affine pre-alignment and the deformable step composed. "
+                    "<stem> is MOV's file name without its extension. Notes say when the "
+                    "model was trained on other modalities or when its deformation was "
+                    "dropped because it lowered the mutual information.")
     p.add_argument("--model", help="a registration model (.pt) or a built-in name such as "
                                    "demo:reg-t1 (not with --method sitk)")
     p.add_argument("--method", choices=("network", "sitk"), default="network",
@@ -221,6 +238,23 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--resample-moving", action="store_true",
                    help="resample MOV (and L) onto F's grid first when the grids differ "
                         "(through world coordinates; no registration)")
+    p.add_argument("--prealign", choices=("auto", "on", "off"), default="auto",
+                   help="affine pre-alignment (SimpleITK, Mattes MI, centred) before the "
+                        "deformable step. auto (default): estimated for every pair, used "
+                        "unless the pair is already aligned (same grid and the affine moves "
+                        "the head < 1 mm) or it lowers the mutual information; the written "
+                        "field is the composed one. off: F and MOV must share one grid")
+    p.add_argument("--refine-iterations", type=int, default=None, metavar="N",
+                   help="test-time instance optimisation of the network's field: Adam "
+                        "steps per batch (default 20; 0: off)")
+    p.add_argument("--keep-learned", action="store_true",
+                   help="keep the network's deformation even when it lowers the mutual "
+                        "information of F and the warped image (default: flagged and "
+                        "dropped, the pre-aligned result is written)")
+    p.add_argument("--moving-modality", metavar="NAME",
+                   help="MOV's modality (T1w, T2w, PDw, FLAIR; default: read from its file "
+                        "name), checked against what the model was trained/adapted on")
+    p.add_argument("--fixed-modality", metavar="NAME", help="F's modality, likewise")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_device(p, "where the network runs (default: auto)")

@@ -42,7 +42,8 @@ def cmd_reg_adapt(args: argparse.Namespace) -> int:
             demo_domain=args.demo_domain, method_settings=settings,
             engine_settings=engine_settings, device=args.device,
             listeners=[ConsoleProgress(f"mcd-{args.discrepancy}")], control=control,
-            resume=args.resume, overwrite=args.overwrite)
+            resume=args.resume, overwrite=args.overwrite,
+            moving_modality=args.moving_modality)
     return finish_adaptation(summary, verb="kept")
 
 
@@ -74,6 +75,9 @@ def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true",
                    help="the pairs show the same anatomy at the same world coordinates: "
                         "report reference accuracy/endpoint error (never used for choices)")
+    p.add_argument("--moving-modality", metavar="NAME",
+                   help="modality of the --moving images (T1w, T2w, PDw, FLAIR), recorded in "
+                        "the adapted model; default: read from their file names")
     p.add_argument("--demo-domain", default="t2", choices=["t2", "pd"],
                    help="moving modality of the demo pairs when no --fixed is given "
                         "(default t2)")
@@ -118,6 +122,8 @@ def cmd_reg_bench(args: argparse.Namespace) -> int:
         changes["subjects"] = tuple(subject_range(args.subjects))
     if args.settings:
         changes["method_settings"] = json.loads(args.settings)
+    if args.refine:
+        changes["refine"] = json.loads(args.refine)
     config = quick_reg_config(**changes) if args.quick else RegBenchConfig(**changes)
     result = run_reg_benchmark(config, log=lambda line: print(line, file=sys.stderr,
                                                               flush=True))
@@ -141,11 +147,12 @@ def _bench_command(args: argparse.Namespace) -> str:
     for flag, value in (("--shifts", args.shifts), ("--methods", args.methods),
                         ("--steps", args.steps), ("--seeds", args.seeds),
                         ("--subjects", args.subjects), ("--settings", args.settings),
+                        ("--refine", args.refine),
                         ("--threads", args.threads), ("--workers", args.workers),
                         ("--model", args.model),
                         ("--device", None if args.device == "auto" else args.device)):
         if value is not None:
-            parts += [flag, f"'{value}'" if flag == "--settings" else str(value)]
+            parts += [flag, f"'{value}'" if flag in ("--settings", "--refine") else str(value)]
     return " ".join(parts)
 
 
@@ -162,12 +169,15 @@ def add_reg_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a tiny run (one subject, T1->T2, 2 steps, few pairs) in seconds")
     p.add_argument("--shifts", help="comma-separated moving domains (default t2,pd)")
-    p.add_argument("--methods", help="comma-separated: none,l1,swd,pemd,sitk (default all)")
+    p.add_argument("--methods", help="comma-separated: none,l1,swd,pemd,sitk (default), and "
+                                     "io (the model + test-time instance optimisation)")
     p.add_argument("--steps", type=int, help="MCD steps per run")
     p.add_argument("--seeds", help="comma-separated seeds of the adapted runs (default 0,1)")
     p.add_argument("--subjects", help="demo subjects, e.g. 100-102 (default); tune on 40-42")
     p.add_argument("--settings", help="JSON of MCD settings for every run, e.g. "
                                       "'{\"lr\": 1e-3}'")
+    p.add_argument("--refine", help="JSON of instance-optimisation settings of the io rows, "
+                                    "e.g. '{\"iterations\": 20, \"lr\": 0.2}'")
     p.add_argument("--model", help="registration bundle (default demo:reg-t1)")
     p.add_argument("--threads", type=int, help="torch threads per process (default 1)")
     p.add_argument("--workers", type=int,

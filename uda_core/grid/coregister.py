@@ -21,7 +21,7 @@ from uda_core.errors import InputError
 from uda_core.io.readers import LPS_TO_RAS, _sitk_array, _sitk_geometry
 from uda_core.io.volume import Volume
 
-__all__ = ["align_affine", "sitk_to_volume", "volume_to_sitk"]
+__all__ = ["align_affine", "prealign_affine", "sitk_to_volume", "volume_to_sitk"]
 
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:
@@ -161,3 +161,72 @@ def align_affine(fixed: Volume, moving: Volume, *, iterations: int = 1000, bins:
     }
     return Volume(data=_sitk_array(aligned, True), affine=fixed.affine.copy(),
                   source=moving.source, meta=meta)
+
+
+# --- pre-alignment before deformable registration (issue 13) ------------------------------
+
+# Multi-resolution settings of prealign_affine: shrink factors and Gaussian sigmas (voxels)
+# per level, Mattes MI bins, sampled voxels per level, optimiser iterations per level.
+_PREALIGN_SHRINK = (4, 2)
+_PREALIGN_SIGMAS = (2.0, 1.0)
+_PREALIGN_BINS = 32
+_PREALIGN_SAMPLES = 20000
+_PREALIGN_ITERATIONS = 100
+
+
+def _prealign_method(fixed_image: sitk.Image, seed: int) -> sitk.ImageRegistrationMethod:
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=_PREALIGN_BINS)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    voxels = np.prod(fixed_image.GetSize())
+    # the same NUMBER of samples at every level (capped at all voxels of the level)
+    shares = [min(1.0, _PREALIGN_SAMPLES * f**3 / voxels) for f in _PREALIGN_SHRINK]
+    method.SetMetricSamplingPercentagePerLevel(shares, int(seed) + 1)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=_PREALIGN_ITERATIONS,
+        relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(_PREALIGN_SHRINK))
+    method.SetSmoothingSigmasPerLevel(list(_PREALIGN_SIGMAS))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return method
+
+
+def prealign_affine(fixed: Volume, moving: Volume, *, seed: int = 0) -> np.ndarray:
+    """The affine map from ``fixed``'s world to ``moving``'s (4x4, RAS mm -> RAS mm).
+
+    The recipe of the pre-alignment before deformable registration: a centred rigid
+    (Euler3D) initialisation on the images' centres of mass (MOMENTS: robust to different
+    fields of view), then a rigid and then an affine stage, each optimising Mattes mutual
+    information (32 bins, 20 000 random voxels per level, fixed seed) by regular-step
+    gradient descent (scales from physical shift) at two resolutions (shrink 4 and 2,
+    Gaussian sigma 2 and 1 voxels). About a second on a 2 mm head, against a minute for
+    :func:`align_affine`'s full-resolution recipe.
+
+    ``moving(A @ p)`` for the world point p of a fixed voxel is the pre-aligned moving image
+    (A = the result). A SimpleITK failure (e.g. the images do not overlap at all once
+    centred) is an InputError naming the moving image.
+    """
+    fixed_image = volume_to_sitk(fixed)
+    moving_image = volume_to_sitk(moving)
+    try:
+        rigid = sitk.CenteredTransformInitializer(
+            fixed_image, moving_image, sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS)
+        method = _prealign_method(fixed_image, seed)
+        method.SetInitialTransform(rigid, inPlace=True)
+        method.Execute(fixed_image, moving_image)
+        affine = sitk.AffineTransform(3)
+        affine.SetCenter(rigid.GetCenter())
+        affine.SetMatrix(rigid.GetMatrix())
+        affine.SetTranslation(rigid.GetTranslation())
+        method = _prealign_method(fixed_image, seed)
+        method.SetInitialTransform(affine, inPlace=True)
+        method.Execute(fixed_image, moving_image)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
+        raise InputError(f"affine pre-alignment onto {fixed.source or 'the fixed image'} "
+                         f"failed ({reason[:160]}); do the images overlap?",
+                         moving.source) from None
+    return _affine_to_ras(affine)

@@ -23,7 +23,8 @@ from uda_core.io import Volume
 from uda_core.io.geometry import resample
 from uda_core.io.intensity import foreground_mask, normalise
 
-__all__ = ["MIN_HEAD_FRACTION", "PairOnGrid", "pair_on_model_grid", "registration_slices"]
+__all__ = ["MIN_HEAD_FRACTION", "PairOnGrid", "moving_on_model_grid", "pair_on_model_grid",
+           "registration_slices"]
 
 MIN_HEAD_FRACTION = 0.02  # slices with less head (fixed image, Otsu) are left out
 
@@ -56,12 +57,17 @@ def pair_on_model_grid(fixed: Volume, moving: Volume | None, grid=None,
                                  grid.normalisation)
     head = foreground_mask(model_input.slices)
     keep = np.flatnonzero(head.reshape(head.shape[0], -1).mean(axis=1) >= min_fraction)
-    other = None
-    if moving is not None:
-        on_grid = resample(moving.data, moving.affine, model_input.grid_affine,
-                           model_input.grid_shape, order=1, fill=float(np.min(moving.data)))
-        other = normalise(np.moveaxis(on_grid, 2, 0), grid.normalisation).astype(np.float32)
+    other = None if moving is None else moving_on_model_grid(moving, model_input, grid)
     return PairOnGrid(model_input=model_input, moving=other, head=head, keep=keep)
+
+
+def moving_on_model_grid(moving: Volume, model_input: ModelInput, grid=None) -> np.ndarray:
+    """``moving`` resampled onto the model grid of ``model_input`` through world coordinates
+    (trilinear, outside: its minimum) and normalised: (Z, X, Y) float32."""
+    grid = ModelGrid.of(grid)
+    on_grid = resample(moving.data, moving.affine, model_input.grid_affine,
+                       model_input.grid_shape, order=1, fill=float(np.min(moving.data)))
+    return normalise(np.moveaxis(on_grid, 2, 0), grid.normalisation).astype(np.float32)
 
 
 def registration_slices(volume_t1: Volume, volume_other: Volume | None = None, grid=None, *,

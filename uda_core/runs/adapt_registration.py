@@ -22,11 +22,13 @@ from uda_core.engine import EngineConfig, RunControl
 from uda_core.engine.device import resolve_device
 from uda_core.engine.listeners import Listener
 from uda_core.errors import UdaError
+from uda_core.io.modality import canonical_modality, modality_from_path
 from uda_core.methods.base import config_from_dict
 from uda_core.methods.mcd import MCDRegistration
 from uda_core.models.bundle.registration import (
     load_registration_model,
     make_registration_bundle,
+    registration_modalities,
 )
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.registration import RegistrationTask
@@ -55,7 +57,8 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
                        demo_domain: str = "t2", method_settings: dict | None = None,
                        engine_settings: dict | None = None, device: str = "auto",
                        listeners: Sequence[Listener] = (), control: RunControl | None = None,
-                       resume: str | Path | None = None, overwrite: bool = False) -> dict:
+                       resume: str | Path | None = None, overwrite: bool = False,
+                       moving_modality: str | None = None) -> dict:
     """Adapt a registration model to target pairs with MCD; returns the run summary.
 
     Args:
@@ -75,6 +78,12 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
             (defaults: DEFAULT_ENGINE_SETTINGS; batch_size is unused, see source_batch and
             target_batch of MCDConfig).
         resume: a checkpoint of an earlier run into the same out_dir (its last.pt).
+        moving_modality: the moving images' modality (e.g. "T2w"), recorded in the adapted
+            bundle's ``provenance["modalities"]``; None: the demo domain's, or guessed from
+            the moving files' names (left out when no name tells).
+
+    The engine's events reach ``listeners`` and ``control`` cancels or pauses the run
+    between steps: this is the function a GUI worker calls (as `uda reg adapt` does).
     """
     out_dir = Path(out_dir)
     refuse_existing_output(out_dir, overwrite, resume)
@@ -94,7 +103,13 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
     if fixed is None:
         fixed, moving, labels = demo_files(demo_domain)
         aligned = True
+        moving_modality = moving_modality or demo_domain
     assert moving is not None
+    guessed = {modality_from_path(p) for p in moving}
+    target_modality = canonical_modality(moving_modality) or (
+        guessed.pop() if len(guessed) == 1 and None not in guessed else None)
+    trained_on = registration_modalities(bundle)["moving"]
+    moving_modalities = trained_on + ([target_modality] if target_modality else [])
     inputs = [*fixed, *moving, *(labels or [])]
     for path in inputs:
         if not Path(path).exists():
@@ -114,7 +129,8 @@ def run_reg_adaptation(model: str, out_dir: str | Path, *, discrepancy: str = "p
                                         spacing_mm=bundle.spacing_mm,
                                         in_plane_shape=bundle.in_plane_shape,
                                         normalisation=bundle.normalisation,
-                                        provenance=provenance)
+                                        provenance=provenance,
+                                        moving_modalities=moving_modalities)
 
     plan = RunPlan(
         name=name, model=model, parent=bundle, method=method, task=task,

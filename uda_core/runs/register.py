@@ -1,34 +1,49 @@
 """Registering volumes slice by slice: the work behind `uda reg apply` and the GUI.
 
-Both volumes must share one voxel grid (same shape and affine): the method is 2D, so it
-assumes the fixed and moving images already share their slices. Different grids are refused
-(:func:`check_same_grid`) unless the caller resamples the moving image onto the fixed grid
-first (:func:`resample_onto`, `uda reg apply --resample-moving`).
-
 Pipeline, for ``method="network"`` (a registration bundle) or ``"sitk"`` (the SimpleITK
 B-spline + Mattes MI baseline, :func:`~uda_core.spatial.sitk_bspline.register_bspline_2d`):
 
-1. both volumes go onto the fixed image's model grid (the bundle's spacing, in-plane size and
-   normalisation; the default 2 mm, 96 x 112 grid for "sitk" without a bundle), RAS-aligned,
-   axial slices;
-2. every axial slice whose fixed image shows at least 2 % head (Otsu) is registered: a
-   displacement (dy, dx) in model-grid pixels per pixel; other slices keep zero;
-3. the field is turned into world millimetres and resampled (trilinear) onto the fixed grid,
-   and the ORIGINAL moving image (and labels) are sampled once through it: trilinear for the
-   image, nearest neighbour for the labels, edge values beyond the moving volume.
+0. checks: neither image empty or constant, labels on the moving image's grid (InputError
+   naming the file otherwise; nothing is written);
+1. pre-alignment (``prealign``, :func:`~uda_core.grid.coregister.prealign_affine`: centred
+   rigid then affine, Mattes MI) gives the affine A (fixed world mm -> moving world mm).
+   Rule of ``"auto"`` (the default): A is estimated for every pair and used unless the pair
+   is already aligned -- A moves the fixed image's head less than 1 mm on average (e.g. two
+   scans of one session) -- or A lowers the normalised mutual information of the pair on the
+   model grid. Pairs of different subjects or on different grids therefore get it; ``"on"``
+   always uses A, ``"off"`` never (and then the two volumes must share one voxel grid).
+   After it, a moving image whose foreground covers less than 10 % of the fixed head is
+   refused ("no overlap");
+2. both volumes go onto the fixed image's model grid (the bundle's spacing, in-plane size
+   and normalisation; the default 2 mm, 96 x 112 grid for "sitk" without a bundle),
+   RAS-aligned, axial slices; the moving one through A;
+3. every axial slice whose fixed image shows at least 2 % head (Otsu) is registered: a
+   displacement (dy, dx) in model-grid pixels per pixel, by the network followed by
+   test-time instance optimisation (``refine``,
+   :mod:`uda_core.models.instance_optimisation`) or by SimpleITK; other slices keep zero;
+4. do no harm: when the network's field lowers the normalised mutual information of fixed and
+   warped image (head pixels of the registered slices) below the pre-aligned pair's, the
+   result is flagged in ``notes`` and, with ``fallback`` (default), the deformable step is
+   dropped (the pre-aligned result is returned). A model trained or adapted on other
+   modalities than the images' (``moving_modality``, or read from the file name) is noted too;
+5. the field is turned into world millimetres, resampled (trilinear) onto the fixed grid and
+   composed with A; the ORIGINAL moving image (and labels) are sampled once through the
+   composed field: trilinear for the image, nearest neighbour for the labels, edge values
+   beyond the moving volume.
 
 Field convention (``<stem>_field.nii.gz``): float32 (X, Y, Z, 3) on the fixed grid (same
-affine), the displacement u in RAS world mm (components R, A, S; S is always 0, the
-registration being in-plane) such that ``warped(p) = moving(p + u(p))`` for the world point p
-of every fixed voxel (a backward / "pull" field, like ITK's fixed-to-moving transform, but in
-RAS rather than ITK's LPS).
+affine), the displacement u in RAS world mm (components R, A, S) such that
+``warped(p) = moving(p + u(p))`` for the world point p of every fixed voxel (a backward /
+"pull" field, like ITK's fixed-to-moving transform, but in RAS rather than ITK's LPS). With
+pre-alignment u is the composition: ``p + u(p) = A (p + d(p))`` with d the in-plane
+deformable field (its S component 0); without it u = d.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +52,31 @@ from scipy.ndimage import map_coordinates
 
 from uda_core.errors import InputError, UdaError
 from uda_core.grid.model_grid import ModelGrid
-from uda_core.grid.pair_slices import MIN_HEAD_FRACTION, pair_on_model_grid
+from uda_core.grid.pair_slices import MIN_HEAD_FRACTION, moving_on_model_grid, pair_on_model_grid
 from uda_core.io import Volume
 from uda_core.io.geometry import resample
+from uda_core.io.intensity import foreground_mask
+from uda_core.io.modality import modality_from_path
 from uda_core.io.writers import output_stem, write_volume
 from uda_core.models.bundle import ModelBundle
-from uda_core.models.bundle.registration import network_from_bundle
-from uda_core.spatial.warp import jacobian_determinant
+from uda_core.models.bundle.registration import modality_mismatch, network_from_bundle
+from uda_core.models.instance_optimisation import InstanceOptimisation, RefinedRegNet
+from uda_core.scores.registration import normalised_mutual_information
+from uda_core.spatial.warp import jacobian_determinant, warp_image
 
-__all__ = ["METHODS", "OUTPUT_SUFFIXES", "RegistrationResult", "check_same_grid",
-           "output_paths", "register_volumes", "resample_onto", "write_outputs"]
+__all__ = ["DEFAULT_REFINE", "METHODS", "OUTPUT_SUFFIXES", "PREALIGN_MODES", "RegistrationResult",
+           "check_image_content", "check_same_grid", "compose_with_affine", "output_paths",
+           "register_volumes", "resample_onto", "write_outputs"]
 
 # The files `uda reg apply` and the GUI's Save write for a moving image <stem> (DESIGN.md).
 OUTPUT_SUFFIXES = {"warped": "_warped.nii.gz", "labels": "_labels_warped.nii.gz",
                    "field": "_field.nii.gz"}
 
 METHODS = ("network", "sitk")
+PREALIGN_MODES = ("auto", "on", "off")
+DEFAULT_REFINE = InstanceOptimisation()  # the network's default test-time optimisation
+ALIGNED_MM = 1.0    # "auto": an affine moving the fixed head less than this (mean) is dropped
+MIN_OVERLAP = 0.1   # least share of the fixed head the moving foreground must cover
 # MIN_HEAD_FRACTION (from uda_core.grid.pair_slices): slices with less head are not registered
 _CHUNK_SLICES = 16  # fixed-grid slices sampled at a time (bounds the coordinate arrays)
 # done, total: slices registered so far / to register
@@ -70,6 +94,13 @@ class RegistrationResult:
         change, <= 0 = folded), 1 outside the registered slices.
     folding: share (0..1) of head pixels of the registered model-grid slices with det <= 0.
     method: "network" or "sitk"; seconds: wall time; slices: slices registered.
+    prealign_ras: the pre-alignment A used (4x4, fixed RAS mm -> moving RAS mm) or None.
+    similarity: normalised mutual information (1..2, higher = more similar) of the fixed
+        image and the moving one on the model grid's registered head pixels: "prealigned"
+        (after step 1, no deformation) and "registered" (the field returned).
+    fallback: the network's deformable step was dropped because it lowered the similarity.
+    notes: one-line messages for the user (pre-alignment decisions, modality mismatch,
+        do-no-harm flags).
     """
 
     warped: Volume
@@ -80,6 +111,10 @@ class RegistrationResult:
     method: str
     seconds: float
     slices: int
+    prealign_ras: np.ndarray | None = None
+    similarity: dict = field(default_factory=dict)
+    fallback: bool = False
+    notes: list = field(default_factory=list)
 
 
 def _grid_text(volume: Volume) -> str:
@@ -159,9 +194,108 @@ def _sample_through(volume: Volume, fixed: Volume, field_mm: np.ndarray, order: 
     return out
 
 
+def check_image_content(volume: Volume, name: str = "image") -> None:
+    """InputError naming ``volume``'s file when it has no finite voxels, or is constant."""
+    data = np.asarray(volume.data)
+    finite = data[np.isfinite(data)] if data.size else data
+    if finite.size == 0:
+        raise InputError(f"{name} image is empty (no finite voxels)", volume.source)
+    if float(finite.max()) == float(finite.min()):
+        raise InputError(f"{name} image is constant (every voxel {float(finite.min()):g}): "
+                         "nothing to register", volume.source)
+
+
+def _world_points(volume: Volume, z0: int, z1: int) -> np.ndarray:
+    """RAS mm of the voxels of slices z0:z1 of ``volume``: (X, Y, z1 - z0, 3) float64."""
+    nx, ny, _ = volume.shape
+    index = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), np.arange(z0, z1),
+                                 indexing="ij"), axis=-1).astype(np.float64)
+    return index @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+
+
+def compose_with_affine(field_mm: np.ndarray, fixed: Volume, affine: np.ndarray) -> np.ndarray:
+    """The displacement u with ``p + u(p) = A (p + d(p))`` for every fixed voxel's point p.
+
+    field_mm: d, (X, Y, Z, 3) RAS mm on ``fixed``'s grid; affine: A (4x4, fixed RAS mm ->
+    moving RAS mm). Returns u, (X, Y, Z, 3) float32 RAS mm.
+    """
+    out = np.empty(field_mm.shape, np.float32)
+    linear, shift = affine[:3, :3], affine[:3, 3]
+    for z0 in range(0, fixed.shape[2], _CHUNK_SLICES):
+        z1 = min(z0 + _CHUNK_SLICES, fixed.shape[2])
+        points = _world_points(fixed, z0, z1)
+        moved = (points + field_mm[:, :, z0:z1]) @ linear.T + shift
+        out[:, :, z0:z1] = moved - points
+    return out
+
+
+def _through_affine(volume: Volume, affine: np.ndarray) -> Volume:
+    """``volume`` seen through A: the same voxels with voxel -> world ``A^-1 @ affine``, so
+    that reading it at world point p reads ``volume`` at A p."""
+    return Volume(data=volume.data, affine=np.linalg.inv(affine) @ volume.affine,
+                  source=volume.source, meta=dict(volume.meta))
+
+
+def _similarity(fixed_slices: np.ndarray, moving_slices: np.ndarray, head: np.ndarray) -> float:
+    return float(normalised_mutual_information(fixed_slices, moving_slices, head))
+
+
+def _overlap(moving: Volume, model_input, head: np.ndarray) -> float:
+    """Share of the fixed head (model grid, (Z, X, Y) bool) inside the moving foreground."""
+    mask = foreground_mask(np.nan_to_num(np.asarray(moving.data, np.float64)))
+    on_grid = resample(mask.astype(np.float32), moving.affine, model_input.grid_affine,
+                       model_input.grid_shape, order=0, fill=0.0)
+    inside = np.moveaxis(on_grid, 2, 0) > 0.5
+    return float((inside & head).sum() / max(int(head.sum()), 1))
+
+
+def _decide_prealign(mode: str, fixed: Volume, moving: Volume, grid, notes: list,
+                     seed: int) -> np.ndarray | None:
+    """The pre-alignment to use (see the module doc's rule), or None; notes say why."""
+    if mode == "off":
+        return None
+    from uda_core.grid.coregister import prealign_affine
+
+    affine = prealign_affine(fixed, moving, seed=seed)
+    if mode == "on":
+        notes.append("pre-aligned (affine, Mattes MI)")
+        return affine
+    pair = pair_on_model_grid(fixed, moving, grid, MIN_HEAD_FRACTION)
+    head = pair.head[pair.keep]
+    points = np.argwhere(pair.head)[:, [1, 2, 0]].astype(np.float64)  # (X, Y, Z) indices
+    world = points @ pair.model_input.grid_affine[:3, :3].T + pair.model_input.grid_affine[:3, 3]
+    shift = float(np.linalg.norm(world @ affine[:3, :3].T + affine[:3, 3] - world,
+                                 axis=1).mean()) if len(world) else 0.0
+    if shift < ALIGNED_MM and fixed.same_grid(moving):
+        notes.append(f"already aligned (the affine pre-alignment would move the head "
+                     f"{shift:.2f} mm on average): not pre-aligned")
+        return None
+    fixed_slices = pair.model_input.slices[pair.keep]
+    assert pair.moving is not None  # a moving volume was given
+    before = _similarity(fixed_slices, pair.moving[pair.keep], head)
+    try:
+        aligned = moving_on_model_grid(_through_affine(moving, affine), pair.model_input, grid)
+    except ValueError:  # nearly constant on the grid: the affine moved the image out of view
+        notes.append("the affine pre-alignment moved the moving image out of the fixed "
+                     "image's view: not used")
+        return None
+    after = _similarity(fixed_slices, aligned[pair.keep], head)
+    if after < before:
+        notes.append(f"the affine pre-alignment lowered the mutual information ({before:.3f} "
+                     f"-> {after:.3f}): not used")
+        return None
+    notes.append(f"pre-aligned (affine, Mattes MI; head moved {shift:.1f} mm on average, "
+                 f"mutual information {before:.3f} -> {after:.3f})")
+    return affine
+
+
 def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
                      moving_labels: Volume | None = None, *, device="cpu",
                      method: str = "network", network=None, batch_size: int = 8,
+                     prealign: str = "auto",
+                     refine: InstanceOptimisation | None = DEFAULT_REFINE,
+                     fallback: bool = True, moving_modality: str | None = None,
+                     fixed_modality: str | None = None, seed: int = 0,
                      progress: Progress | None = None,
                      cancel: Callable[[], bool] | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` slice by slice (see the module doc).
@@ -169,27 +303,57 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     Args:
         bundle: a registration bundle (method "network"); for "sitk" optional, it only gives
             the model grid.
-        fixed, moving: volumes on one grid (InputError naming ``moving`` otherwise).
+        fixed, moving: volumes, any grids with ``prealign`` "auto"/"on"; one voxel grid with
+            "off" (InputError naming ``moving`` otherwise).
         moving_labels: integer labels on ``moving``'s grid, warped by nearest neighbour.
         device: where the network runs. network: an already built network of ``bundle``
             (e.g. adapted weights in the GUI); built from the bundle when None.
+        prealign: "auto" (default; the rule in the module doc), "on" or "off".
+        refine: instance optimisation after the network (None: the network's field as is).
+        fallback: drop the network's deformable step when it lowers the mutual information.
+        moving_modality, fixed_modality: the images' modalities (e.g. "T2w"); None: read from
+            the file names when they tell. A mismatch with the bundle's record is a note.
+        seed: the pre-alignment's sampling seed.
         progress: progress(done, total) after each batch of slices.
         cancel: checked between batches; when it returns True, UdaError("cancelled").
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if prealign not in PREALIGN_MODES:
+        raise ValueError(f"prealign must be one of {PREALIGN_MODES}, got {prealign!r}")
     start = time.perf_counter()
-    check_same_grid(fixed, moving, "moving")
+    check_image_content(fixed, "fixed")
+    check_image_content(moving, "moving")
     if moving_labels is not None:
         check_same_grid(moving, moving_labels, "label", "the moving image")
+    if prealign == "off":
+        check_same_grid(fixed, moving, "moving")
+    notes: list[str] = []
     if method == "network":
         if bundle is None:
             raise UdaError("registration with a network needs a registration model")
         network = network if network is not None else network_from_bundle(bundle, device)
+        mismatch = modality_mismatch(bundle, moving_modality or modality_from_path(moving.source),
+                                     fixed_modality or modality_from_path(fixed.source))
+        if mismatch:
+            notes.append(mismatch)
     grid = ModelGrid.of(bundle)
-    pair = pair_on_model_grid(fixed, moving, grid, MIN_HEAD_FRACTION)
+    affine = _decide_prealign(prealign, fixed, moving, grid, notes, seed)
+    seen = moving if affine is None else _through_affine(moving, affine)
+    try:
+        pair = pair_on_model_grid(fixed, seen, grid, MIN_HEAD_FRACTION)
+    except ValueError:  # the moving image is (nearly) constant on the fixed model grid
+        raise InputError("does not overlap the fixed image (constant on its grid"
+                         f"{' after pre-alignment' if affine is not None else ''})",
+                         moving.source) from None
     model_input, moving_slices, head, keep = pair.model_input, pair.moving, pair.head, pair.keep
     assert moving_slices is not None  # a moving volume was given
+    overlap = _overlap(seen, model_input, head)
+    if overlap < MIN_OVERLAP:
+        after = " after pre-alignment" if affine is not None else ""
+        raise InputError(f"does not overlap the fixed image{after} (its foreground covers "
+                         f"{overlap:.0%} of the fixed head)",
+                         moving.source)
     fixed_slices = model_input.slices
     done = [0]
 
@@ -201,12 +365,31 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             progress(done[0], len(keep))
 
     disp = np.zeros((fixed_slices.shape[0], 2, *fixed_slices.shape[1:]), np.float32)
+    similarity: dict[str, float] = {}
+    fell_back = False
     if len(keep):
         f, m = fixed_slices[keep], moving_slices[keep]
         if method == "network":
-            disp[keep] = _register_network(network, f, m, device, batch_size, step)
+            runner = network if refine is None else RefinedRegNet(network, refine)
+            disp[keep] = _register_network(runner, f, m, device, batch_size, step)
         else:
             disp[keep] = _register_sitk(f, m, grid.pixel_mm, step)
+        similarity["prealigned"] = _similarity(f, m, head[keep])
+        warped_slices = warp_image(torch.from_numpy(m)[:, None],
+                                   torch.from_numpy(disp[keep])).numpy()[:, 0]
+        similarity["registered"] = _similarity(f, warped_slices, head[keep])
+        if method == "network" and similarity["registered"] < similarity["prealigned"]:
+            what = (f"the learned deformation lowered the mutual information of fixed and "
+                    f"warped image ({similarity['prealigned']:.3f} -> "
+                    f"{similarity['registered']:.3f})")
+            if fallback:
+                disp[:] = 0.0
+                fell_back = True
+                similarity["registered"] = similarity["prealigned"]
+                notes.append(f"{what}: kept the pre-aligned result instead (--keep-learned to "
+                             "keep it)")
+            else:
+                notes.append(f"{what}; kept as asked")
 
     det = jacobian_determinant(torch.from_numpy(disp)).numpy()  # (Z, X - 1, Y - 1)
     det = np.pad(det, ((0, 0), (0, 1), (0, 1)), mode="edge")  # (Z, X, Y)
@@ -217,9 +400,11 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     # pixels (dy, dx) along model axes (X, Y) -> world mm, then onto the fixed grid
     linear = model_input.grid_affine[:3, :3]
     model_field = np.einsum("wa,zaxy->wxyz", linear[:, :2], disp)  # (3, X, Y, Z) mm
-    field = resample(model_field, model_input.grid_affine, fixed.affine, fixed.shape,
-                     order=1, fill=0.0)
-    field_mm = np.ascontiguousarray(np.moveaxis(field, 0, -1), dtype=np.float32)
+    field_on_fixed = resample(model_field, model_input.grid_affine, fixed.affine, fixed.shape,
+                              order=1, fill=0.0)
+    field_mm = np.ascontiguousarray(np.moveaxis(field_on_fixed, 0, -1), dtype=np.float32)
+    if affine is not None:
+        field_mm = compose_with_affine(field_mm, fixed, affine)
     jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
                         fixed.shape, order=1, fill=1.0)
     warped = _sample_through(moving, fixed, field_mm, order=1)
@@ -234,7 +419,8 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         jacobian=fixed.with_data(jacobian.astype(np.float32), source=None,
                                  meta={"kind": "jacobian"}),
         folding=folding, method=method, seconds=time.perf_counter() - start,
-        slices=int(len(keep)))
+        slices=int(len(keep)), prealign_ras=affine, similarity=similarity,
+        fallback=fell_back, notes=notes)
 
 
 def output_paths(folder: Path, moving: Path, with_labels: bool) -> dict[str, Path]:
