@@ -72,14 +72,16 @@ def display_vectors(vectors_ras: np.ndarray, display_affine: np.ndarray) -> np.n
 def arrow_layer(field_mm: np.ndarray, affine: np.ndarray, head: np.ndarray | None = None
                 ) -> tuple:
     """Vectors tuple "deformation": arrows from fixed voxels (every slice, sparse in-plane,
-    only inside ``head`` (X, Y, Z) bool when given) along u, true length; data (N, 2, 3) in
-    the fixed image's display voxels."""
+    only inside ``head`` (X, Y, Z) bool when given) along the in-plane part of u (what an
+    axial view can show; a pre-alignment's through-plane part is left out), true length;
+    data (N, 2, 3) in the fixed image's display voxels, display axis 0 the slice axis."""
     steps = [ARROW_STEP_VOX] * 3
     steps[slice_axis(affine)] = 1
     arrows = displacement_arrows(field_mm, affine, step_vox=steps, mask=head)
     display_affine = to_display(field_mm[..., 0], affine)[1]
-    data = np.stack([display_points(arrows[:, 0], display_affine),
-                     display_vectors(arrows[:, 1], display_affine)], axis=1)
+    vectors = display_vectors(arrows[:, 1], display_affine)
+    vectors[:, 0] = 0.0
+    data = np.stack([display_points(arrows[:, 0], display_affine), vectors], axis=1)
     kwargs = {"name": "deformation", "affine": display_affine, "edge_color": ARROW_COLOUR,
               "edge_width": 0.6, "length": 1.0, "vector_style": "arrow", "opacity": 0.9,
               "metadata": {"what": "pull field u: warped(p) = moving(p + u), mm"}}
@@ -87,10 +89,18 @@ def arrow_layer(field_mm: np.ndarray, affine: np.ndarray, head: np.ndarray | Non
 
 
 def grid_paths(field_mm: np.ndarray, affine: np.ndarray, slice_index: int) -> list[np.ndarray]:
-    """The deformed grid of one slice (:func:`deformation_grid_lines`) in display voxels."""
+    """The deformed grid of one slice (:func:`deformation_grid_lines`) in display voxels,
+    drawn in that slice (display axis 0): the in-plane part of the movement."""
     display_affine = to_display(field_mm[..., 0], affine)[1]
     lines = deformation_grid_lines(field_mm, affine, GRID_SPACING_VOX, slice_index)
-    return [display_points(line, display_affine) for line in lines]
+    paths = [display_points(line, display_affine) for line in lines]
+    if paths:
+        plane = np.rint(display_points(deformation_grid_lines(
+            np.zeros_like(field_mm), affine, GRID_SPACING_VOX, slice_index)[0][:1],
+            display_affine)[0, 0])
+        for path in paths:
+            path[:, 0] = plane
+    return paths
 
 
 def result_layers(outcome) -> list[tuple]:

@@ -131,7 +131,7 @@ def test_network_run_shows_every_layer_on_the_fixed_grid(panel, qtbot, pair, bun
     arrows = layers["deformation"]
     assert arrows.data.ndim == 3 and arrows.data.shape[1:] == (2, 3) and len(arrows.data)
     assert np.allclose(arrows.affine.affine_matrix, layers["fixed"].affine.affine_matrix)
-    # in-plane arrows (the superior component of the field is 0) on voxel-centre slices
+    # in-plane arrows (the through-plane part of the field is not drawn) on voxel-centre slices
     np.testing.assert_allclose(arrows.data[:, 1, 0], 0.0, atol=1e-6)
     np.testing.assert_allclose(arrows.data[:, 0, 0], np.rint(arrows.data[:, 0, 0]))
     labels = from_display(layers["moving labels warped"].data, AFFINE)
@@ -221,8 +221,9 @@ def test_cancel_stops_a_run(panel, qtbot, tmp_path):
 def test_different_grids_without_resampling_give_one_message(panel, qtbot, pair, tmp_path,
                                                              bundle_path):
     fixed, _, _ = pair
-    finer = save(tmp_path / "finer_moving.nii.gz", head((40, 36, 6), seed=2),
-                 np.diag([1.6, 2.0, 2.0, 1.0]))
+    finer_affine = np.diag([1.6, 2.0, 2.0, 1.0])
+    finer_affine[:3, 3] = AFFINE[:3, 3]   # the same head, sampled finer along x
+    finer = save(tmp_path / "finer_moving.nii.gz", head((40, 36, 6), seed=2), finer_affine)
     choose(panel, fixed, finer, model=bundle_path)
     assert panel.resample.isChecked()        # on by default
     panel.resample.setChecked(False)
