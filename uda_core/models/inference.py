@@ -57,8 +57,21 @@ def prepare_for_bundle(bundle: ModelBundle, volume: Volume,
     is what `network` (the bundle's own when None) labels non-background, first on the
     normalised slices, then on the standardised ones (STANDARDISE_PASSES); the percentiles
     are always those of the normalised slices inside the latest brain."""
-    model_input = prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
-                                 bundle.normalisation)
+    return standardise_prepared(bundle, prepare_plain(bundle, volume), network, device)
+
+
+def prepare_plain(bundle: ModelBundle, volume: Volume) -> ModelInput:
+    """`volume` on the bundle's model grid, normalised, without standardisation (no network:
+    what a reading worker process does)."""
+    return prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
+                          bundle.normalisation)
+
+
+def standardise_prepared(bundle: ModelBundle, model_input: ModelInput,
+                         network: torch.nn.Module | None = None,
+                         device: torch.device | str = "cpu") -> ModelInput:
+    """For a standardised bundle, `model_input` (from prepare_plain) with its intensities
+    matched to the source's (see prepare_for_bundle); otherwise `model_input` unchanged."""
     if not is_standardised(bundle):
         return model_input
     reference = bundle.normalisation["match_quantiles"]
