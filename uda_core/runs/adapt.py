@@ -33,6 +33,7 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model
+from uda_core.models.distributed import sync_batchnorm
 from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
@@ -114,7 +115,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     with _prepared_cache(out_dir if stream_targets else None) as cache:
         data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
                                     reference=reference, align=align, cache_dir=cache)
-        network = bundle.build_network(torch_device)
+        network = sync_batchnorm(bundle.build_network(torch_device))  # under torchrun
         method = method_cls(network, bundle, method_config, torch_device)
 
         def after_run(summary: dict) -> dict:
