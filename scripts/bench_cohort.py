@@ -58,7 +58,7 @@ def measure(command: list[str]) -> tuple[float, float, int]:
 
 
 def bench_predict(args: argparse.Namespace, work: Path) -> None:
-    print("| volumes | workers | seconds | volumes/min | peak memory MiB |")
+    print("| volumes | workers | seconds | volumes/min | peak memory MiB |", flush=True)
     print("|---|---|---|---|---|")
     for n in args.volumes:
         folder = cohort(work, n)

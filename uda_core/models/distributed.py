@@ -113,13 +113,13 @@ class _SumOverRanks(torch.autograd.Function):
     (each rank's loss depends on every rank's input through the sum)."""
 
     @staticmethod
-    def forward(ctx: object, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: object, tensor: torch.Tensor) -> torch.Tensor:
         total = tensor.clone()
         torch.distributed.all_reduce(total)
         return total
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
         total = grad.clone()
         torch.distributed.all_reduce(total)
         return total
@@ -144,14 +144,16 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         n = stats[-1]
         mean = stats[:channels] / n
         var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0)
-        if self.track_running_stats and self.running_mean is not None:
+        running_mean, running_var, tracked = (self.running_mean, self.running_var,
+                                              self.num_batches_tracked)
+        if self.track_running_stats and running_mean is not None and running_var is not None \
+                and tracked is not None:
             with torch.no_grad():
-                self.num_batches_tracked += 1
-                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                          else self.momentum)
+                tracked.add_(1)
+                factor = (1.0 / float(tracked) if self.momentum is None else self.momentum)
                 unbiased = var * n / (n - 1).clamp_min(1)
-                self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
-                self.running_var.mul_(1 - factor).add_(factor * unbiased.detach())
+                running_mean.mul_(1 - factor).add_(factor * mean.detach())
+                running_var.mul_(1 - factor).add_(factor * unbiased.detach())
         y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
