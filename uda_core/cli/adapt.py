@@ -17,7 +17,13 @@ from uda_core.cli.common import (
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from uda_core.engine import RunControl
+    from uda_core.models import distributed
     from uda_core.runs.adapt import run_adaptation
+
+    device = args.device
+    if args.ddp or distributed.launched_by_torchrun():
+        device = distributed.init_from_environment(args.device)
+    main_rank = distributed.is_main()
 
     settings = read_settings(args.config)
     engine_settings = engine_settings_from(settings, args,
@@ -28,17 +34,21 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         from uda_core.methods.recommend import recommend
         choice = recommend(bool(args.paired), bool(args.source))
         method, standardise = choice.method, standardise or choice.standardise
-        say(f"method auto: {method}{' with --standardise' if standardise else ''} "
-            f"({choice.reason})")
+        if main_rank:
+            say(f"method auto: {method}{' with --standardise' if standardise else ''} "
+                f"({choice.reason})")
     control = RunControl()
     with cancel_on_interrupt(control):
         summary = run_adaptation(
             args.model, method, args.targets, args.out, paired=args.paired,
             source=args.source, reference=args.reference, method_settings=settings,
-            engine_settings=engine_settings, device=args.device,
-            listeners=[ConsoleProgress(method)], control=control, resume=args.resume,
-            save_masks=not args.no_masks, overwrite=args.overwrite, align=args.align,
-            standardise=standardise)
+            engine_settings=engine_settings, device=device,
+            listeners=[ConsoleProgress(method)] if main_rank else [], control=control,
+            resume=args.resume, save_masks=not args.no_masks, overwrite=args.overwrite,
+            align=args.align, standardise=standardise,
+            stream_targets={"auto": None, "on": True, "off": False}[args.stream_targets])
+    if not main_rank:
+        return 0
     return finish_adaptation(summary)
 
 
@@ -78,6 +88,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="match each target's intensities inside the head to the source "
                         "training data's first (quantile matching; the adapted model keeps "
                         "doing it). Helps another scanner of the same weighting, not T1 -> T2")
+    p.add_argument("--stream-targets", choices=["auto", "on", "off"], default="auto",
+                   help="keep the prepared targets on disk, not in memory, so memory does "
+                        "not grow with their number (auto: above 8 targets; same batches)")
+    p.add_argument("--ddp", action="store_true",
+                   help="data-parallel over the processes torchrun starts (also implied "
+                        "under torchrun): torchrun --nproc-per-node N -m uda_core.cli adapt "
+                        "... --batch-size B: each process takes B/N slices of every batch, "
+                        "gradients and scores are averaged, BatchNorm uses the whole batch's "
+                        "statistics, rank 0 writes the outputs (gloo on CPU, NCCL on GPUs)")
     p.add_argument("--no-masks", action="store_true", help="do not write OUT/masks/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing adapted.pt")
     add_device(p)

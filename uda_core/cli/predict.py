@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from uda_core.cli.common import add_device, progress_bar
+from uda_core.cli.common import add_device, note, progress_bar
 from uda_core.errors import InputError, UdaError
 
 DEMO_CLASS_NAMES = ("background", "CSF", "GM", "WM")
+#: A cohort predict exits with the number of inputs that failed, up to this.
+MAX_FAILED_EXIT = 125
 
 
 def _segmentation_output(out_dir: Path, source: Path, inputs: list[Path],
-                         overwrite: bool) -> Path:
+                         overwrite: bool, skip_existing: bool = False) -> Path:
     """OUT/<stem>_seg.nii.gz for `source`; never an input, never an existing file unasked."""
     from uda_core.io.writers import output_stem
     target = out_dir / f"{output_stem(source)}_seg.nii.gz"
     if any(target.resolve() == p.resolve() for p in inputs):
         raise InputError(f"its mask {target} would overwrite an input; choose another --out",
                          source)
-    if target.exists() and not overwrite:
-        raise InputError("already exists; pass --overwrite to replace it", target)
+    if target.exists() and not (overwrite or skip_existing):
+        raise InputError("already exists; pass --overwrite to replace it (or "
+                         "--skip-existing to keep it)", target)
     return target
 
 
@@ -56,23 +58,73 @@ def with_window_options(bundle, args: argparse.Namespace):
     return dataclasses.replace(bundle, window=window)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from uda_core.engine.device import resolve_device
+def _summary_path(out_dir: Path, num_parts: int, part_id: int) -> Path:
+    if num_parts == 1:
+        return out_dir / "predict_summary.csv"
+    return out_dir / f"predict_summary.part{part_id}-of-{num_parts}.csv"
+
+
+def _predict_3d(bundle, network, device, items, batch_size: int, args: argparse.Namespace,
+                out_dir: Path) -> int:
+    """A 3D network's volumes, one after the other in this process (sliding windows; the
+    cohort's worker processes and summary CSV are for 2D networks so far): any problem is
+    the command's one-line error."""
+    import time
+
     from uda_core.io.folder_lock import hold_folder
     from uda_core.io.readers import read_volume
     from uda_core.io.writers import write_volume
-    from uda_core.models.bundle import load_model
     from uda_core.models.inference import expected_windows, segment_volume, units
 
+    with hold_folder(out_dir):   # one writer per folder
+        for item in items:
+            if item.skip:
+                print(f"{item.target}  (exists, skipped)")
+                continue
+            start = time.perf_counter()
+            volume = read_volume(item.source)
+            bar = progress_bar(expected_windows(bundle, volume), item.source.name,
+                               units(bundle.window))
+            try:
+                labels = segment_volume(bundle, network, volume, device, batch_size,
+                                        on_batch=bar.update, mirror=not args.no_mirroring)
+            finally:
+                bar.close()
+            write_volume(labels.with_data(labels.data, source=None), item.target,
+                         dtype="uint8", overwrite=args.overwrite)
+            print(f"{item.target}  ({'x'.join(map(str, volume.shape))} voxels, "
+                  f"{time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+
+    from uda_core.cli.common import say
+    from uda_core.engine.device import resolve_device
+    from uda_core.io.cohort import expand_inputs, shard
+    from uda_core.io.folder_lock import hold_folder
+    from uda_core.models.bundle import load_model
+    from uda_core.models.inference import units
+    from uda_core.runs.predict_cohort import CohortItem, predict_cohort, write_summary
+
     out_dir = Path(args.out)
-    inputs = [Path(p) for p in args.inputs]
-    for path in inputs:
-        if not path.exists():
-            raise InputError("does not exist", path)
-    targets = [_segmentation_output(out_dir, p, inputs, args.overwrite) for p in inputs]
+    every = expand_inputs(args.inputs, exclude=[out_dir])
+    inputs = shard(every, args.num_parts, args.part_id)
+    # one volume named on its own, with no cohort option: the careful single-file run (any
+    # problem is the command's one-line error, nothing else is written)
+    strict = (len(args.inputs) == 1 and every == [Path(args.inputs[0])]
+              and not (args.skip_existing or args.num_parts > 1 or args.workers))
+    targets = [_segmentation_output(out_dir, p, every, args.overwrite, args.skip_existing)
+               for p in inputs]
     if len(set(targets)) != len(targets):
         raise UdaError("two inputs have the same name, so their masks would collide; "
                        "predict them into different --out folders")
+    items = [CohortItem(p, t, skip=args.skip_existing and t.exists())
+             for p, t in zip(inputs, targets, strict=True)]
+    workers = args.workers if args.workers is not None else (
+        0 if strict else min(2, os.cpu_count() or 1))
     device = resolve_device(args.device)
     bundle = load_model(args.model)
     if args.standardise:
@@ -81,22 +133,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bundle = with_window_options(bundle, args)
     batch_size = args.batch_size or (16 if bundle.dims == 2 else 2)
     network = bundle.build_network(device)
-    with hold_folder(out_dir):   # one writer per folder
-        for source, target in zip(inputs, targets, strict=True):
-            start = time.perf_counter()
-            volume = read_volume(source)
-            bar = progress_bar(expected_windows(bundle, volume), source.name,
-                               units(bundle.window))
-            try:
-                labels = segment_volume(bundle, network, volume, device, batch_size,
-                                        on_batch=bar.update, mirror=not args.no_mirroring)
-            finally:
-                bar.close()
-            write_volume(labels.with_data(labels.data, source=None), target, dtype="uint8",
-                         overwrite=args.overwrite)
-            print(f"{target}  ({'x'.join(map(str, volume.shape))} voxels, "
-                  f"{time.perf_counter() - start:.1f} s)")
-    return 0
+    if not items:
+        say(f"part {args.part_id} of {args.num_parts} has no inputs ({len(every)} in all)")
+        return 0
+    if bundle.dims == 3:
+        return _predict_3d(bundle, network, device, items, batch_size, args, out_dir)
+    if strict:   # one file: count its slices
+        bar = progress_bar(None, inputs[0].name, units(None))
+    else:
+        bar = progress_bar(len(items), "predict", "volume")
+
+    def on_row(row: dict) -> None:
+        if row["status"] == "written":
+            note(bar, f"{row['mask']}  ({row['voxels']} voxels, {row['seconds']:.1f} s)")
+        elif row["status"] == "failed":
+            note(bar, f"failed: {row['reason']}" if row["reason"].startswith(row["file"])
+                 else f"failed: {row['file']}: {row['reason']}")
+        if not strict:
+            bar.update(1)
+
+    # parts of one cohort write into one folder side by side: lock only an unsplit run
+    lock = hold_folder(out_dir) if args.num_parts == 1 else contextlib.nullcontext(out_dir)
+    with lock:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            rows = predict_cohort(bundle, network, device, items, workers=workers,
+                                  batch_size=batch_size, overwrite=args.overwrite,
+                                  strict=strict, on_row=on_row,
+                                  on_batch=bar.update if strict else None)
+        finally:
+            bar.close()
+        if strict:
+            return 0
+        summary = write_summary(_summary_path(out_dir, args.num_parts, args.part_id), rows,
+                                bundle.class_names)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("written", "skipped", "failed")}
+    say(f"{counts['written']} written, {counts['skipped']} skipped, {counts['failed']} "
+        f"failed; summary: {summary}")
+    return min(counts["failed"], MAX_FAILED_EXIT)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -144,7 +218,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment volumes with a model",
                        description="Segment each INPUT with a model and write "
                                    "OUT/<name>_seg.nii.gz on the input's own voxel grid "
-                                   "(same shape and affine).")
+                                   "(same shape and affine). INPUT: volume files, folders "
+                                   "(searched recursively; a folder of DICOM files is one "
+                                   "series), globs (quoted; ** recurses) or .csv/.txt lists. "
+                                   "More than one input: a failing one is reported and "
+                                   "skipped, OUT/predict_summary.csv lists every input "
+                                   "(status, seconds, class volumes in mL, entropy, "
+                                   "prior_kl, flags) and the exit status is the number "
+                                   "that failed.")
     p.add_argument("--model", required=True,
                    help="a model bundle (.pt), a TorchScript file, a built-in name such "
                         "as demo:brain-t1 (see `uda models`), or a MONAI bundle / nnU-Net v2 "
@@ -160,13 +241,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mirroring", action="store_true",
                    help="3D models: skip test-time mirroring (nnU-Net models mirror by default; "
                         "2**axes times faster without)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing masks in --out")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace existing masks in --out")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave inputs whose mask already exists (resume a cohort "
+                               "after a crash: masks are written atomically, so an existing "
+                               "one is complete)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes that read, resample and write while the network "
+                        "runs (0: all in this process; default 0 for one file, else "
+                        "min(2, CPU cores))")
+    p.add_argument("--num-parts", type=int, default=1, metavar="N",
+                   help="split the inputs into N parts and do only one (one job per GPU or "
+                        "cluster task; every part must be given the same inputs)")
+    p.add_argument("--part-id", type=int, default=0, metavar="K",
+                   help="which part to do, 0..N-1 (default 0)")
     p.add_argument("--standardise", action="store_true",
                    help="match each input's intensities to the model's source data first "
                         "(quantile matching; for another scanner of the same weighting)")
     add_device(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="volumes: .nii/.nii.gz/.mgz/.mha/.mhd/.nrrd files or DICOM folders")
+                   help="volumes (.nii/.nii.gz/.mgz/.mha/.mhd/.nrrd), folders, globs or list "
+                        "files")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a mask against reference labels",

@@ -54,6 +54,7 @@ from uda_core.engine.events import (
 from uda_core.engine.listeners import Listener
 from uda_core.errors import ModelError
 from uda_core.methods.base import AdaptationMethod
+from uda_core.models.distributed import average_array, average_numbers
 from uda_core.scores.label_free import gain as label_free_gain
 
 
@@ -155,7 +156,10 @@ class Engine:
             scores, reference, state = self.task.score()
         finally:
             self.method.train_mode()
-        return scores, reference, np.asarray(state, dtype=np.float64)
+        # under torchrun every rank scored its share: all decide on the means
+        reference = average_numbers(reference) if reference is not None else None
+        return (average_numbers(scores), reference,
+                average_array(np.asarray(state, dtype=np.float64)))
 
     def preview(self, step: int, volume_index: int) -> PreviewEvent:
         self.method.inference_mode()
@@ -261,7 +265,7 @@ class Engine:
                 break
             batch = self.sample_batch()
             with self._autocast():
-                losses = self.method.step(batch)
+                losses = average_numbers(self.method.step(batch))
             step += 1
             self.history.append({"step": step, **{f"loss/{k}": v for k, v in losses.items()}})
             self.emit(StepEvent(step, cfg.steps, losses,

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from uda_core.models.distributed import average_gradients
+
 # Data a method may need. The engine checks them before anything runs.
 TARGET = "target"                   # unlabelled target volumes (every method)
 PAIRED_SOURCE = "paired_source"     # source-modality images of the same subjects (ddm)
@@ -108,11 +110,14 @@ class AdaptationMethod(Generic[BatchT]):
 
     def update(self, loss: torch.Tensor, *optimisers: torch.optim.Optimizer) -> None:
         """One gradient update on `loss`: zero the gradients, backpropagate, step `optimisers`
-        (default: all of ``self.optimisers``). The one place methods do this."""
+        (default: all of ``self.optimisers``). The one place methods do this; under torchrun
+        the gradients are averaged over the processes before the step
+        (uda_core.models.distributed)."""
         chosen = optimisers or tuple(self.optimisers)
         for optimiser in chosen:
             optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients([p for o in chosen for g in o.param_groups for p in g["params"]])
         for optimiser in chosen:
             optimiser.step()
 

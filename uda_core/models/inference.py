@@ -73,11 +73,24 @@ def prepare_for_bundle(bundle: ModelBundle, volume: Volume,
 
     A 3D bundle's grid covers the whole volume (prepare_volume_3d). ModelError for a network
     that takes several input channels (one volume per channel is not supported yet)."""
+    return standardise_prepared(bundle, prepare_plain(bundle, volume), network, device)
+
+
+def prepare_plain(bundle: ModelBundle, volume: Volume) -> ModelInput:
+    """`volume` on the bundle's model grid, normalised, without standardisation (no network:
+    what a reading worker process does)."""
     check_single_channel(bundle)
     if bundle.dims == 3:
         return prepare_volume_3d(volume, bundle.spacing_mm, bundle.normalisation)
-    model_input = prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
-                                 bundle.normalisation)
+    return prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
+                          bundle.normalisation)
+
+
+def standardise_prepared(bundle: ModelBundle, model_input: ModelInput,
+                         network: torch.nn.Module | None = None,
+                         device: torch.device | str = "cpu") -> ModelInput:
+    """For a standardised bundle, `model_input` (from prepare_plain) with its intensities
+    matched to the source's (see prepare_for_bundle); otherwise `model_input` unchanged."""
     if not is_standardised(bundle):
         return model_input
     reference = bundle.normalisation["match_quantiles"]

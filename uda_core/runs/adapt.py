@@ -10,7 +10,10 @@ summary) and, unless turned off, OUT/masks/<stem>_seg.nii.gz on each target's ow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from uda_core.engine import EngineConfig, RunControl
@@ -31,11 +34,30 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model
+from uda_core.models.distributed import sync_batchnorm
 from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
 from uda_core.tasks.segmentation_patches import PATCH_METHODS, PatchSegmentationTask
+
+#: More targets than this: run_adaptation streams them from disk unless told otherwise.
+STREAM_ABOVE = 8
+
+
+@contextlib.contextmanager
+def _prepared_cache(out_dir: Path | None) -> Iterator[Path | None]:
+    """A hidden folder under `out_dir` for the prepared targets, removed afterwards (None:
+    no streaming)."""
+    if out_dir is None:
+        yield None
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(tempfile.mkdtemp(prefix=".prepared-", dir=out_dir))
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def check_method(method_name: str, bundle: ModelBundle,
@@ -58,8 +80,13 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                    device: str = "auto", listeners: Sequence[Listener] = (),
                    control: RunControl | None = None, resume: str | Path | None = None,
                    save_masks: bool = True, overwrite: bool = False,
-                   align: str = "auto", standardise: bool = False) -> dict:
+                   align: str = "auto", standardise: bool = False,
+                   stream_targets: bool | None = None) -> dict:
     """Adapt `model` to `targets` with `method_name`; returns the run summary (run.json).
+
+    stream_targets: keep the prepared targets on disk (in a hidden folder under OUT, removed
+    after the run) instead of in memory, so memory does not grow with their number; None
+    (default): when there are more than STREAM_ABOVE targets. The batches are the same.
 
     standardise: match each target's intensities to the source's first
     (uda_core.models.standardise); implied by the "standardise" method. The adapted bundle
@@ -93,29 +120,32 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
 
-    data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
-                                reference=reference, align=align)
-    network = bundle.build_network(torch_device)
-    method = method_cls(network, bundle, method_config, torch_device)
-    task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
+    if stream_targets is None:   # 3D volumes are prepared whole: in memory so far
+        stream_targets = len(targets) > STREAM_ABOVE and bundle.dims == 2
+    with _prepared_cache(out_dir if stream_targets else None) as cache:
+        data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
+                                    reference=reference, align=align, cache_dir=cache)
+        network = sync_batchnorm(bundle.build_network(torch_device))  # under torchrun
+        method = method_cls(network, bundle, method_config, torch_device)
+        task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
 
-    def after_run(summary: dict) -> dict:
-        window = bundle.window if bundle.dims == 3 else None
-        masks = (write_masks(network, data, targets, out_dir / "masks", torch_device, window)
-                 if save_masks else [])
-        summary["masks"] = [str(m) for m in masks]
-        report = write_run_report(out_dir, summary)
-        return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
+        def after_run(summary: dict) -> dict:
+            window = bundle.window if bundle.dims == 3 else None
+            masks = (write_masks(network, data, targets, out_dir / "masks", torch_device,
+                                 window) if save_masks else [])
+            summary["masks"] = [str(m) for m in masks]
+            report = write_run_report(out_dir, summary)
+            return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
 
-    plan = RunPlan(
-        name=method_name, model=model, parent=bundle, method=method,
-        task=task_class(method, data, engine_config), method_config=method_config,
-        engine_config=engine_config, device=torch_device, inputs=list(targets),
-        make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
-        summary={"targets": [str(t) for t in targets],
-                 "paired": [str(p) for p in paired] if paired else None,
-                 "source": [str(s) for s in source] if source else None,
-                 "reference": [str(r) for r in reference] if reference else None,
-                 "standardised": bool(standardise)},
-        after_run=after_run)
-    return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)
+        plan = RunPlan(
+            name=method_name, model=model, parent=bundle, method=method,
+            task=task_class(method, data, engine_config), method_config=method_config,
+            engine_config=engine_config, device=torch_device, inputs=list(targets),
+            make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
+            summary={"targets": [str(t) for t in targets],
+                     "paired": [str(p) for p in paired] if paired else None,
+                     "source": [str(s) for s in source] if source else None,
+                     "reference": [str(r) for r in reference] if reference else None,
+                     "standardised": bool(standardise)},
+            after_run=after_run)
+        return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)

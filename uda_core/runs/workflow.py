@@ -37,6 +37,7 @@ from uda_core.io.files import fingerprint
 from uda_core.io.folder_lock import hold_folder
 from uda_core.methods.base import AdaptationMethod
 from uda_core.models.bundle import ModelBundle, save_bundle
+from uda_core.models.distributed import is_main, rank, world_size
 
 ADAPTED_NAME = "adapted.pt"
 
@@ -95,7 +96,15 @@ def execute_plan(plan: RunPlan, out_dir: str | Path, *, listeners: Sequence[List
                  control: RunControl | None = None,
                  resume: str | Path | None = None) -> dict:
     """Run `plan` into `out_dir` (see the module doc); returns the summary (run.json).
-    The folder is held for the whole run: a second run into it is refused (io.folder_lock)."""
+    The folder is held for the whole run: a second run into it is refused (io.folder_lock).
+    Under torchrun only rank 0 holds the folder, writes files and calls `listeners`; the
+    other ranks take part in the run and return a summary of its outcome."""
+    if not is_main():
+        engine = Engine(plan.method, plan.task, plan.engine_config, None, (), control)
+        result = engine.run(resume_from=resume)
+        return {"status": result.status, "method": plan.name, "rank": rank(),
+                "steps_done": result.steps_done, "chosen_step": result.best_step,
+                "outcome": result.outcome}
     with hold_folder(out_dir):
         return _execute(plan, Path(out_dir), listeners, control, resume)
 
@@ -142,7 +151,8 @@ def _execute(plan: RunPlan, out_dir: Path, listeners: Sequence[Listener],
         "outcome": result.outcome, "chosen_scores": result.best_scores,
         "seconds": round(seconds, 2),
         "steps_per_second": round(result.steps_done / max(seconds, 1e-9), 3),
-        "device": str(plan.device), "threads": torch.get_num_threads(), **plan.summary,
+        "device": str(plan.device), "threads": torch.get_num_threads(),
+        "processes": world_size(), **plan.summary,
         "method_config": method_config, "engine_config": engine_config,
         "data_fingerprints": fingerprints, "adapted_model": str(adapted_path),
         "checkpoint": str(out_dir / "checkpoints" / "last.pt"),

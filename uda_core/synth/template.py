@@ -157,7 +157,7 @@ def extract_template(out_dir, source_dir=None, margin_mm: float = 4.0) -> dict[s
 
 
 def default_template_dir() -> Path:
-    """The template folder of the shipped resources (:func:`uda_core.io.resources.resources_dir`)."""
+    """The template folder of the shipped resources (uda_core.io.resources.resources_dir)."""
     from uda_core.io.resources import resources_dir
 
     return resources_dir() / "template"

@@ -11,6 +11,7 @@ from uda_core.engine.config import EngineConfig
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.models.distributed import shard_of, world_size
 from uda_core.models.inference import predict_slices
 from uda_core.models.prior import prior_for_positions
 from uda_core.scores import label_free
@@ -21,7 +22,9 @@ class SegmentationTask:
     """Segmentation adaptation on target slices (AdaptationData) as an :class:`EngineTask`.
 
     Batches: ``batch_size`` random target slices (skipping empty ones if asked), with paired
-    source-modality slices and labelled source slices when the data has them. Scores: on
+    source-modality slices and labelled source slices when the data has them; under torchrun
+    each process takes its share of that global batch (uda_core.models.distributed), and of
+    the score slices. Scores: on
     ``score_slices`` fixed target slices, see :mod:`uda_core.scores.label_free`; reference: Dice
     against reference labels when given. Collapse state: the predicted class shares.
     """
@@ -45,7 +48,7 @@ class SegmentationTask:
 
     def sample_batch(self, rng: np.random.Generator) -> Batch:
         size = self.config.batch_size
-        pick = rng.integers(0, len(self.pool.volume), size)
+        pick = shard_of(rng.integers(0, len(self.pool.volume), size))  # this rank's share
         vols, zs = self.pool.volume[pick], self.pool.slice[pick]
         images = np.stack([self.data.inputs[v].slices[z] for v, z in zip(vols, zs, strict=True)])
         positions = np.array([self.data.inputs[v].positions[z]
@@ -57,7 +60,7 @@ class SegmentationTask:
         if self.data.source_images is not None:
             source_labels = self.data.source_labels
             assert source_labels is not None  # loaded together with source_images
-            src = rng.integers(0, len(self.data.source_images), size)
+            src = shard_of(rng.integers(0, len(self.data.source_images), size))
             batch.source = self._tensor(self.data.source_images[src])
             batch.source_labels = torch.from_numpy(source_labels[src]).to(self.device)
         return batch
@@ -65,7 +68,8 @@ class SegmentationTask:
     def _build_score_set(self) -> dict[str, Any]:
         rng = np.random.default_rng(self.config.seed + 1)
         n = min(self.config.score_slices, len(self.pool.volume))
-        pick = np.sort(rng.choice(len(self.pool.volume), n, replace=False))
+        n -= n % world_size()   # an equal share per rank; the engine averages their scores
+        pick = shard_of(np.sort(rng.choice(len(self.pool.volume), n, replace=False)))
         vols, zs = self.pool.volume[pick], self.pool.slice[pick]
         pairs = list(zip(vols, zs, strict=True))
         images = np.stack([self.data.inputs[v].slices[z] for v, z in pairs])

@@ -12,6 +12,7 @@ import numpy as np
 from uda_core.errors import InputError
 from uda_core.grid.labelled_slices import load_slices_for_bundle
 from uda_core.grid.prepare import ModelInput, labels_to_grid
+from uda_core.grid.prepared_store import ArrayStore, PreparedStore, ReadOnAccess
 from uda_core.io import Volume
 from uda_core.io.geometry import resample
 from uda_core.io.intensity import foreground_mask, normalise
@@ -33,8 +34,10 @@ class SliceIndex:
 class AdaptationData:
     """Everything a run adapts on, already on each target's model grid.
 
-    volumes: the target volumes as read (outputs are mapped back onto their grids).
-    inputs: each target on its model grid (slices (Z, X, Y), positions (Z,)).
+    volumes: the target volumes as read (outputs are mapped back onto their grids); a
+        sequence that reads each from its file when indexed for a streamed run.
+    inputs: each target on its model grid (slices (Z, X, Y), positions (Z,)); for a streamed
+        run a PreparedStore (slices memory-mapped from disk when indexed).
     paired: per target, the source-modality image of the same subject on the same model grid,
         normalised, (Z, X, Y) float32; None when not given.
     source_images / source_labels: labelled source slices (N, X, Y); None when not given.
@@ -42,12 +45,12 @@ class AdaptationData:
         report Dice, never for training; None when not given.
     """
 
-    volumes: list[Volume]
-    inputs: list[ModelInput]
-    paired: list[np.ndarray] | None = None
+    volumes: Sequence[Volume]
+    inputs: Sequence[ModelInput]
+    paired: Sequence[np.ndarray] | None = None
     source_images: np.ndarray | None = None
     source_labels: np.ndarray | None = None
-    reference: list[np.ndarray] | None = None
+    reference: Sequence[np.ndarray] | None = None
     names: list[str] = field(default_factory=list)
 
     def training_slices(self, skip_empty: bool = True, min_fraction: float = 0.02) -> SliceIndex:
@@ -87,26 +90,46 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
                          paired: Sequence[str | Path] | None = None,
                          source: Sequence[tuple[Path, Path]] | None = None,
                          reference: Sequence[str | Path] | None = None,
-                         align: str = "auto") -> AdaptationData:
+                         align: str = "auto",
+                         cache_dir: str | Path | None = None) -> AdaptationData:
     """Read and prepare a run's data. `paired` and `reference` are matched to `targets` by
-    position (one per target); `source` is a list of (image, labels) paths."""
+    position (one per target); `source` is a list of (image, labels) paths.
+
+    cache_dir: stream the targets from disk (uda_core.grid.prepared_store): each target is
+    read, prepared and written to CACHE_DIR one at a time, the run then reads the slices it
+    needs from there and the volumes again from their files when it maps outputs back, so
+    memory does not grow with the number of targets. The batches are the same as without
+    it."""
     for what, items in (("paired source-modality image", paired), ("reference label map",
                                                                       reference)):
         if items is not None and len(items) != len(targets):
             raise InputError(f"{len(items)} {what}(s) given for {len(targets)} target volumes; "
                              "give one per target, in the same order")
-    volumes = [read_volume(p) for p in targets]
     # a standardised bundle finds each brain with the source network
     first_pass = bundle.build_network() if is_standardised(bundle) else None
-    inputs = [prepare_for_bundle(bundle, v, first_pass) for v in volumes]
-    data = AdaptationData(volumes, inputs, names=[Path(p).name for p in targets])
-    if paired is not None:
-        data.paired = [paired_on_target_grid(bundle, read_volume(p), v, m, align)
-                       for p, v, m in zip(paired, volumes, inputs, strict=True)]
-    if reference is not None:
-        data.reference = []
-        for path, model_input in zip(reference, inputs, strict=True):
-            data.reference.append(labels_to_grid(read_labels(path), model_input))
+    streamed = cache_dir is not None
+    volumes: list[Volume] = []
+    inputs: list[ModelInput] | PreparedStore = (PreparedStore(Path(cache_dir) / "targets")
+                                                if cache_dir is not None else [])
+    on_grid: dict[str, list[np.ndarray] | ArrayStore] = {
+        name: (ArrayStore(Path(cache_dir) / name, name) if cache_dir is not None else [])
+        for name, given in (("paired", paired), ("reference", reference)) if given is not None}
+    for k, target in enumerate(targets):
+        volume = read_volume(target)
+        model_input = prepare_for_bundle(bundle, volume, first_pass)
+        inputs.append(model_input)
+        if not streamed:
+            volumes.append(volume)
+        if paired is not None:
+            on_grid["paired"].append(paired_on_target_grid(bundle, read_volume(paired[k]),
+                                                           volume, model_input, align))
+        if reference is not None:
+            on_grid["reference"].append(labels_to_grid(read_labels(reference[k]),
+                                                       model_input))
+        del volume, model_input
+    data = AdaptationData(ReadOnAccess(targets) if streamed else volumes, inputs,
+                          names=[Path(p).name for p in targets], paired=on_grid.get("paired"),
+                          reference=on_grid.get("reference"))
     if source:
         slices = load_slices_for_bundle(bundle, source)
         data.source_images, data.source_labels = slices.images, slices.labels
