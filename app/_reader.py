@@ -17,9 +17,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .layers import LayerDataTuple, image_layer, labels_layer
 from uda_core.io.readers import read_labels, read_volume, volume_suffix
 from uda_core.io.writers import output_stem
+
+from .layers import LayerDataTuple, image_layer, labels_layer
 
 ReaderFunction = Callable[[str | list[str]], list[LayerDataTuple]]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .layers import LayerDataTuple, image_layer, labels_layer
 from uda_core.errors import InputError
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.io.resources import resources_dir
+
+from .layers import LayerDataTuple, image_layer, labels_layer
 
 SUBJECT = "sub-100"
 #: domain folder -> the label used in layer names

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
-from ..layers import image_layer, labels_layer, ras_from_world, to_display, world_from_ras
 from uda_core.exports.overlay import (
     blend,
     checkerboard,
@@ -26,6 +25,8 @@ from uda_core.exports.overlay import (
     slice_axis,
 )
 from uda_core.io.intensity import foreground_mask
+
+from ..layers import image_layer, labels_layer, ras_from_world, to_display, world_from_ras
 
 TILE_VOX = 8           # checkerboard tile edge, voxels of the fixed grid
 ARROW_STEP_VOX = 5     # in-plane distance between arrows, voxels (every slice has arrows)

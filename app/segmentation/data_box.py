@@ -11,12 +11,13 @@ from pathlib import Path
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
-from ..segmentation.mask_layers import MaskLayers
-from ..widgets.file_list import FileList
-from ..worker import run_in_background
 from uda_core.errors import UdaError
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.methods.base import PAIRED_SOURCE, SOURCE_LABELLED, TARGET
+
+from ..segmentation.mask_layers import MaskLayers
+from ..widgets.file_list import FileList
+from ..worker import run_in_background
 
 
 def _read_all(kind: str, paths: list[Path]) -> list[tuple[int, Path, object]]:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layers import image_layer, labels_layer, to_display
 from uda_core.io import Volume
 from uda_core.io.writers import output_stem
+
+from ..layers import image_layer, labels_layer, to_display
 
 
 def add_layer(viewer, layer_tuple):
