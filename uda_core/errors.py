@@ -25,3 +25,8 @@ class InputError(UdaError):
 
 class ModelError(UdaError):
     """A model file cannot be loaded or does not fit the task."""
+
+
+class RunCancelled(UdaError):
+    """Stop was asked for before the first adaptation step: nothing was adapted and no model
+    was written (raised at the cancellation points of loading and of the first scoring)."""

@@ -61,7 +61,12 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
 
     standardise: match each target's intensities to the source's first
     (uda_core.models.standardise); implied by the "standardise" method. The adapted bundle
-    then standardises every scan it is applied to."""
+    then standardises every scan it is applied to.
+
+    Stop (``control.cancel()``) before the first step raises RunCancelled at the next
+    cancellation point (about a second at most: between files, between batches of slices);
+    after it, the run stops after the current step, writes its checkpoints and adapted.pt
+    (the best weights so far) and no masks (status "cancelled")."""
     out_dir = Path(out_dir)
     refuse_existing_output(out_dir, overwrite, resume)
     bundle = load_model(model)
@@ -82,22 +87,26 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         bundle = standardised(bundle)
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
+    control = control or RunControl()
 
     data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
-                                reference=reference, align=align)
+                                reference=reference, align=align, control=control)
     network = bundle.build_network(torch_device)
     method = method_cls(network, bundle, method_config, torch_device)
 
     def after_run(summary: dict) -> dict:
+        # a stopped run ends now: its masks (a prediction per target) are left to `uda
+        # predict --model OUT/adapted.pt`
+        stopped = summary["status"] == "cancelled"
         masks = (write_masks(network, data, targets, out_dir / "masks", torch_device)
-                 if save_masks else [])
+                 if save_masks and not stopped else [])
         summary["masks"] = [str(m) for m in masks]
         report = write_run_report(out_dir, summary)
         return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
 
     plan = RunPlan(
         name=method_name, model=model, parent=bundle, method=method,
-        task=SegmentationTask(method, data, engine_config), method_config=method_config,
+        task=SegmentationTask(method, data, engine_config, control), method_config=method_config,
         engine_config=engine_config, device=torch_device, inputs=list(targets),
         make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
         summary={"targets": [str(t) for t in targets],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uda_core.engine.control import RunControl
 from uda_core.errors import InputError
 from uda_core.grid.labelled_slices import load_slices_for_bundle
 from uda_core.grid.prepare import ModelInput, labels_to_grid
@@ -87,27 +88,40 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
                          paired: Sequence[str | Path] | None = None,
                          source: Sequence[tuple[Path, Path]] | None = None,
                          reference: Sequence[str | Path] | None = None,
-                         align: str = "auto") -> AdaptationData:
+                         align: str = "auto",
+                         control: RunControl | None = None) -> AdaptationData:
     """Read and prepare a run's data. `paired` and `reference` are matched to `targets` by
-    position (one per target); `source` is a list of (image, labels) paths."""
+    position (one per target); `source` is a list of (image, labels) paths. `control`'s
+    cancellation point is visited before each file is read and each volume prepared
+    (RunCancelled once Stop is pressed)."""
+    check = (control or RunControl()).check
     for what, items in (("paired source-modality image", paired), ("reference label map",
                                                                       reference)):
         if items is not None and len(items) != len(targets):
             raise InputError(f"{len(items)} {what}(s) given for {len(targets)} target volumes; "
                              "give one per target, in the same order")
-    volumes = [read_volume(p) for p in targets]
     # a standardised bundle finds each brain with the source network
     first_pass = bundle.build_network() if is_standardised(bundle) else None
-    inputs = [prepare_for_bundle(bundle, v, first_pass) for v in volumes]
+    volumes, inputs = [], []
+    for path in targets:
+        check(f"reading {Path(path).name}")
+        volumes.append(read_volume(path))
+        check(f"preparing {Path(path).name}")
+        inputs.append(prepare_for_bundle(bundle, volumes[-1], first_pass))
     data = AdaptationData(volumes, inputs, names=[Path(p).name for p in targets])
     if paired is not None:
-        data.paired = [paired_on_target_grid(bundle, read_volume(p), v, m, align)
-                       for p, v, m in zip(paired, volumes, inputs, strict=True)]
+        data.paired = []
+        for path, volume, model_input in zip(paired, volumes, inputs, strict=True):
+            check(f"reading {Path(path).name}")
+            data.paired.append(paired_on_target_grid(bundle, read_volume(path), volume,
+                                                     model_input, align))
     if reference is not None:
         data.reference = []
         for path, model_input in zip(reference, inputs, strict=True):
+            check(f"reading {Path(path).name}")
             data.reference.append(labels_to_grid(read_labels(path), model_input))
     if source:
+        check("reading the labelled source images")
         slices = load_slices_for_bundle(bundle, source)
         data.source_images, data.source_labels = slices.images, slices.labels
     return data
