@@ -18,7 +18,7 @@ from ..segmentation.data_box import DataBox
 from ..segmentation.mask_layers import MaskLayers
 from ..segmentation.method_box import MethodBox
 from ..segmentation.model_box import ModelBox
-from ..segmentation.run_box import RunBox
+from ..segmentation.run_box import RunBox, record_speed
 from ..segmentation.save_box import SaveBox
 from ..widgets.plots import LiveCurves
 from ..worker import RunController, RunRequest
@@ -44,7 +44,7 @@ class UdaPanel(QWidget):
         self.model_box = ModelBox()
         self.data_box = DataBox(self.layers)
         self.method_box = MethodBox()
-        self.method_box.engine_form.set_values({"preview_every": GUI_PREVIEW_EVERY})
+        self.method_box.set_engine_defaults({"preview_every": GUI_PREVIEW_EVERY})
         self.run_box = RunBox()
         self.save_box = SaveBox()
         self.curves = LiveCurves()
@@ -63,7 +63,12 @@ class UdaPanel(QWidget):
         layout.addWidget(scroll)
         self.setMinimumWidth(380)
 
+        self._initial_scores: dict = {}   # the current run's step-0 label-free scores
         self.model_box.model_changed.connect(self._refresh_availability)
+        self.model_box.model_changed.connect(self.data_box.set_model)
+        self.method_box.method_changed.connect(self._refresh_estimate)
+        self.method_box.engine_form.changed.connect(self._refresh_estimate)
+        self.run_box.device.currentTextChanged.connect(self._refresh_estimate)
         self.model_box.failed.connect(self.show_error)
         self.data_box.changed.connect(self._refresh_availability)
         self.data_box.failed.connect(self.show_error)
@@ -77,6 +82,7 @@ class UdaPanel(QWidget):
         self._dock_curves()
         self._watch_close()
         self._refresh_availability()
+        self._refresh_estimate()
 
     # -- set-up -------------------------------------------------------------------------------
     def _dock_curves(self) -> None:
@@ -99,6 +105,7 @@ class UdaPanel(QWidget):
         c.rolled_back.connect(self._on_rollback)
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
+        c.stopped.connect(self._on_stopped)
         c.status.connect(self.run_box.status.setText)
 
     # -- public actions (also used by the scripted demo and the tests) -------------------------
@@ -135,27 +142,37 @@ class UdaPanel(QWidget):
                                 f"{out_dir} already holds a run's results. Replace them?"):
                 return False
             overwrite = True
-        data = self.data_box
+        inputs = self.data_box.run_inputs()
         request = RunRequest(
-            model=self.model_box.spec, method=method, targets=data.targets.paths(),
-            out_dir=out_dir, paired=data.paired.paths() or None,
-            source=data.source.paths() or None, reference=data.reference.paths() or None,
-            method_settings=method_settings, engine_settings=engine_settings,
-            device=self.run_box.device.currentText(), overwrite=overwrite,
-            standardise=self.method_box.standardise.isChecked())
+            model=self.model_box.spec, method=method, targets=inputs.targets,
+            out_dir=out_dir, paired=inputs.paired, source=inputs.source,
+            reference=inputs.reference, method_settings=method_settings,
+            engine_settings=engine_settings, device=self.run_box.device.currentText(),
+            overwrite=overwrite, standardise=self.method_box.standardise.isChecked())
         self.curves.clear()
         self.summary = None
+        self._initial_scores = {}
         self.save_box.set_summary(None)
         self.run_box.reset_progress()
+        run_name = self.layers.begin_run(method, inputs.targets)
+        self._on_active_layer()
         self._start_activity_progress(engine_settings.get("steps", 0), method)
         self.controller.start(request)
         self.run_box.set_running(True)
-        self.run_box.status.setText(f"Running {method}; results in {out_dir}")
+        self.run_box.status.setText(self._start_message(run_name, inputs, out_dir))
         return True
+
+    @staticmethod
+    def _start_message(run_name: str, inputs, out_dir: Path) -> str:
+        n = len(inputs.targets)
+        text = f"{run_name.capitalize()} on {n} scan{'s' * (n != 1)}; results in {out_dir}"
+        if inputs.skipped:
+            text += (f". Skipping {len(inputs.skipped)}: " + "; ".join(inputs.skipped))
+        return text
 
     def stop(self) -> None:
         self.controller.stop()
-        self.run_box.status.setText("Stopping after the current step…")
+        self.run_box.status.setText("Stopping…")
 
     def show_error(self, message: str, details: str = "") -> None:
         """A readable, non-blocking dialog and a log entry; the app stays alive."""
@@ -171,8 +188,19 @@ class UdaPanel(QWidget):
     def _start_problem(self) -> str:
         if self.model_box.bundle is None:
             return "Choose a model first (step 1)."
-        if not self.data_box.targets.paths():
+        targets = self.data_box.targets
+        if not targets.paths():
             return "Add at least one target volume (step 2)."
+        reading = [p for p in targets.paths() + self.data_box.paired.paths()
+                   + self.data_box.reference.paths() + self.data_box.source.paths()
+                   if self.data_box.list_of(self._kind_of(p)).status(p) == "reading"]
+        if reading:
+            return (f"Still reading {len(reading)} file(s) (e.g. {reading[0].name}); press Start "
+                    "again in a moment.")
+        inputs = self.data_box.run_inputs()
+        if not inputs.targets:
+            return ("None of the target volumes can be used: " + "; ".join(inputs.skipped)
+                    + ".")
         reason = self.method_box.unavailable_reason()
         if reason:
             return f"Cannot start: {reason}."
@@ -180,6 +208,12 @@ class UdaPanel(QWidget):
                                              != len(self.data_box.targets.paths())):
             return "Give one paired source image per target volume, in the same order."
         return ""
+
+    def _kind_of(self, path: Path) -> str:
+        for kind in ("targets", "paired", "reference", "source"):
+            if path in self.data_box.list_of(kind).paths():
+                return kind
+        return "targets"
 
     def _start_activity_progress(self, total: int, method: str) -> None:
         try:
@@ -200,6 +234,8 @@ class UdaPanel(QWidget):
             self.progress_bar.update(event.step - self.progress_bar.n)
 
     def _on_scores(self, event) -> None:
+        if event.step == 0:
+            self._initial_scores = dict(event.scores)
         self.curves.add_scores(event.step, event.scores, event.reference, event.is_best)
 
     def _on_rollback(self, event) -> None:
@@ -222,24 +258,37 @@ class UdaPanel(QWidget):
             self.curves.mark_chosen(chosen)
         self.data_box.show_final_masks(summary.get("masks", []))
         self.save_box.set_summary(summary)
-        outcome = summary.get("outcome") or (f"chose step {chosen} by "
-                                             f"{summary.get('selected_by')}")
-        self.run_box.status.setText(
-            f"{summary.get('status', 'finished').capitalize()} after "
-            f"{summary.get('steps_done')} steps: {outcome}. Results in "
-            f"{Path(summary['adapted_model']).parent}")
+        if summary.get("steps_done") and summary.get("status") != "cancelled":
+            record_speed(summary.get("method", ""), self.run_box.device.currentText(),
+                         float(summary.get("steps_per_second") or 0))
+            self._refresh_estimate()
+        self.run_box.status.setText(outcome_text(summary, self._initial_scores))
 
     def _on_failed(self, message: str, details: str) -> None:
         self.run_box.set_running(False)
         self._close_activity_progress()
         self.show_error(message, details)
 
+    def _on_stopped(self, message: str) -> None:
+        """Stop before the first step: nothing was adapted; no dialog, just the fact."""
+        self.run_box.set_running(False)
+        self._close_activity_progress()
+        self.run_box.reset_progress("stopped")
+        self.run_box.status.setText(f"Stopped: {message}.")
+
+    def _refresh_estimate(self, *_) -> None:
+        try:
+            steps = int(self.method_box.engine_settings().get("steps", 0))
+        except (TypeError, ValueError):
+            return
+        self.run_box.show_estimate(steps, self.method_box.method)
+
     def _pause(self, paused: bool) -> None:
         (self.controller.pause if paused else self.controller.resume)()
         self.run_box.status.setText("Paused." if paused else "Running…")
 
     def _on_active_layer(self, event=None) -> None:
-        index = self.layers.index_of_layer(self.viewer.layers.selection.active)
+        index = self.layers.run_index_of_layer(self.viewer.layers.selection.active)
         if index is not None:
             self.controller.set_preview_index(index)
 
@@ -260,6 +309,27 @@ class UdaPanel(QWidget):
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.Yes
+
+
+def outcome_text(summary: dict, initial_scores: dict) -> str:
+    """The run's outcome in plain words: whether the model changed, which step was chosen
+    and its label-free score against step 0's, and where the results are."""
+    chosen, score = summary.get("chosen_step"), summary.get("selected_by", "")
+    where = f" Results in {Path(summary['adapted_model']).parent}."
+    stopped = (f"Stopped after {summary.get('steps_done')} steps. "
+               if summary.get("status") == "cancelled" else "")
+    if summary.get("status") == "cancelled":
+        where += " Masks were not written (stopped): save the model, or run again."
+    if summary.get("kept_source"):
+        return (f"{stopped}No improvement found: the adapted model equals the original "
+                f"({summary.get('outcome', '')}).{where}")
+    if score == "last":
+        return f"{stopped}Adapted: kept step {chosen}, the last good weights.{where}"
+    before = initial_scores.get(score)
+    after = (summary.get("chosen_scores") or {}).get(score)
+    change = (f", label-free score ({score}) {before:.3g} -> {after:.3g}"
+              if before is not None and after is not None else "")
+    return f"{stopped}Adapted: chosen step {chosen}{change}.{where}"
 
 
 class _CloseFilter(QObject):
