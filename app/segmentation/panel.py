@@ -106,7 +106,7 @@ class UdaPanel(QWidget):
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
         c.stopped.connect(self._on_stopped)
-        c.status.connect(self.run_box.status.setText)
+        c.status.connect(self._show_run_status)
 
     # -- public actions (also used by the scripted demo and the tests) -------------------------
     def load_demo(self, domain: str = "t2") -> None:
@@ -159,8 +159,13 @@ class UdaPanel(QWidget):
         self._start_activity_progress(engine_settings.get("steps", 0), method)
         self.controller.start(request)
         self.run_box.set_running(True)
-        self.run_box.status.setText(self._start_message(run_name, inputs, out_dir))
+        self._run_note = self._start_message(run_name, inputs, out_dir)
+        self.run_box.status.setText(self._run_note)
         return True
+
+    def _show_run_status(self, message: str) -> None:
+        """The worker's phase ("Loading data…") with what this run is on and skips."""
+        self.run_box.status.setText(f"{message} {getattr(self, '_run_note', '')}".strip())
 
     @staticmethod
     def _start_message(run_name: str, inputs, out_dir: Path) -> str:
@@ -320,6 +325,9 @@ def outcome_text(summary: dict, initial_scores: dict) -> str:
                if summary.get("status") == "cancelled" else "")
     if summary.get("status") == "cancelled":
         where += " Masks were not written (stopped): save the model, or run again."
+    if summary.get("kept_source") and summary.get("standardised"):
+        return (f"{stopped}No weight changed: the model is the original one, applied to "
+                f"standardised intensities ({summary.get('outcome', '')}).{where}")
     if summary.get("kept_source"):
         return (f"{stopped}No improvement found: the adapted model equals the original "
                 f"({summary.get('outcome', '')}).{where}")

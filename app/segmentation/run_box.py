@@ -66,9 +66,9 @@ def record_speed(method: str, device: str, steps_per_second: float,
 def estimate_text(steps: int, steps_per_second: float | None) -> str:
     """"About 4:10 for 300 steps (1.2 steps/s in the last run)", or why there is none."""
     if steps_per_second is None:
-        return (f"{steps} steps; time: known after the first run of this method here (the "
-                "progress bar shows the time left)")
-    return (f"About {format_eta(steps / steps_per_second)} for {steps} steps "
+        return (f"{steps} step{'s' * (steps != 1)}; time: known after the first run of this "
+                "method here (the progress bar shows the time left)")
+    return (f"About {format_eta(steps / steps_per_second)} for {steps} step{'s' * (steps != 1)} "
             f"({steps_per_second:.2g} steps/s in the last run of this method here)")
 
 

@@ -63,8 +63,10 @@ class SaveBox(QGroupBox):
         say that what they save is the original model and its masks."""
         self.summary = summary
         original = bool(summary and summary.get("kept_source"))
-        self.model_button.setText("Original model (unchanged)…" if original else
-                                  "Adapted model…")
+        standardised = bool(summary and summary.get("standardised"))
+        self.model_button.setText(
+            "Original model + standardisation…" if original and standardised else
+            "Original model (unchanged)…" if original else "Adapted model…")
         self.masks_button.setText("Masks of the original model…" if original else "Masks…")
         self.model_button.setToolTip(
             "No step improved on the original, so the run's model file holds the original "

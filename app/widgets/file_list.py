@@ -27,6 +27,7 @@ _MARK = {READING: "…", GOOD: "✓", BAD: "✗"}
 _COLOUR = {BAD: "#e0563b"}
 _STATUS_ROLE = Qt.UserRole + 1
 _REASON_ROLE = Qt.UserRole + 2
+MAX_LIST_HEIGHT = 150   # px; longer lists scroll
 
 VOLUME_FILTER = ("Volumes (*.nii *.nii.gz *.mgz *.mgh *.mha *.mhd *.nrrd *.nhdr);;"
                  "All files (*)")
@@ -48,7 +49,8 @@ class FileList(QWidget):
         self.list = QListWidget()
         self.list.setSelectionMode(QListWidget.ExtendedSelection)
         self.list.setWordWrap(True)
-        self.list.setMaximumHeight(96)
+        self.summary = QLabel()   # "1 usable · 5 cannot be used" once something is listed
+        self.summary.setVisible(False)
         self.list.setToolTip("Drop files or DICOM folders here" if folders else
                              "Drop files here")
         add_files = QPushButton("Add files…")
@@ -65,7 +67,9 @@ class FileList(QWidget):
         layout.setContentsMargins(0, 4, 0, 4)
         layout.addWidget(header)
         layout.addWidget(self.list)
+        layout.addWidget(self.summary)
         layout.addLayout(buttons)
+        self._fit_height()
 
     def paths(self) -> list[Path]:
         return [Path(self.list.item(i).data(Qt.UserRole)) for i in range(self.list.count())]
@@ -83,6 +87,7 @@ class FileList(QWidget):
             item.setData(Qt.UserRole, str(path))
             self.list.addItem(item)
             self._show(item, READING, "")
+        self._show_summary()
         self.changed.emit()
 
     # -- each entry's check ---------------------------------------------------------------------
@@ -118,8 +123,7 @@ class FileList(QWidget):
                 return self.list.item(i)
         return None
 
-    @staticmethod
-    def _show(item: QListWidgetItem, status: str, reason: str) -> None:
+    def _show(self, item: QListWidgetItem, status: str, reason: str) -> None:
         path = Path(item.data(Qt.UserRole))
         name = path.name + ("/" if path.is_dir() else "")
         item.setData(_STATUS_ROLE, status)
@@ -129,11 +133,35 @@ class FileList(QWidget):
         item.setToolTip(f"{path}\n{reason}" if reason else str(path))
         colour = _COLOUR.get(status)
         item.setForeground(QBrush(QColor(colour)) if colour else QBrush())
+        self._show_summary()
 
     def remove_selected(self) -> None:
         for item in self.list.selectedItems():
             self.list.takeItem(self.list.row(item))
+        self._show_summary()
         self.changed.emit()
+
+    def _fit_height(self) -> None:
+        """As tall as its entries (one row when empty), at most MAX_LIST_HEIGHT px."""
+        self.list.doItemsLayout()   # wrapped rows' heights at the list's current width
+        rows = sum(self.list.visualItemRect(self.list.item(i)).height()
+                   for i in range(self.list.count()))
+        row = self.list.fontMetrics().height() + 6
+        self.list.setFixedHeight(min(max(rows, row) + 2 * self.list.frameWidth() + 4,
+                                     MAX_LIST_HEIGHT))
+
+    def _show_summary(self) -> None:
+        statuses = [self.list.item(i).data(_STATUS_ROLE) for i in range(self.list.count())]
+        counts = {s: statuses.count(s) for s in (GOOD, BAD, READING)}
+        parts = [f"{_MARK[GOOD]} {counts[GOOD]} usable"] if counts[GOOD] else []
+        if counts[BAD]:
+            parts.append(f"<span style='color:{_COLOUR[BAD]}'>{_MARK[BAD]} {counts[BAD]} "
+                         "cannot be used (the reason is beside each)</span>")
+        if counts[READING]:
+            parts.append(f"{_MARK[READING]} {counts[READING]} being read")
+        self.summary.setText("<small>" + " · ".join(parts) + "</small>")
+        self.summary.setVisible(bool(statuses))
+        self._fit_height()
 
     def _ask_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, f"Add {self.title.lower()}", "",

@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app.segmentation.panel import UdaPanel
+from app.segmentation.panel import UdaPanel, outcome_text
+from app.segmentation.save_box import SaveBox
 from uda_core.models.bundle import load_model, save_bundle
 from uda_core.synth.demo_files import demo_set
 
@@ -145,8 +146,8 @@ def test_a_run_that_keeps_step_0_says_so_and_each_run_keeps_its_layers(panel, qt
     qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
     assert panel.summary["kept_source"]
     assert panel.run_box.status.text().startswith(
-        "No improvement found: the adapted model equals the original")
-    assert panel.save_box.model_button.text() == "Original model (unchanged)…"
+        "No weight changed: the model is the original one, applied to standardised")
+    assert panel.save_box.model_button.text() == "Original model + standardisation…"
     assert "About " in panel.run_box.estimate.text()             # the recorded speed
     # progress resets on a new Start (not the last run's "step 2 / 2")
     panel.method_box.select("tent")
@@ -203,3 +204,32 @@ def test_without_a_model_the_model_box_shows_none(panel):
     assert not panel.start()
     assert "Choose a model first" in panel.run_box.status.text()
     close_dialogs(panel)
+
+
+def _summary(tmp_path, **fields) -> dict:
+    model = tmp_path / "adapted.pt"
+    model.write_bytes(b"")
+    return {"status": "completed", "steps_done": 40, "chosen_step": 0, "kept_source": False,
+            "selected_by": "consistency", "chosen_scores": {"consistency": 0.91},
+            "outcome": "kept the source weights (step 0): no step scored better on consistency",
+            "adapted_model": str(model), "masks": [str(tmp_path / "m.nii.gz")], **fields}
+
+
+def test_the_outcome_in_plain_words_and_save_labelled_so(qtbot, tmp_path):
+    kept = _summary(tmp_path, kept_source=True)
+    assert outcome_text(kept, {"consistency": 0.91}).startswith(
+        "No improvement found: the adapted model equals the original (kept the source")
+    adapted = _summary(tmp_path, chosen_step=30)
+    assert outcome_text(adapted, {"consistency": 0.87}).startswith(
+        "Adapted: chosen step 30, label-free score (consistency) 0.87 -> 0.91.")
+    stopped = _summary(tmp_path, chosen_step=30, status="cancelled", steps_done=31, masks=[])
+    text = outcome_text(stopped, {"consistency": 0.87})
+    assert text.startswith("Stopped after 31 steps. Adapted: chosen step 30")
+    assert "Masks were not written" in text
+    box = SaveBox()
+    qtbot.addWidget(box)
+    box.set_summary(kept)
+    assert box.model_button.text() == "Original model (unchanged)…"
+    assert box.masks_button.text() == "Masks of the original model…"
+    box.set_summary(adapted)
+    assert box.model_button.text() == "Adapted model…" and box.masks_button.text() == "Masks…"
