@@ -19,7 +19,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from ..segmentation.mask_layers import MaskLayers
-from ..widgets.file_list import BAD, GOOD, FileList
+from ..widgets.file_list import BAD, GOOD, READING, FileList
 from ..worker import run_in_background
 from uda_core.errors import UdaError
 from uda_core.io.files import find_labelled_pairs
@@ -109,6 +109,11 @@ class DataBox(QGroupBox):
         if self.source.paths():
             provided.add(SOURCE_LABELLED)
         return provided
+
+    def reading(self) -> list[Path]:
+        """The entries still being read (of every kind)."""
+        return [p for kind in KINDS for p in self.list_of(kind).paths()
+                if self.list_of(kind).status(p) == READING]
 
     @property
     def busy(self) -> bool:

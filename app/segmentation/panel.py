@@ -196,9 +196,7 @@ class UdaPanel(QWidget):
         targets = self.data_box.targets
         if not targets.paths():
             return "Add at least one target volume (step 2)."
-        reading = [p for p in targets.paths() + self.data_box.paired.paths()
-                   + self.data_box.reference.paths() + self.data_box.source.paths()
-                   if self.data_box.list_of(self._kind_of(p)).status(p) == "reading"]
+        reading = self.data_box.reading()
         if reading:
             return (f"Still reading {len(reading)} file(s) (e.g. {reading[0].name}); press Start "
                     "again in a moment.")
@@ -214,11 +212,6 @@ class UdaPanel(QWidget):
             return "Give one paired source image per target volume, in the same order."
         return ""
 
-    def _kind_of(self, path: Path) -> str:
-        for kind in ("targets", "paired", "reference", "source"):
-            if path in self.data_box.list_of(kind).paths():
-                return kind
-        return "targets"
 
     def _start_activity_progress(self, total: int, method: str) -> None:
         try:
