@@ -131,6 +131,7 @@ def test_settings_survive_data_and_model_changes_until_defaults(panel, qtbot):
     assert not prior.is_user_edited
 
 
+@pytest.mark.slow   # two demo runs (1-2 min on a quiet 2-core machine, 10 on a busy one)
 def test_a_run_that_keeps_step_0_says_so_and_each_run_keeps_its_layers(panel, qtbot, tmp_path):
     demo = demo_set("t2")
     panel.model_box.load("demo:brain-t1")
