@@ -67,7 +67,7 @@ from uda_core.engine.events import (
     ScoreEvent,
     StepEvent,
 )
-from uda_core.errors import UdaError
+from uda_core.errors import RunCancelled, UdaError
 from uda_core.runs.adapt import run_adaptation
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,8 @@ class AdaptationWorker(QObject):
     """Runs one request in whichever thread calls ``run()``; reports through signals only
     (emitted from that thread; Qt queues them to receivers living on other threads).
 
-    Exactly one of ``finished`` and ``failed`` is emitted, last, at the end of ``run()``.
+    Exactly one of ``finished``, ``stopped`` and ``failed`` is emitted, last, at the end of
+    ``run()``: ``stopped`` when Stop came before the first step (nothing was adapted).
     """
 
     stepped = Signal(object)        # StepEvent
@@ -257,6 +258,7 @@ class AdaptationWorker(QObject):
     rolled_back = Signal(object)    # RollbackEvent
     finished = Signal(dict)         # run summary (run.json), incl. "report": {"png", "md"}
     failed = Signal(str, str)       # one-line message, traceback text ("" for a UdaError)
+    stopped = Signal(str)           # Stop before the first step: what was being done
     status = Signal(str)            # short human message ("Loading data…", ...)
     done = Signal()                 # the very last emission of run(), whatever happened
 
@@ -296,6 +298,8 @@ class AdaptationWorker(QObject):
                 engine_settings=request.engine_settings, device=request.device,
                 listeners=[self.on_event], control=self.control,
                 overwrite=request.overwrite, standardise=request.standardise)
+        except RunCancelled as exc:   # its frames may hold the volumes: a full collection
+            self.stopped.emit(str(exc))
         except UdaError as exc:
             logger.info("adaptation refused: %s", exc)
             self.failed.emit(str(exc), "")
@@ -359,6 +363,7 @@ class RunController(QObject):
     rolled_back = Signal(object)    # RollbackEvent
     finished = Signal(dict)         # run summary, incl. "report": {"png": path, "md": path}
     failed = Signal(str, str)       # one-line message, traceback text ("" for a UdaError)
+    stopped = Signal(str)           # Stop before the first step: nothing adapted or written
     status = Signal(str)            # short human message
     running_changed = Signal(bool)  # True at start, False once the run's thread has ended
 
@@ -393,6 +398,7 @@ class RunController(QObject):
             getattr(worker, name).connect(getattr(self, name))
         worker.finished.connect(self._keep_finished)
         worker.failed.connect(self._keep_failed)
+        worker.stopped.connect(self._keep_stopped)
         call = BackgroundCall(worker.run, name="uda-adaptation")
         call.errored.connect(self._keep_bug)     # only if run() itself broke
         call.finished.connect(self._on_run_ended)
@@ -401,8 +407,10 @@ class RunController(QObject):
         self.running_changed.emit(True)
 
     def stop(self) -> None:
-        """Cancel: the engine stops before its next step and still writes checkpoints/last.pt,
-        best.pt and adapted.pt (from the best weights so far); ``finished`` follows with
+        """Cancel. Before the first step the run ends at its next cancellation point (within
+        about a second: between files, between batches of slices) and ``stopped`` follows;
+        after it the engine stops before its next step and still writes checkpoints/last.pt,
+        best.pt and adapted.pt (from the best weights so far), and ``finished`` follows with
         status "cancelled"."""
         if self._control is not None:
             self._control.cancel()
@@ -437,6 +445,10 @@ class RunController(QObject):
     @Slot(str, str)
     def _keep_failed(self, message: str, details: str) -> None:
         self._outcome = (self.failed, (message, details))
+
+    @Slot(str)
+    def _keep_stopped(self, message: str) -> None:
+        self._outcome = (self.stopped, (message,))
 
     @Slot(object)
     def _keep_bug(self, exc: Exception) -> None:

@@ -29,3 +29,8 @@ class ModelError(UdaError):
 
 class OutputError(UdaError):
     """An output folder cannot take the files: full, read-only or not writable."""
+
+
+class RunCancelled(UdaError):
+    """Stop was asked for before the first adaptation step: nothing was adapted and no model
+    was written (raised at the cancellation points of loading and of the first scoring)."""

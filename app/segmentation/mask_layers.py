@@ -1,5 +1,13 @@
-"""The viewer's layers for one adaptation: target images, reference labels, the mask before
-adaptation and the live (then adapted) mask of each target. Touched on the GUI thread only."""
+"""The viewer's layers of the segmentation panel: each target image, its reference labels,
+and per run the mask before adaptation and the live (then adapted) mask of each target.
+Touched on the GUI thread only.
+
+Layer names: "<stem>" (image), "<stem> reference" (labels given by the user, evaluation
+only), "run N · <method> · before <stem>" (the model's mask before adaptation) and
+"run N · <method> · mask <stem>" (refreshed during run N; at its end, the mask of the chosen
+checkpoint). A new run adds its own mask layers: earlier runs' stay until the user removes
+them.
+"""
 
 from __future__ import annotations
 
@@ -20,49 +28,63 @@ def add_layer(viewer, layer_tuple):
 
 
 class MaskLayers:
-    """Names: "<stem>" (image), "<stem> reference" (labels given by the user, evaluation
-    only), "<stem> before" (the model's mask before adaptation), "<stem> adapted" (refreshed
-    during the run; at the end, the mask of the chosen checkpoint)."""
+    """Targets are known by path (str); during a run, by their index in the run's targets."""
 
     def __init__(self, viewer):
         self.viewer = viewer
-        self.volumes: dict[int, Volume] = {}
-        self.stems: dict[int, str] = {}
+        self.volumes: dict[str, Volume] = {}
         self.class_names: list[str] = ["background", "CSF", "GM", "WM"]
+        self.run_number = 0
+        self.run_name = ""
+        self.run_targets: list[str] = []
 
     def _get(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def set_targets(self, paths) -> None:
-        """Name the targets (before their volumes are read, so every layer is named alike)."""
-        self.stems = {i: output_stem(Path(p)) for i, p in enumerate(paths)}
+    @staticmethod
+    def stem(path) -> str:
+        return output_stem(Path(path))
 
-    def show_target(self, index: int, path: Path, volume: Volume) -> None:
-        stem = output_stem(Path(path))
-        self.volumes[index], self.stems[index] = volume, stem
-        if self._get(stem) is None:
-            layer = add_layer(self.viewer, image_layer(volume, stem))
-            layer.visible = index == 0  # subjects overlap in world space: show one at a time
+    # -- targets and references ---------------------------------------------------------------
+    def show_target(self, path, volume: Volume) -> None:
+        """The target's image layer (once); only the first target shown is visible (subjects
+        overlap in world space: one at a time)."""
+        path = str(path)
+        first = not self.volumes
+        self.volumes[path] = volume
+        if self._get(self.stem(path)) is None:
+            layer = add_layer(self.viewer, image_layer(volume, self.stem(path)))
+            layer.visible = first
+            if first:
+                self.viewer.layers.selection.active = layer
 
-    def select(self, index: int, suffix: str = "") -> None:
-        """Make target `index`'s layer (or its "<stem> <suffix>" mask) the active one."""
-        layer = self._get(f"{self.stems.get(index)}{' ' + suffix if suffix else ''}")
-        if layer is not None:
-            self.viewer.layers.selection.active = layer
-
-    def show_reference(self, index: int, labels: Volume) -> None:
-        name = f"{self.stems.get(index, index)} reference"
+    def show_reference(self, target_path, labels: Volume) -> None:
+        name = f"{self.stem(target_path)} reference"
         if self._get(name) is None:
             layer = add_layer(self.viewer, labels_layer(
                 labels.data.astype(np.uint8), labels.affine, self.class_names, name))
             layer.visible = False
 
+    # -- one run's masks ------------------------------------------------------------------------
+    def begin_run(self, method: str, targets) -> str:
+        """A new run over `targets` (paths, in the run's order); returns its name."""
+        self.run_number += 1
+        self.run_name = f"run {self.run_number} · {method}"
+        self.run_targets = [str(t) for t in targets]
+        return self.run_name
+
+    def mask_name(self, index: int, before: bool = False) -> str:
+        stem = self.stem(self.run_targets[index])
+        return f"{self.run_name} · {'before' if before else 'mask'} {stem}"
+
     def show_mask(self, index: int, labels: np.ndarray, *, before: bool) -> None:
-        """labels: (X, Y, Z) uint8 on target `index`'s own grid."""
-        volume = self.volumes.get(index)
+        """labels: (X, Y, Z) uint8 on the grid of the run's target `index`."""
+        if not 0 <= index < len(self.run_targets):
+            return
+        volume = self.volumes.get(self.run_targets[index])
         if volume is None:
             return
-        name = f"{self.stems[index]} {'before' if before else 'adapted'}"
+        name = self.mask_name(index, before)
         layer = self._get(name)
         if layer is None:
             layer = add_layer(self.viewer, labels_layer(labels, volume.affine, self.class_names,
@@ -73,14 +95,25 @@ class MaskLayers:
             layer.data = np.ascontiguousarray(to_display(labels, volume.affine)[0])
 
     def mask_data(self, index: int, before: bool = False) -> np.ndarray | None:
-        layer = self._get(f"{self.stems.get(index)} {'before' if before else 'adapted'}")
+        """The current run's mask of target `index` as displayed, or None."""
+        if not 0 <= index < len(self.run_targets):
+            return None
+        layer = self._get(self.mask_name(index, before))
         return None if layer is None else np.asarray(layer.data)
 
-    def index_of_layer(self, layer) -> int | None:
-        """The target index a selected layer belongs to (image or one of its masks)."""
+    def select_mask(self, index: int) -> None:
+        layer = self._get(self.mask_name(index)) if index < len(self.run_targets) else None
+        if layer is not None:
+            self.viewer.layers.selection.active = layer
+
+    def run_index_of_layer(self, layer) -> int | None:
+        """The index, among the current run's targets, of the target a selected layer belongs
+        to (its image, reference or one of its masks)."""
         if layer is None:
             return None
-        for index, stem in self.stems.items():
-            if layer.name == stem or layer.name.startswith(stem + " "):
+        for index, path in enumerate(self.run_targets):
+            stem = self.stem(path)
+            if (layer.name == stem or layer.name.startswith(stem + " ")
+                    or layer.name.endswith(" " + stem)):
                 return index
         return None

@@ -6,6 +6,11 @@ in clinical words says what the chosen method does. Its settings (a form generat
 config dataclass, the class-ratio prior, the engine's run settings) sit in a folded
 "Advanced settings" section; only the chosen method's form is laid out, so the section is as
 tall as that form and no taller.
+
+What the user sets is kept: a new model or new data only re-greys the methods (and gives the
+prior table the new model's classes, keeping edited shares when the classes are the same);
+a method's own number of steps is shown only until the user sets Steps. Only "Defaults" (in
+the advanced section) puts every setting back.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QGroupBox,
     QLabel,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -83,6 +89,14 @@ class MethodBox(QGroupBox):
         engine_hidden = [f for f in EngineConfig.__dataclass_fields__
                          if f not in ENGINE_FIELDS_SHOWN]
         self.engine_form = ConfigForm(EngineConfig, hidden=engine_hidden)
+        self._engine_defaults: dict = {}    # the app's own defaults (e.g. preview_every)
+        self._steps_set_by_user = False
+        self._setting_steps = False
+        self.engine_form.changed.connect(self._on_engine_edit)
+        self.defaults_button = QPushButton("Defaults")
+        self.defaults_button.setToolTip("Put every method and run setting, the class-ratio "
+                                        "prior and standardisation back to their defaults")
+        self.defaults_button.clicked.connect(self.restore_defaults)
         self.standardise = QCheckBox("Standardise intensities first")
         self._chosen_standardise = False   # the user's choice while a method implies it
         self.standardise.setToolTip(
@@ -99,6 +113,7 @@ class MethodBox(QGroupBox):
         self.advanced.add(self.prior)
         self.advanced.add(QLabel("<b>Run settings</b>"))
         self.advanced.add(self.engine_form)
+        self.advanced.add(self.defaults_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
         layout.addWidget(self.summary)
@@ -106,6 +121,7 @@ class MethodBox(QGroupBox):
         layout.addWidget(self.reason)
         layout.addWidget(self.advanced)
         self._missing: dict[str, list[str]] = {}
+        self._prior_model: tuple | None = None   # (class names, prior) the table was given
         self._on_choice()
 
     @property
@@ -128,9 +144,59 @@ class MethodBox(QGroupBox):
             item.setToolTip(help_line(name) + ("\nNeeds: " + "; ".join(missing)
                                                if missing else ""))
         if bundle is not None:
-            self.prior.set_model_prior(bundle.class_names, bundle.class_ratio_prior)
+            self._give_prior(bundle)
         self._show_recommendation(bundle, provided)
-        self._on_choice()
+        self._show_reason()
+
+    def _give_prior(self, bundle) -> None:
+        """The model's classes and prior for the table; shares the user edited are kept
+        when the classes are the same."""
+        given = (tuple(bundle.class_names), repr(bundle.class_ratio_prior))
+        if given == self._prior_model:
+            return
+        edited = self.prior.shares_percent() if (
+            self.prior.is_user_edited and self._prior_model is not None
+            and self._prior_model[0] == given[0]) else None
+        self._prior_model = given
+        self.prior.set_model_prior(bundle.class_names, bundle.class_ratio_prior)
+        if edited is not None:
+            self.prior.set_shares(edited)
+
+    def set_engine_defaults(self, values: dict) -> None:
+        """The app's defaults for some run settings (shown now and by Defaults)."""
+        self._engine_defaults.update(values)
+        self.engine_form.set_values(values)
+
+    def restore_defaults(self) -> None:
+        """Every setting back to its default: method forms, run settings (the chosen
+        method's steps), the model's prior, no standardisation."""
+        for form in self._form_for.values():
+            form.reset()
+        self.engine_form.reset()
+        self.engine_form.set_values(self._engine_defaults)
+        self._steps_set_by_user = False
+        self._show_default_steps()
+        self.prior.use_model_prior()
+        if self.standardise.isEnabled():
+            self.standardise.setChecked(False)
+        self._chosen_standardise = False
+
+    def _on_engine_edit(self, name: str) -> None:
+        if name == "steps" and not self._setting_steps:
+            self._steps_set_by_user = True
+
+    def _show_default_steps(self) -> None:
+        if self._steps_set_by_user:
+            return
+        self._setting_steps = True
+        try:
+            self.engine_form.set_values({"steps": METHODS[self.method].default_steps})
+        finally:
+            self._setting_steps = False
+
+    def _show_reason(self) -> None:
+        self.reason.setText(self.unavailable_reason())
+        self.reason.setVisible(bool(self.unavailable_reason()))
 
     def _show_recommendation(self, bundle, provided: set[str]) -> None:
         """'Recommended: ddm (use it)' with the reason as its tooltip, or nothing when the
@@ -178,7 +244,9 @@ class MethodBox(QGroupBox):
         return self.engine_form.values()
 
     def set_steps(self, steps: int) -> None:
+        """Steps as the user's choice (kept across method, model and data changes)."""
         self.engine_form.set_values({"steps": int(steps)})
+        self._steps_set_by_user = True
 
     def _uses_prior(self) -> bool:
         return PRIOR in METHODS[self.method].needs
@@ -196,12 +264,11 @@ class MethodBox(QGroupBox):
         elif not implied and not self.standardise.isEnabled():
             self.standardise.setChecked(self._chosen_standardise)
         self.standardise.setEnabled(not implied)
-        self.reason.setText(self.unavailable_reason())
-        self.reason.setVisible(bool(self.unavailable_reason()))
+        self._show_reason()
         for method_name, form in self._form_for.items():
             form.setVisible(method_name == name)
         self._show_recommendation_line()
-        self.engine_form.set_values({"steps": METHODS[name].default_steps})
+        self._show_default_steps()
         self.prior.setVisible(self._uses_prior())
         self.prior_label.setVisible(self._uses_prior())
         self.method_changed.emit(name)

@@ -58,6 +58,8 @@ class ModelBox(QGroupBox):
         self.bundle: ModelBundle | None = None
         self.choice = QComboBox()
         self.choice.addItems(SEGMENTATION_BUILTINS)
+        self.choice.setPlaceholderText("Choose a built-in model…")
+        self.choice.setCurrentIndex(-1)   # nothing loaded: show no model's name as if it were
         self.choice.setToolTip("\n".join(f"{n}: {BUILTIN_MODELS[n][1]}"
                                          for n in SEGMENTATION_BUILTINS))
         self.choice.activated.connect(lambda _: self.load(self.choice.currentText()))

@@ -37,7 +37,7 @@ from ..segmentation.data_box import DataBox
 from ..segmentation.mask_layers import MaskLayers
 from ..segmentation.method_box import MethodBox
 from ..segmentation.model_box import ModelBox
-from ..segmentation.run_box import RunBox
+from ..segmentation.run_box import RunBox, record_speed
 from ..segmentation.save_box import SaveBox
 from ..widgets.collapsible import Collapsible
 from ..widgets.plots import LiveCurves
@@ -72,14 +72,19 @@ class UdaPanel(QWidget):
         self.model_box = ModelBox()
         self.data_box = DataBox(self.layers)
         self.method_box = MethodBox()
-        self.method_box.engine_form.set_values({"preview_every": GUI_PREVIEW_EVERY})
+        self.method_box.set_engine_defaults({"preview_every": GUI_PREVIEW_EVERY})
         self.run_box = RunBox()
         self.save_box = SaveBox()
         self.curves = LiveCurves()
 
         self._lay_out()
 
+        self._initial_scores: dict = {}   # the current run's step-0 label-free scores
         self.model_box.model_changed.connect(self._refresh_availability)
+        self.model_box.model_changed.connect(self.data_box.set_model)
+        self.method_box.method_changed.connect(self._refresh_estimate)
+        self.method_box.engine_form.changed.connect(self._refresh_estimate)
+        self.run_box.device.currentTextChanged.connect(self._refresh_estimate)
         self.model_box.failed.connect(self.show_error)
         self.data_box.changed.connect(self._refresh_availability)
         self.data_box.failed.connect(self.show_error)
@@ -95,6 +100,7 @@ class UdaPanel(QWidget):
         self._dock_curves()
         self._watch_close()
         self._refresh_availability()
+        self._refresh_estimate()
 
     # -- set-up -------------------------------------------------------------------------------
     def _lay_out(self) -> None:
@@ -209,7 +215,8 @@ class UdaPanel(QWidget):
         c.rolled_back.connect(self._on_rollback)
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
-        c.status.connect(self.run_box.status.setText)
+        c.stopped.connect(self._on_stopped)
+        c.status.connect(self._show_run_status)
 
     # -- public actions (also used by the scripted demo and the tests) -------------------------
     def load_demo(self, domain: str = "t2") -> None:
@@ -245,31 +252,46 @@ class UdaPanel(QWidget):
                                 f"{out_dir} already holds a run's results. Replace them?"):
                 return False
             overwrite = True
-        data = self.data_box
+        inputs = self.data_box.run_inputs()
         request = RunRequest(
-            model=self.model_box.spec, method=method, targets=data.targets.paths(),
-            out_dir=out_dir, paired=data.paired.paths() or None,
-            source=data.source.paths() or None, reference=data.reference.paths() or None,
-            method_settings=method_settings, engine_settings=engine_settings,
-            device=self.run_box.device.currentText(), overwrite=overwrite,
-            standardise=self.method_box.standardise.isChecked(),
+            model=self.model_box.spec, method=method, targets=inputs.targets,
+            out_dir=out_dir, paired=inputs.paired, source=inputs.source,
+            reference=inputs.reference, method_settings=method_settings,
+            engine_settings=engine_settings, device=self.run_box.device.currentText(),
+            overwrite=overwrite, standardise=self.method_box.standardise.isChecked(),
             threads=torch.get_num_threads())   # what `uda adapt` uses: torch's default
         self.curves.clear()
         self.show_curves()
         self._quality_start = None
         self.quality.setVisible(False)
         self.summary = None
+        self._initial_scores = {}
         self.save_box.set_summary(None)
         self.run_box.reset_progress()
+        run_name = self.layers.begin_run(method, inputs.targets)
+        self._on_active_layer()
         self._start_activity_progress(engine_settings.get("steps", 0), method)
         self.controller.start(request)
         self.run_box.set_running(True)
-        self.run_box.status.setText(f"Running {method}; results in {out_dir}")
+        self._run_note = self._start_message(run_name, inputs, out_dir)
+        self.run_box.status.setText(self._run_note)
         return True
+
+    def _show_run_status(self, message: str) -> None:
+        """The worker's phase ("Loading data…") with what this run is on and skips."""
+        self.run_box.status.setText(f"{message} {getattr(self, '_run_note', '')}".strip())
+
+    @staticmethod
+    def _start_message(run_name: str, inputs, out_dir: Path) -> str:
+        n = len(inputs.targets)
+        text = f"{run_name.capitalize()} on {n} scan{'s' * (n != 1)}; results in {out_dir}"
+        if inputs.skipped:
+            text += (f". Skipping {len(inputs.skipped)}: " + "; ".join(inputs.skipped))
+        return text
 
     def stop(self) -> None:
         self.controller.stop()
-        self.run_box.status.setText("Stopping after the current step…")
+        self.run_box.status.setText("Stopping…")
 
     def show_error(self, message: str, details: str = "") -> None:
         """A readable, non-blocking dialog and a log entry; the app stays alive."""
@@ -285,8 +307,17 @@ class UdaPanel(QWidget):
     def _start_problem(self) -> str:
         if self.model_box.bundle is None:
             return "Choose a model first (Model, at the top)."
-        if not self.data_box.targets.paths():
+        targets = self.data_box.targets
+        if not targets.paths():
             return "Add at least one target volume (Scans)."
+        reading = self.data_box.reading()
+        if reading:
+            return (f"Still reading {len(reading)} file(s) (e.g. {reading[0].name}); press Start "
+                    "again in a moment.")
+        inputs = self.data_box.run_inputs()
+        if not inputs.targets:
+            return ("None of the target volumes can be used: " + "; ".join(inputs.skipped)
+                    + ".")
         reason = self.method_box.unavailable_reason()
         if reason:
             return f"Cannot start: {reason}."
@@ -294,6 +325,7 @@ class UdaPanel(QWidget):
                                              != len(self.data_box.targets.paths())):
             return "Give one paired source image per target volume, in the same order."
         return ""
+
 
     def _start_activity_progress(self, total: int, method: str) -> None:
         try:
@@ -316,6 +348,8 @@ class UdaPanel(QWidget):
     def _on_scores(self, event) -> None:
         selection = None if self.method_box.engine_settings().get("select_by") == "last" \
             else event.selection
+        if event.step == 0:
+            self._initial_scores = dict(event.scores)
         self.curves.add_scores(event.step, event.scores, event.reference, event.is_best,
                                selection=selection)
         self._show_quality(event.step, selection, event.is_best)
@@ -357,24 +391,37 @@ class UdaPanel(QWidget):
             self.curves.mark_chosen(chosen)
         self.data_box.show_final_masks(summary.get("masks", []))
         self.save_box.set_summary(summary)
-        outcome = summary.get("outcome") or (f"chose step {chosen} by "
-                                             f"{summary.get('selected_by')}")
-        self.run_box.status.setText(
-            f"{summary.get('status', 'finished').capitalize()} after "
-            f"{summary.get('steps_done')} steps: {outcome}. Results in "
-            f"{Path(summary['adapted_model']).parent}")
+        if summary.get("steps_done") and summary.get("status") != "cancelled":
+            record_speed(summary.get("method", ""), self.run_box.device.currentText(),
+                         float(summary.get("steps_per_second") or 0))
+            self._refresh_estimate()
+        self.run_box.status.setText(outcome_text(summary, self._initial_scores))
 
     def _on_failed(self, message: str, details: str) -> None:
         self.run_box.set_running(False)
         self._close_activity_progress()
         self.show_error(message, details)
 
+    def _on_stopped(self, message: str) -> None:
+        """Stop before the first step: nothing was adapted; no dialog, just the fact."""
+        self.run_box.set_running(False)
+        self._close_activity_progress()
+        self.run_box.reset_progress("stopped")
+        self.run_box.status.setText(f"Stopped: {message}.")
+
+    def _refresh_estimate(self, *_) -> None:
+        try:
+            steps = int(self.method_box.engine_settings().get("steps", 0))
+        except (TypeError, ValueError):
+            return
+        self.run_box.show_estimate(steps, self.method_box.method)
+
     def _pause(self, paused: bool) -> None:
         (self.controller.pause if paused else self.controller.resume)()
         self.run_box.status.setText("Paused." if paused else "Running…")
 
     def _on_active_layer(self, event=None) -> None:
-        index = self.layers.index_of_layer(self.viewer.layers.selection.active)
+        index = self.layers.run_index_of_layer(self.viewer.layers.selection.active)
         if index is not None:
             self.controller.set_preview_index(index)
 
@@ -444,6 +491,30 @@ class FittingScrollArea(QScrollArea):
             self.fit_width()
             self.updateGeometry()   # a section opened or closed: ask for the new height
         return False
+
+
+def outcome_text(summary: dict, initial_scores: dict) -> str:
+    """The run's outcome in plain words: whether the model changed, which step was chosen
+    and its label-free score against step 0's, and where the results are."""
+    chosen, score = summary.get("chosen_step"), summary.get("selected_by", "")
+    where = f" Results in {Path(summary['adapted_model']).parent}."
+    stopped = (f"Stopped after {summary.get('steps_done')} steps. "
+               if summary.get("status") == "cancelled" else "")
+    if summary.get("status") == "cancelled":
+        where += " Masks were not written (stopped): save the model, or run again."
+    if summary.get("kept_source") and summary.get("standardised"):
+        return (f"{stopped}No weight changed: the model is the original one, applied to "
+                f"standardised intensities ({summary.get('outcome', '')}).{where}")
+    if summary.get("kept_source"):
+        return (f"{stopped}No improvement found: the adapted model equals the original "
+                f"({summary.get('outcome', '')}).{where}")
+    if score == "last":
+        return f"{stopped}Adapted: kept step {chosen}, the last good weights.{where}"
+    before = initial_scores.get(score)
+    after = (summary.get("chosen_scores") or {}).get(score)
+    change = (f", label-free score ({score}) {before:.3g} -> {after:.3g}"
+              if before is not None and after is not None else "")
+    return f"{stopped}Adapted: chosen step {chosen}{change}.{where}"
 
 
 class _CloseFilter(QObject):

@@ -1,8 +1,15 @@
-"""Start, Pause/Resume and Stop, the device, the output folder, progress with ETA, status."""
+"""Start, Pause/Resume and Stop, the device, the output folder, a time estimate before Start,
+progress with ETA, status.
+
+The estimate divides the steps by the speed (steps/s) of the last run of the same method on
+the same device, recorded in SPEEDS_FILE after each run (so it survives a restart); before
+any run there is no figure to divide by, and it says so.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 
 from qtpy.QtCore import Signal
@@ -19,7 +26,50 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from uda_core.exports.json_file import write_json_atomic
+
 DEFAULT_RUNS_DIR = Path.home() / "UDA-Studio" / "runs"
+#: {"<method>@<device>": steps per second of its last run}
+SPEEDS_FILE = DEFAULT_RUNS_DIR / "speeds.json"
+
+
+def _speeds(path: Path) -> dict:
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def recorded_speed(method: str, device: str, path: Path | None = None) -> float | None:
+    """Steps/s of the last recorded run of `method` on `device`, or None."""
+    value = _speeds(path or SPEEDS_FILE).get(f"{method}@{device}")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def record_speed(method: str, device: str, steps_per_second: float,
+                 path: Path | None = None) -> None:
+    """Keep a finished run's speed for the next estimate (best effort: an unwritable home
+    folder only loses the estimate)."""
+    if not steps_per_second > 0:
+        return
+    path = Path(path or SPEEDS_FILE)
+    speeds = _speeds(path)
+    speeds[f"{method}@{device}"] = round(float(steps_per_second), 4)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, speeds)
+    except OSError:
+        pass
+
+
+def estimate_text(steps: int, steps_per_second: float | None) -> str:
+    """"About 4:10 for 300 steps (1.2 steps/s in the last run)", or why there is none."""
+    if steps_per_second is None:
+        return (f"{steps} step{'s' * (steps != 1)}; time: known after the first run of this "
+                "method here (the progress bar shows the time left)")
+    return (f"About {format_eta(steps / steps_per_second)} for {steps} step{'s' * (steps != 1)} "
+            f"({steps_per_second:.2g} steps/s in the last run of this method here)")
 
 
 def new_run_dir(method: str, root: Path = DEFAULT_RUNS_DIR) -> Path:
@@ -68,6 +118,8 @@ class RunBox(QGroupBox):
         self.progress = QProgressBar()
         self.progress.setFormat("ready")
         self.progress.setValue(0)
+        self.estimate = QLabel()
+        self.estimate.setWordWrap(True)
         self.status = QLabel("Load a model and target volumes, then press Start.")
         self.status.setWordWrap(True)
         device_row = QHBoxLayout()
@@ -82,6 +134,7 @@ class RunBox(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(device_row)
         layout.addLayout(buttons)
+        layout.addWidget(self.estimate)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.set_running(False)
@@ -109,6 +162,11 @@ class RunBox(QGroupBox):
         self.progress.setValue(step)
         eta = elapsed_s / max(step, 1) * (total - step)
         self.progress.setFormat(f"step %v / %m   ETA {format_eta(eta)}")
+
+    def show_estimate(self, steps: int, method: str) -> None:
+        device = self.device.currentText()
+        self.estimate.setText(f"<small>{estimate_text(int(steps), recorded_speed(method, device))}"
+                              "</small>")
 
     def output_dir(self, method: str) -> Path:
         text = self.out_dir.text().strip()

@@ -59,7 +59,19 @@ class SaveBox(QGroupBox):
         self.set_summary(None)
 
     def set_summary(self, summary: dict | None) -> None:
+        """A finished run (None: none yet). When the run kept the source weights, the buttons
+        say that what they save is the original model and its masks."""
         self.summary = summary
+        original = bool(summary and summary.get("kept_source"))
+        standardised = bool(summary and summary.get("standardised"))
+        self.model_button.setText(
+            "Original model + standardisation…" if original and standardised else
+            "Original model (unchanged)…" if original else "Adapted model…")
+        self.masks_button.setText("Masks of the original model…" if original else "Masks…")
+        self.model_button.setToolTip(
+            "No step improved on the original, so the run's model file holds the original "
+            "weights (with a record of this run)" if original else
+            "The adapted model bundle (adapted.pt) of this run")
         has_model = bool(summary and Path(summary.get("adapted_model", "")).is_file())
         self.model_button.setEnabled(has_model)
         self.masks_button.setEnabled(bool(summary and summary.get("masks")))
@@ -69,11 +81,12 @@ class SaveBox(QGroupBox):
         return Path(self.summary["adapted_model"]).parent
 
     def _save_model(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the adapted model",
+        what = "original model" if self.summary.get("kept_source") else "adapted model"
+        path, _ = QFileDialog.getSaveFileName(self, f"Save the {what}",
                                               "adapted.pt", "Model bundle (*.pt)")
         if path:  # the dialog itself asks before replacing an existing file
             copy_atomic(Path(self.summary["adapted_model"]), Path(path))
-            self.saved.emit(f"Saved the adapted model to {path}")
+            self.saved.emit(f"Saved the {what} to {path}")
 
     def _save_masks(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the masks")

@@ -29,7 +29,7 @@ from uda_core.models.bundle import load_model
 pytestmark = pytest.mark.gui
 
 SIGNALS = ("stepped", "scored", "previewed", "checkpointed", "rolled_back", "finished",
-           "failed", "status", "running_changed")
+           "failed", "stopped", "status", "running_changed")
 TIMEOUT_MS = 60000
 
 
@@ -290,3 +290,14 @@ def test_after_warm_up_a_first_run_imports_nothing_heavy(tmp_path, tiny_bundle_p
     heavy = [m for m in new if m.split(".")[0] in {"matplotlib", "sympy", "scipy"}
              or m.startswith(("torch._dynamo", "torch._inductor", "torch.fx"))]
     assert heavy == []
+
+
+def test_stop_before_the_first_step_is_reported_as_stopped_and_writes_no_model(
+        qtbot, controller, targets, tiny_bundle_path, tmp_path):
+    recorder = Recorder(controller)
+    with qtbot.waitSignal(controller.stopped, timeout=TIMEOUT_MS) as blocker:
+        controller.start(make_request(tiny_bundle_path, targets, tmp_path / "run"))
+        controller.stop()   # before the worker has read its first file
+    assert blocker.args[0].startswith("stopped while reading t0.nii.gz")
+    assert recorder.args("finished") == [] and recorder.args("failed") == []
+    assert not (tmp_path / "run" / "adapted.pt").exists() and not controller.is_running

@@ -20,7 +20,7 @@ from pathlib import Path
 from uda_core import __version__
 from uda_core.cli import adapt, bench, data, imports, predict, reg, train
 from uda_core.cli.common import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR
-from uda_core.errors import UdaError
+from uda_core.errors import RunCancelled, UdaError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except RunCancelled as exc:   # the first Ctrl-C before any adaptation step
+        print(f"uda {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
     except UdaError as exc:
         if args.debug:
             raise

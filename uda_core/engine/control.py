@@ -1,9 +1,18 @@
-"""Cancel and pause of a run, safe to call from any thread (the GUI's Stop, the CLI's Ctrl-C)."""
+"""Cancel and pause of a run, safe to call from any thread (the GUI's Stop, the CLI's Ctrl-C).
+
+Before the first step (reading and preparing the data, scoring step 0) a cancel ends the run
+at the next cancellation point (:meth:`RunControl.check`, called at least once a second of
+work there) with :class:`~uda_core.errors.RunCancelled`: nothing has been adapted, so no model
+is written. From the first step on the engine honours a cancel between steps instead
+and still writes its checkpoints and the best weights so far.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+
+from uda_core.errors import RunCancelled
 
 
 class RunControl:
@@ -14,6 +23,7 @@ class RunControl:
         self._running = threading.Event()
         self._running.set()
         self.preview_index = 0   # the target volume previews show (set by a viewer)
+        self.abortable = True    # True until the engine's first step: check() raises
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -32,6 +42,13 @@ class RunControl:
     @property
     def paused(self) -> bool:
         return not self._running.is_set()
+
+    def check(self, doing: str) -> None:
+        """A cancellation point before the first step: RunCancelled ("stopped while
+        <doing>...") once cancelled; nothing once the engine has started stepping."""
+        if self.abortable and self._cancel.is_set():
+            raise RunCancelled(f"stopped while {doing}, before any adaptation step: "
+                               "nothing was adapted and no model was written")
 
     def wait_while_paused(self) -> float:
         """Block while paused; returns the seconds spent waiting."""

@@ -250,10 +250,13 @@ class Engine:
         torch.manual_seed(cfg.seed)
         self.method.setup()
         self.method.train_mode()
+        self.control.check("starting the run")
         start_step, best, initial_state, best_snapshot = (
             self._resume(resume_from) if resume_from is not None else self._begin())
         if resume_from is not None:
             self.emit(ResumedEvent(start_step, str(resume_from)))
+        self.control.check("scoring the model before adaptation")
+        self.control.abortable = False   # from here on a cancel stops between steps
         good_snapshot = self._snapshot(start_step) if resume_from is not None else best_snapshot
         status, message, rollbacks, stale = "completed", "", 0, 0
         paused_s, started = 0.0, time.perf_counter()
@@ -352,6 +355,7 @@ class Engine:
         self._write_checkpoint("best.pt", 0, best)
         if self.config.preview_every:
             for index in range(self.task.n_previews):
+                self.control.check("showing the masks before adaptation")
                 self.emit(self.preview(0, index))
         return 0, best, initial_state, snapshot
 

@@ -90,7 +90,12 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
 
     standardise: match each target's intensities to the source's first
     (uda_core.models.standardise); implied by the "standardise" method. The adapted bundle
-    then standardises every scan it is applied to."""
+    then standardises every scan it is applied to.
+
+    Stop (``control.cancel()``) before the first step raises RunCancelled at the next
+    cancellation point (about a second at most: between files, between batches of slices);
+    after it, the run stops after the current step, writes its checkpoints and adapted.pt
+    (the best weights so far) and no masks (status "cancelled")."""
     out_dir = Path(out_dir)
     refuse_existing_output(out_dir, overwrite, resume)
     bundle = load_model(model)
@@ -119,27 +124,33 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         bundle = standardised(bundle)
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
+    control = control or RunControl()
 
     if stream_targets is None:   # 3D volumes are prepared whole: in memory so far
         stream_targets = len(targets) > STREAM_ABOVE and bundle.dims == 2
     with _prepared_cache(out_dir if stream_targets else None) as cache:
         data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
-                                    reference=reference, align=align, cache_dir=cache)
+                                    reference=reference, align=align, cache_dir=cache,
+                                    control=control)
         network = sync_batchnorm(bundle.build_network(torch_device))  # under torchrun
         method = method_cls(network, bundle, method_config, torch_device)
         task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
 
         def after_run(summary: dict) -> dict:
+            # a stopped run ends now: its masks (a prediction per target) are left to `uda
+            # predict --model OUT/adapted.pt`
+            stopped = summary["status"] == "cancelled"
             window = bundle.window if bundle.dims == 3 else None
             masks = (write_masks(network, data, targets, out_dir / "masks", torch_device,
-                                 window) if save_masks else [])
+                                 window) if save_masks and not stopped else [])
             summary["masks"] = [str(m) for m in masks]
             report = write_run_report(out_dir, summary)
             return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
 
         plan = RunPlan(
             name=method_name, model=model, parent=bundle, method=method,
-            task=task_class(method, data, engine_config), method_config=method_config,
+            task=task_class(method, data, engine_config, control),
+            method_config=method_config,
             engine_config=engine_config, device=torch_device, inputs=list(targets),
             make_bundle=lambda net, provenance: bundle.with_network(net, provenance=provenance),
             summary={"targets": [str(t) for t in targets],

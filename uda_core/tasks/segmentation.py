@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from uda_core.engine.config import EngineConfig
+from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
@@ -27,13 +28,17 @@ class SegmentationTask:
     the score slices. Scores: on
     ``score_slices`` fixed target slices, see :mod:`uda_core.scores.label_free`; reference: Dice
     against reference labels when given. Collapse state: the predicted class shares.
+    control: the run's; its cancellation points (RunControl.check) are visited between
+    batches of 16 slices while scoring and previewing, so a Stop before the first step ends
+    within about a second.
     """
 
     higher_is_better = label_free.HIGHER_IS_BETTER
 
     def __init__(self, method: AdaptationMethod[Batch], data: AdaptationData,
-                 config: EngineConfig) -> None:
+                 config: EngineConfig, control: RunControl | None = None) -> None:
         self.method = method
+        self.control = control or RunControl()
         self.data = data
         self.config = config
         self.device = method.device
@@ -86,8 +91,10 @@ class SegmentationTask:
 
     @torch.no_grad()
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        chunks = [torch.softmax(self.network(images[i:i + 16]).float(), dim=1)
-                  for i in range(0, len(images), 16)]
+        chunks = []
+        for i in range(0, len(images), 16):
+            self.control.check("scoring the model before adaptation")
+            chunks.append(torch.softmax(self.network(images[i:i + 16]).float(), dim=1))
         return torch.cat(chunks)
 
     @torch.no_grad()
@@ -129,7 +136,8 @@ class SegmentationTask:
     def preview(self, step: int, index: int) -> PreviewEvent:
         """Current prediction of one target, on its model grid and on its own grid."""
         model_input = self.data.inputs[index]
-        probs = predict_slices(self.network, model_input.slices, self.device)
+        probs = predict_slices(self.network, model_input.slices, self.device,
+                               on_batch=lambda _: self.control.check("showing the masks"))
         on_input = probabilities_to_input_grid(probs, model_input, self.data.volumes[index])
         return PreviewEvent(step, index, probs.argmax(0).astype(np.uint8),
                             on_input.argmax(0).astype(np.uint8))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uda_core.engine.control import RunControl
 from uda_core.errors import InputError
 from uda_core.grid.labelled_slices import load_slices_for_bundle
 from uda_core.grid.prepare import ModelInput, labels_to_grid
@@ -91,7 +92,8 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
                          source: Sequence[tuple[Path, Path]] | None = None,
                          reference: Sequence[str | Path] | None = None,
                          align: str = "auto",
-                         cache_dir: str | Path | None = None) -> AdaptationData:
+                         cache_dir: str | Path | None = None,
+                         control: RunControl | None = None) -> AdaptationData:
     """Read and prepare a run's data. `paired` and `reference` are matched to `targets` by
     position (one per target); `source` is a list of (image, labels) paths.
 
@@ -99,7 +101,11 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
     read, prepared and written to CACHE_DIR one at a time, the run then reads the slices it
     needs from there and the volumes again from their files when it maps outputs back, so
     memory does not grow with the number of targets. The batches are the same as without
-    it."""
+    it.
+
+    control: its cancellation point is visited before each file is read and each volume
+    prepared (RunCancelled once Stop is pressed)."""
+    check = (control or RunControl()).check
     for what, items in (("paired source-modality image", paired), ("reference label map",
                                                                       reference)):
         if items is not None and len(items) != len(targets):
@@ -115,7 +121,9 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
         name: (ArrayStore(Path(cache_dir) / name, name) if cache_dir is not None else [])
         for name, given in (("paired", paired), ("reference", reference)) if given is not None}
     for k, target in enumerate(targets):
+        check(f"reading {Path(target).name}")
         volume = read_volume(target)
+        check(f"preparing {Path(target).name}")
         model_input = prepare_for_bundle(bundle, volume, first_pass)
         inputs.append(model_input)
         if not streamed:
@@ -131,6 +139,7 @@ def load_adaptation_data(bundle: ModelBundle, targets: Sequence[str | Path],
                           names=[Path(p).name for p in targets], paired=on_grid.get("paired"),
                           reference=on_grid.get("reference"))
     if source:
+        check("reading the labelled source images")
         slices = load_slices_for_bundle(bundle, source)
         data.source_images, data.source_labels = slices.images, slices.labels
     return data

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from uda_core.engine.config import EngineConfig
+from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
@@ -71,13 +72,13 @@ class PatchSegmentationTask(SegmentationTask):
     """SegmentationTask for a 3D bundle (``bundle.window``): see the module doc."""
 
     def __init__(self, method: AdaptationMethod[Batch], data: AdaptationData,
-                 config: EngineConfig) -> None:
+                 config: EngineConfig, control: RunControl | None = None) -> None:
         window = method.bundle.window
         if window is None:
             raise ValueError("a patch task needs a 3D bundle (with sliding-window settings)")
         self.window = window
         self.patches = PatchPool(data, window)
-        super().__init__(method, data, config)
+        super().__init__(method, data, config, control)
 
     def sample_batch(self, rng: np.random.Generator) -> Batch:
         images, positions = self.patches.sample(rng, self.config.batch_size)

@@ -6,6 +6,8 @@ usable checkpoint, exports are valid, errors become dialogs and the app stays al
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,7 +95,7 @@ def test_demo_run_updates_curves_and_masks_and_exports_valid_files(panel, qtbot,
     after = panel.layers.mask_data(0)
     assert before is not None and after is not None
     assert (before != after).sum() > 0                                # the mask changed
-    assert "kept step 6 (the last good weights)" in panel.run_box.status.text()
+    assert panel.run_box.status.text().startswith("Adapted: kept step 6, the last good weights")
 
     summary = panel.summary
     assert summary["status"] == "completed" and summary["steps_done"] == 6
@@ -120,7 +122,7 @@ def test_stop_ends_the_run_and_leaves_a_usable_checkpoint(panel, qtbot, tmp_path
     assert panel.run_box.start.isEnabled()
 
 
-def test_a_failing_run_becomes_a_dialog_and_the_app_stays_usable(panel, qtbot, tmp_path):
+def test_no_usable_target_becomes_a_dialog_and_the_app_stays_usable(panel, qtbot, tmp_path):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a volume")
     panel.model_box.load("demo:brain-t1")
@@ -128,9 +130,26 @@ def test_a_failing_run_becomes_a_dialog_and_the_app_stays_usable(panel, qtbot, t
     qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
     panel.method_box.select("tent")
     panel.run_box.out_dir.setText(str(tmp_path / "run"))
+    assert not panel.start()
+    assert "None of the target volumes can be used: broken.nii.gz" in \
+        panel.run_box.status.text()
+    assert panel._last_error_box.isVisible()
+    close_dialogs(panel)
+    assert panel.run_box.start.isEnabled() and not panel.controller.is_running
+
+
+def test_a_failing_run_becomes_a_dialog_and_the_app_stays_usable(panel, qtbot, tmp_path):
+    import shutil
+    scan = Path(shutil.copy(demo_set("t2").targets[0], tmp_path / "scan.nii.gz"))
+    panel.model_box.load("demo:brain-t1")
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.targets.set_paths([scan])
+    scan.unlink()                    # gone after it was checked: the run's own read fails
+    panel.method_box.select("tent")
+    panel.run_box.out_dir.setText(str(tmp_path / "run"))
     with qtbot.waitSignal(panel.controller.failed, timeout=RUN_TIMEOUT_MS):
         assert panel.start()
-    assert "broken.nii.gz" in panel.run_box.status.text()
+    assert "scan.nii.gz: does not exist" in panel.run_box.status.text()
     assert panel._last_error_box.isVisible()
     close_dialogs(panel)
     assert panel.run_box.start.isEnabled() and not panel.controller.is_running
