@@ -43,6 +43,8 @@ ARCH="$(dpkg --print-architecture)"
 PKG=uda-studio
 MAINTAINER="${UDA_MAINTAINER:-UDA Studio maintainers <maintainers@uda-studio.invalid>}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+case "$PYTHON" in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
 APP="$OUT/app/uda-studio"
 
 # 1. the onedir app
@@ -51,14 +53,23 @@ if [ "$REUSE" = 1 ] && [ -x "$APP/uda-studio" ]; then
 else
     echo "== PyInstaller (several minutes)"
     rm -rf "$OUT/app"
-    "$PYTHON" -m PyInstaller --noconfirm --log-level WARN --distpath "$OUT/app" \
-        --workpath "$OUT/work" "$HERE/uda-studio.spec"
+    # from a folder without the checkout's uda_core/ on the path: what is bundled is the
+    # installed wheel (with uda_core._resources), not the source tree
+    (cd "$OUT" && "$PYTHON" -m PyInstaller --noconfirm --log-level WARN --distpath "$OUT/app" \
+        --workpath "$OUT/work" "$HERE/uda-studio.spec")
 fi
 
 # 2. licences and notices of every distribution in the build venv, and our own
 echo "== licences"
 rm -rf "$APP/licenses"
 "$PYTHON" "$HERE/collect_licences.py" "$APP/licenses"
+# Qt and PySide6 (LGPL-3.0) ship no licence text in their wheels' metadata: add the texts
+for dist in pyside6-essentials shiboken6; do
+    [ -d "$APP/licenses/$dist" ] && [ -n "$(ls -A "$APP/licenses/$dist")" ] && continue
+    mkdir -p "$APP/licenses/$dist"
+    cp /usr/share/common-licenses/LGPL-3 "$APP/licenses/$dist/LGPL-3.0.txt"
+    cp /usr/share/common-licenses/GPL-3 "$APP/licenses/$dist/GPL-3.0.txt"
+done
 mkdir -p "$APP/licenses/uda-studio"
 cp "$REPO/LICENSE" "$APP/licenses/uda-studio/LICENSE"
 cp "$REPO/resources/template/NOTICE.txt" "$APP/licenses/uda-studio/TEMPLATE-NOTICE.txt"
