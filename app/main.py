@@ -127,6 +127,7 @@ def open_studio(args):
     import napari
     from qtpy.QtCore import QTimer
 
+    from .about import brand_window
     from .layers import AXIS_LABELS, CAMERA_ORIENTATION, CONVENTION_NOTE, keep_head_up
     from .registration.panel import RegistrationPanel
     from .segmentation.panel import UdaPanel
@@ -134,6 +135,7 @@ def open_studio(args):
 
     warm_up()   # torch's lazy imports, done before the window shows instead of mid-run
     viewer = napari.Viewer(title="UDA Studio")
+    brand_window(viewer)   # title with the version, icon, About dialog
     viewer.dims.axis_labels = AXIS_LABELS            # our layers' world axes: (S, P, L) mm
     viewer.scene.camera.orientation = CAMERA_ORIENTATION  # so the 3D view is not mirrored
     keep_head_up(viewer)                             # coronal and sagittal views: head up
