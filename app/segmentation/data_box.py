@@ -144,7 +144,8 @@ class DataBox(QGroupBox):
                           on_finished=self._on_finished, name="uda-read-input")
 
     def _listed(self, kind: str, path: Path) -> bool:
-        return (kind, str(path)) in self._values
+        """Still listed, and the panel still open (a read can end after its window closed)."""
+        return (kind, str(path)) in self._values and _alive(self.list_of(kind).list)
 
     def _on_read(self, kind: str, path: Path, value) -> None:
         if not self._listed(kind, path):
@@ -166,8 +167,9 @@ class DataBox(QGroupBox):
 
     def _on_finished(self) -> None:
         self._pending -= 1
-        if self._pending == 0:
+        if self._pending == 0 and _alive(self):
             self.loaded.emit()
+
 
     def _show_references(self) -> None:
         """Each good reference beside the target at its position (when that one is read)."""
@@ -267,3 +269,12 @@ class DataBox(QGroupBox):
         self.layers.show_mask(index, labels.data.astype("uint8"), before=False)
         if index == 0:
             self.layers.select_mask(0)
+
+
+def _alive(widget) -> bool:
+    """False once Qt has deleted the widget's C++ object (the panel was closed)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True

@@ -459,8 +459,9 @@ class UdaPanel(QWidget):
 
 
 class FittingScrollArea(QScrollArea):
-    """A vertical scroll area that asks for its content's full height, so that it takes no
-    more room than the content needs and scrolls only when the dock is shorter."""
+    """A vertical scroll area that asks for its content's full height (up to half the
+    screen), so that it takes no more room than the content needs and scrolls only when the
+    dock is shorter."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -474,7 +475,11 @@ class FittingScrollArea(QScrollArea):
         hint = super().sizeHint()
         if self.widget() is not None:
             content = self.widget().sizeHint()
-            hint.setHeight(content.height() + 2 * self.frameWidth())
+            # no taller than half the screen: past that it scrolls, and the action bar below
+            # it stays on screen
+            screen = self.screen()
+            cap = screen.availableGeometry().height() // 2 if screen is not None else 600
+            hint.setHeight(min(content.height() + 2 * self.frameWidth(), cap))
             hint.setWidth(max(hint.width(), content.width()))
         return hint
 

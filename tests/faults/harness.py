@@ -291,9 +291,11 @@ def make_scenarios(root: Path) -> dict[str, Scenario]:
         "reg adapt": Scenario("uda reg adapt", [
             "reg", "adapt", "--model", str(reg), "--discrepancy", "l1", "--out", "OUT",
             "--config", str(reg_config), "--device", "cpu"], root, "adapt"),
+        # --workers 0: every write in the process the harness watches (worker processes of a
+        # cohort write through the same atomic helpers)
         "predict": Scenario("uda predict", [
-            "predict", "--model", str(seg), "--out", "OUT", "--device", "cpu", *targets],
-            root, "predict"),
+            "predict", "--model", str(seg), "--out", "OUT", "--device", "cpu", "--workers", "0",
+            *targets], root, "predict"),
     }
 
 

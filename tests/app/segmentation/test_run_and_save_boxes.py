@@ -55,7 +55,7 @@ def test_method_box_recommends_ddm_with_pairs_and_uses_it(qtbot):
     bundle = make_seg_bundle(intensity_reference={"percentiles": [1.0, 99.0],
                                                   "values": [-1.0, 1.0]})
     box.update_availability(bundle, {TARGET, PAIRED_SOURCE})
-    assert "Recommended: <b>ddm</b>" in box.recommendation.text()
+    assert "Recommended for your data: <b>ddm</b>" in box.recommendation.text()
     box._use_recommendation()
     assert box.method == "ddm"
     box.update_availability(bundle, {TARGET})
