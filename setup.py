@@ -12,7 +12,7 @@ RENAMED = {"app": "uda_studio", "resources": "uda_core._resources"}
 
 
 def installed_packages() -> list[str]:
-    names = [p for p in find_packages(include=["uda_core", "uda_core.*"])]
+    names = find_packages(include=["uda_core", "uda_core.*"])
     names += ["uda_studio"] + ["uda_studio." + p for p in find_packages("app")]
     names += ["uda_core._resources"]
     return names

@@ -95,12 +95,11 @@ def grid_paths(field_mm: np.ndarray, affine: np.ndarray, slice_index: int) -> li
     display_affine = to_display(field_mm[..., 0], affine)[1]
     lines = deformation_grid_lines(field_mm, affine, GRID_SPACING_VOX, slice_index)
     paths = [display_points(line, display_affine) for line in lines]
-    if paths:
-        plane = np.rint(display_points(deformation_grid_lines(
-            np.zeros_like(field_mm), affine, GRID_SPACING_VOX, slice_index)[0][:1],
-            display_affine)[0, 0])
-        for path in paths:
-            path[:, 0] = plane
+    voxel = np.zeros(4)
+    voxel[slice_axis(affine)], voxel[3] = slice_index, 1.0
+    plane = display_points((affine @ voxel)[None, :3], display_affine)[0, 0]
+    for path in paths:
+        path[:, 0] = plane
     return paths
 
 
