@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what a shell reports for a command killed by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"uda {args.command}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:   # the reader went away (`uda models | head`): no message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # for the flush at exit
+        return EXIT_BROKEN_PIPE
     except OSError as exc:   # a write outside io.atomic (metrics.jsonl, a folder)
         from uda_core.io.atomic import output_error
         writing = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)   # never a read
