@@ -141,3 +141,56 @@ def test_instance_optimisation_lowers_the_feature_cost_and_keeps_the_shapes():
     assert after < before
     none = RefinedRegNet(net, InstanceOptimisation(iterations=0))(fixed, moving)
     torch.testing.assert_close(none["disp"], plain["disp"])
+
+
+def _mind_refinement_by_autograd(fixed, moving, start, stride, sigma, settings):
+    """The MIND instance optimisation written with autograd and torch.optim.Adam."""
+    from uda_core.models.instance_optimisation import smoothness
+    from uda_core.spatial.mind import mind_ssc
+    from uda_core.spatial.warp import dense_from_control, warp_image
+
+    mind_f, mind_m = mind_ssc(fixed), mind_ssc(moving)
+    field = start.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([field], lr=settings.lr)
+    for _ in range(settings.iterations):
+        optimiser.zero_grad()
+        dense = dense_from_control(field, fixed.shape[-2:], stride, sigma)
+        every = settings.sample_every
+        loss = (mind_f - warp_image(mind_m, dense))[..., ::every, ::every].pow(2).mean()
+        loss = loss + settings.smooth_weight * smoothness(field)
+        loss.backward()
+        optimiser.step()
+    return field.detach()
+
+
+def test_mind_instance_optimisation_equals_autograd_adam_and_finds_a_shift():
+    from uda_core.models.instance_optimisation import (
+        InstanceOptimisation,
+        RefinedRegNet,
+        refine_control_field_mind,
+    )
+
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(36.0), indexing="ij")
+    blob = torch.exp(-((yy - 15) ** 2 + (xx - 17) ** 2) / 40.0)[None, None]
+    fixed = blob.double().repeat(2, 1, 1, 1)
+    moving = 1.0 - torch.roll(fixed, 2, dims=3)     # another contrast, shifted 2 px in x
+    start = 0.3 * torch.randn(2, 2, 8, 9, dtype=torch.float64)
+    for every in (1, 2):
+        settings = InstanceOptimisation(iterations=15, lr=0.3, smooth_weight=0.01,
+                                        sample_every=every)
+        ours = refine_control_field_mind(fixed, moving, start, 4, 2.0, settings)
+        reference = _mind_refinement_by_autograd(fixed, moving, start, 4, 2.0, settings)
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
+
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=8, width=8).eval()
+    out = RefinedRegNet(net, InstanceOptimisation(60, 0.3, 0.01))(fixed.float(), moving.float())
+    centre = out["disp_cp"][:, :, 2:6, 2:7]        # the blob's control points
+    assert (centre[:, 1] - 2.0).abs().mean() < 0.5 and centre[:, 0].abs().mean() < 0.5
+
+
+def test_instance_optimisation_refuses_an_unknown_similarity():
+    from uda_core.models.instance_optimisation import InstanceOptimisation
+
+    with pytest.raises(ValueError, match="similarity"):
+        InstanceOptimisation(similarity="ncc")

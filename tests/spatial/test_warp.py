@@ -213,3 +213,22 @@ def test_expected_displacement():
     probs[0, grid.centre_label + 1] = 0.5  # (0, 1)
     torch.testing.assert_close(expected_displacement(probs, grid).flatten(),
                                torch.tensor([-1.0, -0.5]))
+
+
+def test_dense_from_control_equals_grid_sample_then_gaussian():
+    """The separable-matrix form equals bilinear grid_sample upsampling + Gaussian."""
+    import torch.nn.functional as F
+
+    from uda_core.spatial import warp
+
+    for shape, stride, sigma in (((96, 112), 4, 4.0), ((32, 36), 4, 0.0), ((8, 12), 4, 30.0),
+                                 ((16, 8), 1, 2.0)):
+        height, width = shape
+        disp_cp = torch.randn(3, 2, height // stride, width // stride, dtype=torch.float64)
+        index = (warp.pixel_coordinates(shape, dtype=torch.float64) + 0.5) / stride - 0.5
+        grid = torch.stack((warp._normalise(index[1], width // stride),
+                            warp._normalise(index[0], height // stride)), dim=-1)
+        upsampled = F.grid_sample(disp_cp, grid.expand(3, -1, -1, -1), mode="bilinear",
+                                  padding_mode="border", align_corners=True)
+        torch.testing.assert_close(warp.dense_from_control(disp_cp, shape, stride, sigma),
+                                   warp.gaussian_smooth(upsampled, sigma))

@@ -154,13 +154,14 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    from uda_core.models.instance_optimisation import InstanceOptimisation
+    import dataclasses
+
     from uda_core.runs.register import DEFAULT_REFINE
     iterations = args.refine_iterations
     if iterations is not None and iterations < 0:
         raise UdaError(f"--refine-iterations must be >= 0, got {iterations}")
     refine = (DEFAULT_REFINE if iterations is None else None if iterations == 0 else
-              InstanceOptimisation(iterations, DEFAULT_REFINE.lr, DEFAULT_REFINE.smooth_weight))
+              dataclasses.replace(DEFAULT_REFINE, iterations=iterations))
     try:
         result = register_volumes(bundle, fixed, moving, labels, device=device,
                                   method=args.method, network=network,
@@ -245,8 +246,9 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
                         "the head < 1 mm) or it lowers the mutual information; the written "
                         "field is the composed one. off: F and MOV must share one grid")
     p.add_argument("--refine-iterations", type=int, default=None, metavar="N",
-                   help="test-time instance optimisation of the network's field: Adam "
-                        "steps per batch (default 20; 0: off)")
+                   help="test-time instance optimisation of the network's field (Adam on "
+                        "MIND-SSC descriptors, contrast-invariant): steps per batch "
+                        "(default 20; 0: off)")
     p.add_argument("--keep-learned", action="store_true",
                    help="keep the network's deformation even when it lowers the mutual "
                         "information of F and the warped image (default: flagged and "

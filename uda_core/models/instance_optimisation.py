@@ -2,17 +2,28 @@
 
 ConvexAdam-style (Siebert, Hansen, Heinrich 2021: a discrete/convex first estimate, then a
 few Adam iterations on the field): the network's expected displacement at the control points
-starts the optimisation, and Adam then minimises, per pair,
+starts the optimisation, and Adam then minimises, per pair, over the control-point field
+u (B, 2, Kh, Kw), pixels (dy, dx), one of two energies (``similarity``):
 
-    E(u) = mean_{k, c} (fF_c(k) - fM_c(k + u(k))) ** 2  +  smooth_weight * R(u)
+* ``"mind"`` (the default): ConvexAdam's contrast-invariant data term on the images,
 
-over the control-point field u (B, 2, Kh, Kw), pixels (dy, dx). fF, fM are the network's own
-generator features (B, F, Kh, Kw; unit length per cell, so the data term is the network's
-matching cost, continuous in u instead of on the candidate grid); fM is sampled bilinearly at
-cell index k + u / stride (border padding). R(u) is the mean squared difference of
-neighbouring control points' displacements (pixels ** 2; a diffusion regulariser). The dense
-field follows from :func:`~uda_core.spatial.warp.dense_from_control` with the network's own
-smoothing, as in :meth:`DiscreteRegNet.forward`. The features are computed once, without
+      E(u) = mean_{x, p} (MIND_p[F](x) - MIND_p[M](x + U(x))) ** 2  +  smooth_weight * R(u)
+
+  with :func:`~uda_core.spatial.mind.mind_ssc` descriptors (B, 6, H, W) of the fixed and
+  moving image at full resolution and U = dense_from_control(u) the dense field (the
+  network's own upsampling and smoothing, as in :meth:`DiscreteRegNet.forward`); the moving
+  descriptors are warped bilinearly (:func:`~uda_core.spatial.warp.warp_image`).
+* ``"features"``: the network's own matching cost, continuous in u instead of on the
+  candidate grid,
+
+      E(u) = mean_{k, c} (fF_c(k) - fM_c(k + u(k))) ** 2  +  smooth_weight * R(u)
+
+  fF, fM the generator's features (B, F, Kh, Kw; unit length per cell), fM sampled
+  bilinearly at cell index k + u / stride (border padding). It inherits the features'
+  contrast-specificity: on T1 -> T2 it gained little (BENCHMARKS.md).
+
+R(u) is the mean squared difference of neighbouring control points' displacements (pixels
+** 2; a diffusion regulariser). Descriptors and features are computed once, without
 gradients; only u is optimised (the network's weights never change).
 
 Conventions of :mod:`uda_core.spatial.warp` (pixels of the model grid, channels (dy, dx)).
@@ -27,9 +38,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uda_core.models.nets.regnet import DiscreteRegNet
-from uda_core.spatial.warp import dense_from_control, quantise
+from uda_core.spatial.mind import mind_ssc
+from uda_core.spatial.warp import (
+    dense_from_control,
+    dense_from_control_matrices,
+    quantise,
+)
 
-__all__ = ["InstanceOptimisation", "RefinedRegNet", "refine_control_field"]
+SIMILARITIES = ("mind", "features")
+
+__all__ = ["SIMILARITIES", "InstanceOptimisation", "RefinedRegNet", "refine_control_field",
+           "refine_control_field_mind"]
 
 
 @dataclass(frozen=True)
@@ -39,16 +58,28 @@ class InstanceOptimisation:
 
     iterations: Adam steps per batch of pairs (0: the network's field as it is).
     lr: Adam learning rate, pixels per step (Adam's steps are about lr long).
-    smooth_weight: weight of R(u) against the feature term.
+    smooth_weight: weight of R(u) against the data term.
+    similarity: the data term, "mind" (MIND-SSC descriptors of the images) or "features"
+        (the network's own features; the default of session 5).
+    sample_every: "mind" only: the data term is read at every k-th pixel along rows and
+        columns (1: all pixels; 2 lost 0.005 accuracy on validation for half the time;
+        the descriptors are always those of the full image).
     """
 
     iterations: int = 20
     lr: float = 0.3
     smooth_weight: float = 0.01
+    similarity: str = "mind"
+    sample_every: int = 2
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or self.smooth_weight < 0:
             raise ValueError(f"need iterations >= 0, lr > 0, smooth_weight >= 0; got {self}")
+        if self.sample_every < 1:
+            raise ValueError(f"sample_every must be >= 1, got {self.sample_every}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; "
+                             f"got {self.similarity!r}")
 
 
 def _sample_cells(features: Tensor, disp_cp: Tensor, stride: int) -> Tensor:
@@ -92,6 +123,119 @@ def refine_control_field(feat_fixed: Tensor, feat_moving: Tensor, start: Tensor,
     return field.detach()
 
 
+def _smoothness_gradient(field: Tensor) -> Tensor:
+    """d smoothness(field) / d field, (B, 2, Kh, Kw)."""
+    grad = torch.zeros_like(field)
+    for dim in (2, 3):
+        n = field.shape[dim]
+        if n < 2:
+            continue
+        diff = field.narrow(dim, 1, n - 1) - field.narrow(dim, 0, n - 1)
+        diff = diff * (2.0 / diff.numel())
+        grad.narrow(dim, 1, n - 1).add_(diff)
+        grad.narrow(dim, 0, n - 1).sub_(diff)
+    return grad
+
+
+class _BilinearTable:
+    """Bilinear reads of a fixed (B, C, H, W) image and their slopes, for many fields.
+
+    The bilinear :func:`~uda_core.spatial.warp.warp_image` and its exact slopes; when one image
+    is read many times: each pixel's four bilinear coefficients (a, b - a, c - a,
+    a - b - c + d of its neighbours a b / c d) are stored once, pixel-major, so one read is a
+    single row gather (B * H * W rows of 4 C values) and a few products."""
+
+    def __init__(self, image: Tensor):
+        batch, channels, height, width = image.shape
+        self.shape = (batch, channels, height, width)
+        padded = F.pad(image, (0, 1, 0, 1), mode="replicate")
+        a = padded[..., :-1, :-1]
+        b = padded[..., :-1, 1:]
+        c = padded[..., 1:, :-1]
+        d = padded[..., 1:, 1:]
+        table = torch.stack((a, b - a, c - a, a - b - c + d), dim=1)    # (B, 4, C, H, W)
+        self.table = table.permute(0, 3, 4, 1, 2).reshape(batch * height * width,
+                                                           4 * channels).contiguous()
+        self.offsets = (torch.arange(batch, device=image.device) * height * width).view(-1, 1)
+
+    def read(self, dense: Tensor, points_y: Tensor, points_x: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The image at ``points + dense`` for N sample pixels: ``points_y``, ``points_x`` (N,)
+        pixel indices, ``dense`` (B, 2, N) their displacements (pixels). Returns values
+        (B, N, C), slopes d/dy and d/dx (B, N, C), and (B, N) masks of the points not
+        clamped to the border (where the true slope is 0)."""
+        batch, channels, height, width = self.shape
+        raw_y = points_y + dense[:, 0]
+        raw_x = points_x + dense[:, 1]
+        y = raw_y.clamp(0, height - 1)
+        x = raw_x.clamp(0, width - 1)
+        y0 = y.floor().clamp_(max=max(height - 2, 0))
+        x0 = x.floor().clamp_(max=max(width - 2, 0))
+        wy = (y - y0).unsqueeze(-1)
+        wx = (x - x0).unsqueeze(-1)
+        index = (y0 * width + x0).long().add_(self.offsets).view(-1)
+        rows = F.embedding(index, self.table).view(batch, -1, 4, channels)
+        a, bx, cy, dxy = rows.unbind(2)
+        slope_x = torch.addcmul(bx, wy, dxy)
+        slope_y = torch.addcmul(cy, wx, dxy)
+        values = torch.addcmul(torch.addcmul(a, wx, slope_x), wy, cy)
+        return values, slope_y, slope_x, raw_y == y, raw_x == x
+
+
+def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stride: int,
+                              smooth_sigma_px: float,
+                              settings: InstanceOptimisation) -> Tensor:
+    """Adam on the control-point field with the MIND data term (see the module doc).
+
+    ``fixed``, ``moving`` (B, 1, H, W) images; ``start`` (B, 2, Kh, Kw) pixels; ``stride`` and
+    ``smooth_sigma_px`` those of :func:`dense_from_control`. Returns (B, 2, Kh, Kw) pixels.
+
+    The gradient is written out instead of taken by autograd (20 small autograd steps were
+    overhead-bound): the dense field is ``rows @ u @ cols_t``
+    (:func:`~uda_core.spatial.warp.dense_from_control_matrices`), the warp and its
+    derivative come from one table of the moving descriptors (:class:`_BilinearTable`), and
+    the update is torch.optim.Adam's (betas 0.9, 0.999, eps 1e-8), so the numbers equal the
+    autograd version's (``tests/models/test_regnet.py``)."""
+    field = start.detach().clone()
+    if settings.iterations == 0:
+        return field
+    with torch.no_grad():
+        batch, _, height, width = fixed.shape
+        mind_fixed, mind_moving = mind_ssc(torch.cat((fixed, moving))).split(batch)
+        every = settings.sample_every
+        table = _BilinearTable(mind_moving)
+        target = mind_fixed[..., ::every, ::every].permute(0, 2, 3, 1).reshape(
+            batch, -1, mind_fixed.shape[1])                                 # (B, N, 6)
+        rows, cols_t = dense_from_control_matrices((height, width), stride,
+                                                   float(smooth_sigma_px), field.dtype,
+                                                   field.device)
+        rows, cols_t = rows[::every].contiguous(), cols_t[:, ::every].contiguous()
+        rows_t, cols = rows.T.contiguous(), cols_t.T.contiguous()
+        sample_shape = (rows.shape[0], cols_t.shape[1])
+        points_y = torch.arange(0, height, every, dtype=field.dtype, device=field.device)
+        points_x = torch.arange(0, width, every, dtype=field.dtype, device=field.device)
+        points_y, points_x = (p.reshape(-1) for p in torch.meshgrid(points_y, points_x,
+                                                                    indexing="ij"))
+        scale = 2.0 / target.numel()
+        first = torch.zeros_like(field)
+        second = torch.zeros_like(field)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for step in range(1, settings.iterations + 1):
+            dense = (rows @ field @ cols_t).view(batch, 2, -1)               # (B, 2, N)
+            values, slope_y, slope_x, free_y, free_x = table.read(dense, points_y, points_x)
+            residual = values.sub_(target).mul_(scale)                       # (B, N, 6)
+            grad_dense = torch.stack(((residual * slope_y).sum(-1) * free_y,
+                                      (residual * slope_x).sum(-1) * free_x), 1)
+            grad = rows_t @ grad_dense.view(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
+            if settings.smooth_weight:
+                grad.add_(_smoothness_gradient(field), alpha=settings.smooth_weight)
+            first.mul_(beta1).add_(grad, alpha=1 - beta1)
+            second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denominator = (second / (1 - beta2**step)).sqrt_().add_(eps)
+            field.addcdiv_(first, denominator, value=-settings.lr / (1 - beta1**step))
+    return field
+
+
 class RefinedRegNet:
     """A DiscreteRegNet followed by instance optimisation, called like the network.
 
@@ -114,8 +258,12 @@ class RefinedRegNet:
         with torch.no_grad():
             feat_fixed, feat_moving = net.feature_maps(fixed, moving)
             out = net.from_features(feat_fixed, feat_moving, fixed.shape[-2:])
-        field = refine_control_field(feat_fixed, feat_moving, out["disp_cp"], net.stride,
-                                     self.settings)
+        if self.settings.similarity == "mind":
+            field = refine_control_field_mind(fixed, moving, out["disp_cp"], net.stride,
+                                              net.smooth_sigma_px, self.settings)
+        else:
+            field = refine_control_field(feat_fixed, feat_moving, out["disp_cp"], net.stride,
+                                         self.settings)
         out = dict(out)
         out["disp_cp"] = field
         out["disp"] = dense_from_control(field, fixed.shape[-2:], net.stride,

@@ -74,7 +74,7 @@ OUTPUT_SUFFIXES = {"warped": "_warped.nii.gz", "labels": "_labels_warped.nii.gz"
 
 METHODS = ("network", "sitk")
 PREALIGN_MODES = ("auto", "on", "off")
-DEFAULT_REFINE = InstanceOptimisation()  # the network's default test-time optimisation
+DEFAULT_REFINE = InstanceOptimisation()  # the default test-time optimisation (MIND)
 ALIGNED_MM = 1.0    # "auto": an affine moving the fixed head less than this (mean) is dropped
 MIN_OVERLAP = 0.1   # least share of the fixed head the moving foreground must cover
 # MIN_HEAD_FRACTION (from uda_core.grid.pair_slices): slices with less head are not registered

@@ -27,6 +27,7 @@ Conventions (shared with :mod:`uda_core.models.nets.regnet` and the registration
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -39,10 +40,12 @@ __all__ = [
     "compose_displacements",
     "control_point_coordinates",
     "dense_from_control",
+    "dense_from_control_matrices",
     "dense_to_control",
     "displacement_to_grid",
     "expected_displacement",
     "folding_fraction",
+    "gaussian_smooth",
     "identity_displacement",
     "jacobian_determinant",
     "label_to_displacement",
@@ -247,7 +250,7 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype, device) -> Tensor:
     return kernel / kernel.sum()
 
 
-def _gaussian_smooth(field: Tensor, sigma_px: float) -> Tensor:
+def gaussian_smooth(field: Tensor, sigma_px: float) -> Tensor:
     """Separable Gaussian filter (sigma in pixels) of each channel; edges replicated."""
     if sigma_px <= 0:
         return field
@@ -263,6 +266,40 @@ def _gaussian_smooth(field: Tensor, sigma_px: float) -> Tensor:
     return F.conv2d(out, cols, groups=channels)
 
 
+def _interpolation_matrix(n_pixels: int, stride: int, sigma_px: float) -> Tensor:
+    """(n_pixels, n_pixels // stride) float64: 1D linear interpolation from control points at
+    (i + 0.5) stride - 0.5 (constant beyond the outermost), then a Gaussian of ``sigma_px``
+    with replicated edges -- one axis of :func:`dense_from_control`."""
+    points = n_pixels // stride
+    index = ((torch.arange(n_pixels, dtype=torch.float64) + 0.5) / stride - 0.5).clamp(
+        0, points - 1)
+    low = index.floor().long().clamp(max=max(points - 2, 0))
+    weight = index - low
+    matrix = torch.zeros(n_pixels, points, dtype=torch.float64)
+    rows = torch.arange(n_pixels)
+    matrix[rows, low] += 1 - weight
+    matrix[rows, (low + 1).clamp(max=points - 1)] += weight
+    if sigma_px > 0:
+        kernel = _gaussian_kernel(float(sigma_px), torch.float64, None)
+        radius = kernel.numel() // 2
+        blur = torch.zeros(n_pixels, n_pixels, dtype=torch.float64)
+        for offset in range(-radius, radius + 1):
+            blur[rows, (rows + offset).clamp(0, n_pixels - 1)] += kernel[offset + radius]
+        matrix = blur @ matrix
+    return matrix
+
+
+@functools.lru_cache(maxsize=64)
+def dense_from_control_matrices(shape: tuple[int, int], stride: int, sigma_px: float,
+                                dtype: torch.dtype,
+                                device: torch.device) -> tuple[Tensor, Tensor]:
+    """The two matrices of :func:`dense_from_control`: ``rows`` (H, Kh) and ``cols_t``
+    (Kw, W), so that ``dense = rows @ disp_cp @ cols_t`` (cached per arguments)."""
+    rows = _interpolation_matrix(shape[0], stride, sigma_px).to(dtype=dtype, device=device)
+    cols = _interpolation_matrix(shape[1], stride, sigma_px).to(dtype=dtype, device=device)
+    return rows, cols.T.contiguous()
+
+
 def dense_from_control(
     disp_cp: Tensor, shape, stride: int, smooth_sigma_px: float = 0.0
 ) -> Tensor:
@@ -272,6 +309,8 @@ def dense_from_control(
     at pixel ((i + 0.5) stride - 0.5, (j + 0.5) stride - 0.5) and constant extrapolation beyond
     the outermost points, then filtered with a Gaussian of ``smooth_sigma_px`` pixels
     (separable, edges replicated, so a constant field stays constant). Differentiable.
+    Both steps are linear and separable, so the field is ``A_rows @ disp_cp @ A_cols.T`` with
+    two small matrices (H, Kh) and (W, Kw), built once per shape (cached).
 
     Args:
         disp_cp: (B, 2, Kh, Kw) displacements in full-resolution pixels (dy, dx), with
@@ -294,13 +333,9 @@ def dense_from_control(
         )
     if smooth_sigma_px < 0:
         raise ValueError(f"smooth_sigma_px must be >= 0, got {smooth_sigma_px}")
-    pixels = pixel_coordinates((height, width), device=disp_cp.device, dtype=disp_cp.dtype)
-    index = (pixels + 0.5) / stride - 0.5  # control-point index of each pixel, (2, H, W)
-    grid = torch.stack((_normalise(index[1], kw), _normalise(index[0], kh)), dim=-1)
-    grid = grid.unsqueeze(0).expand(disp_cp.shape[0], -1, -1, -1)
-    dense = F.grid_sample(disp_cp, grid, mode="bilinear", padding_mode="border",
-                          align_corners=True)
-    return _gaussian_smooth(dense, smooth_sigma_px)
+    rows, cols_t = dense_from_control_matrices((height, width), stride, float(smooth_sigma_px),
+                                           disp_cp.dtype, disp_cp.device)
+    return rows @ disp_cp @ cols_t
 
 
 def dense_to_control(disp: Tensor, stride: int) -> Tensor:
