@@ -123,18 +123,17 @@ def refine_control_field(feat_fixed: Tensor, feat_moving: Tensor, start: Tensor,
     return field.detach()
 
 
-def _smoothness_gradient(field: Tensor) -> Tensor:
-    """d smoothness(field) / d field, (B, 2, Kh, Kw)."""
-    grad = torch.zeros_like(field)
-    for dim in (2, 3):
-        n = field.shape[dim]
-        if n < 2:
-            continue
-        diff = field.narrow(dim, 1, n - 1) - field.narrow(dim, 0, n - 1)
-        diff = diff * (2.0 / diff.numel())
-        grad.narrow(dim, 1, n - 1).add_(diff)
-        grad.narrow(dim, 0, n - 1).sub_(diff)
-    return grad
+def _smoothness_operators(kh: int, kw: int, dtype: torch.dtype,
+                          device) -> tuple[Tensor, Tensor]:
+    """(Kh, Kh) and (Kw, Kw) matrices with d smoothness(u[b]) / d u[b] = rows @ u[b] +
+    u[b] @ cols for one pair's (2, Kh, Kw) field: the path Laplacians D^T D of the two
+    neighbour differences, scaled by 2 / (number of differences)."""
+
+    def laplacian(n: int, count: int) -> Tensor:
+        diff = torch.diff(torch.eye(n, dtype=torch.float64), dim=0)   # (n - 1, n)
+        return (diff.T @ diff * (2.0 / max(count, 1))).to(dtype=dtype, device=device)
+
+    return laplacian(kh, 2 * (kh - 1) * kw), laplacian(kw, 2 * kh * (kw - 1))
 
 
 class _BilinearTable:
@@ -211,12 +210,14 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
                                                    field.device)
         rows, cols_t = rows[::every].contiguous(), cols_t[:, ::every].contiguous()
         rows_t, cols = rows.T.contiguous(), cols_t.T.contiguous()
+        smooth_rows, smooth_cols = _smoothness_operators(*field.shape[-2:], field.dtype,
+                                                         field.device)
         sample_shape = (rows.shape[0], cols_t.shape[1])
         points_y = torch.arange(0, height, every, dtype=field.dtype, device=field.device)
         points_x = torch.arange(0, width, every, dtype=field.dtype, device=field.device)
         points_y, points_x = (p.reshape(-1) for p in torch.meshgrid(points_y, points_x,
                                                                     indexing="ij"))
-        scale = 2.0 / target.numel()
+        scale = 2.0 * batch / target.numel()       # each pair's own mean: batch-independent
         first = torch.zeros_like(field)
         second = torch.zeros_like(field)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
@@ -228,7 +229,8 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
                                       (residual * slope_x).sum(-1) * free_x), 1)
             grad = rows_t @ grad_dense.view(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
             if settings.smooth_weight:
-                grad.add_(_smoothness_gradient(field), alpha=settings.smooth_weight)
+                grad.add_(smooth_rows @ field + field @ smooth_cols,
+                          alpha=settings.smooth_weight)
             first.mul_(beta1).add_(grad, alpha=1 - beta1)
             second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denominator = (second / (1 - beta2**step)).sqrt_().add_(eps)
