@@ -130,7 +130,8 @@ def test_instance_optimisation_lowers_the_feature_cost_and_keeps_the_shapes():
     net = DiscreteRegNet(radius_px=3.0, n_per_axis=7, stride=4, features=8, width=8).eval()
     fixed = torch.rand(2, 1, 32, 36)
     moving = torch.roll(fixed, 2, dims=2)
-    refined = RefinedRegNet(net, InstanceOptimisation(iterations=30, lr=0.3, smooth_weight=0))
+    refined = RefinedRegNet(net, InstanceOptimisation(iterations=30, lr=0.3, smooth_weight=0,
+                                                      similarity="features"))
     with torch.no_grad():
         plain = net(fixed, moving)
         feat_f, feat_m = net.feature_maps(fixed, moving)

@@ -210,8 +210,8 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
                                                    field.device)
         rows, cols_t = rows[::every].contiguous(), cols_t[:, ::every].contiguous()
         rows_t, cols = rows.T.contiguous(), cols_t.T.contiguous()
-        smooth_rows, smooth_cols = _smoothness_operators(*field.shape[-2:], field.dtype,
-                                                         field.device)
+        smooth_rows, smooth_cols = _smoothness_operators(field.shape[-2], field.shape[-1],
+                                                         field.dtype, field.device)
         sample_shape = (rows.shape[0], cols_t.shape[1])
         points_y = torch.arange(0, height, every, dtype=field.dtype, device=field.device)
         points_x = torch.arange(0, width, every, dtype=field.dtype, device=field.device)
