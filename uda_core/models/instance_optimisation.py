@@ -12,7 +12,8 @@ u (B, 2, Kh, Kw), pixels (dy, dx), one of two energies (``similarity``):
   with :func:`~uda_core.spatial.mind.mind_ssc` descriptors (B, 6, H, W) of the fixed and
   moving image at full resolution and U = dense_from_control(u) the dense field (the
   network's own upsampling and smoothing, as in :meth:`DiscreteRegNet.forward`); the moving
-  descriptors are warped bilinearly (:func:`~uda_core.spatial.warp.warp_image`).
+  descriptors are warped bilinearly (:func:`~uda_core.spatial.warp.warp_image`); the mean
+  runs over every ``sample_every``-th pixel along rows and columns, per pair.
 * ``"features"``: the network's own matching cost, continuous in u instead of on the
   candidate grid,
 
@@ -139,10 +140,10 @@ def _smoothness_operators(kh: int, kw: int, dtype: torch.dtype,
 class _BilinearTable:
     """Bilinear reads of a fixed (B, C, H, W) image and their slopes, for many fields.
 
-    The bilinear :func:`~uda_core.spatial.warp.warp_image` and its exact slopes; when one image
-    is read many times: each pixel's four bilinear coefficients (a, b - a, c - a,
-    a - b - c + d of its neighbours a b / c d) are stored once, pixel-major, so one read is a
-    single row gather (B * H * W rows of 4 C values) and a few products."""
+    The numbers of the bilinear :func:`~uda_core.spatial.warp.warp_image` plus its exact
+    slopes, for an image read many times: each pixel's four bilinear coefficients (a, b - a,
+    c - a, a - b - c + d of its neighbours a b / c d) are stored once, pixel-major, so one
+    read is a single row gather (B * H * W rows of 4 C values) and a few products."""
 
     def __init__(self, image: Tensor):
         batch, channels, height, width = image.shape
@@ -194,7 +195,8 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
     (:func:`~uda_core.spatial.warp.dense_from_control_matrices`), the warp and its
     derivative come from one table of the moving descriptors (:class:`_BilinearTable`), and
     the update is torch.optim.Adam's (betas 0.9, 0.999, eps 1e-8), so the numbers equal the
-    autograd version's (``tests/models/test_regnet.py``)."""
+    autograd version's (``tests/models/test_regnet.py``). Each pair's energy is its own mean
+    (a batch's is their sum), so a pair's result does not depend on its batch."""
     field = start.detach().clone()
     if settings.iterations == 0:
         return field
