@@ -28,7 +28,7 @@ proofs (a file may be misnamed, a lesioned brain may score low), and the line sa
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -140,17 +140,18 @@ def input_mismatches(bundle: ModelBundle, volume: Volume, path: str | Path | Non
     return lines
 
 
-def contrast_disagreement(paths: Sequence[str | Path], slices: Sequence[np.ndarray] | None = None,
+def contrast_disagreement(paths: Sequence[str | Path],
+                          slices: Iterable[np.ndarray] | None = None,
                           network: torch.nn.Module | None = None,
                           device: torch.device | None = None) -> str | None:
     """One line naming the target(s) whose contrast differs from the other targets' and what
     differs, or None when they agree (or are fewer than two).
 
     paths: the targets' files (their names are read for a contrast: :func:`named_contrast`);
-    slices: each target's slices on the model grid ((Z, X, Y), 2D models), with the model's
-    `network` (on `device`) to see which it recognises (:func:`tissue_share_of_slices`);
-    None: names only. The odd ones are the smaller group (on a tie: the unrecognised, or
-    those named second)."""
+    slices: each target's slices on the model grid ((Z, X, Y), 2D models; read once, in
+    order, so a generator keeps one in memory), with the model's `network` (on `device`) to
+    see which it recognises (:func:`tissue_share_of_slices`); None: names only. The odd
+    ones are the smaller group (on a tie: the unrecognised, or those named second)."""
     if len(paths) < 2:
         return None
     names = [Path(p).name for p in paths]

@@ -69,7 +69,9 @@ def _target_warnings(bundle: ModelBundle, targets: Sequence[str | Path], data,
     if len(targets) < 2 or not is_main():
         return []
     network = bundle.build_network(device) if bundle.dims == 2 else None
-    slices = [item.slices for item in data.inputs] if network is not None else None
+    inputs = data.inputs   # one target's slices at a time (streamed targets stay on disk)
+    slices = ((inputs[k].slices for k in range(len(inputs))) if network is not None
+              else None)
     line = contrast_disagreement(targets, slices, network, device)
     return [line] if line else []
 
