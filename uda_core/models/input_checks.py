@@ -178,7 +178,7 @@ def contrast_disagreement(paths: Sequence[str | Path],
 
     def describe(group: list[int]) -> str:
         words = []
-        called = sorted({named[k] for k in group if named[k]})
+        called = sorted({n for n in (named[k] for k in group) if n})
         if called:
             words.append("named " + "/".join(called))
         if shares is not None and shares[group[0]] < MIN_BRAIN_SHARE:
