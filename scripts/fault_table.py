@@ -1,7 +1,7 @@
 """The fault-injection table for BENCHMARKS.md: kill points tried / torn files found / resumes
 that finished (and equal an uninterrupted run), per command.
 
-    PYTHONPATH=. .venv/bin/python scripts/fault_table.py [WORK_DIR] [--json FILE]
+    PYTHONPATH=. .venv/bin/python scripts/fault_table.py [WORK_DIR] [--json FILE] [--only predict]
     PYTHONPATH=. .venv/bin/python scripts/fault_table.py --no-kills --fuzz 1000
 
 With --fuzz N it also prints the header-fuzzing table (tests/faults/header_fuzz.py: N seeded
@@ -11,6 +11,8 @@ tracebacks / bad masks / hangs over 10 s / interpreter crashes.
 Runs tests/faults/harness.py's campaign (the kill points of the slow test
 tests/faults/test_kill.py::test_many_kill_points): SIGKILL at every n-th write moment of
 `uda adapt`, `uda reg adapt` and `uda predict` on tiny data, plus a few at random times.
+A killed adapt run is finished with --resume (or run again when it left no checkpoint), a
+killed predict run with --skip-existing ("masks kept": those the killed run had completed).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def main() -> int:
     parser.add_argument("--fuzz", type=int, default=0, metavar="N",
                         help="also fuzz N headers (default 0)")
     parser.add_argument("--no-kills", action="store_true", help="skip the kill campaign")
+    parser.add_argument("--only", action="append", choices=[c[0] for c in harness.CAMPAIGN],
+                        help="kill only this command's runs (repeatable; default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)   # as the children (OMP_NUM_THREADS=1): the same arithmetic
     work = Path(args.work or tempfile.mkdtemp(prefix="uda-faults-"))
-    status = 0 if args.no_kills else kill_table(work, args.json)
+    status = 0 if args.no_kills else kill_table(work, args.json, args.only)
     if args.fuzz:
         status = max(status, fuzz_table(work, args.fuzz))
     return status
@@ -67,25 +71,30 @@ def fuzz_table(work: Path, count: int) -> int:
     return 0 if verdicts["error"] + verdicts["mask"] == len(results) else 1
 
 
-def kill_table(work: Path, json_path: str | None) -> int:
+def kill_table(work: Path, json_path: str | None, only: list[str] | None = None) -> int:
     scenarios = harness.make_scenarios(work / "data")
     rows, everything = [], {}
     for name, every, timed in harness.CAMPAIGN:
+        if only and name not in only:
+            continue
         outcomes = harness.campaign(scenarios[name], work, every, timed)
         everything[name] = [dataclasses.asdict(o) for o in outcomes]
         killed = [o for o in outcomes if o.killed]
         rows.append((f"`{scenarios[name].name}`", len(outcomes), len(killed),
                      sum(len(o.torn) for o in outcomes),
                      sum(bool(o.temporaries) for o in outcomes),
-                     sum(o.finished for o in outcomes), sum(o.equal for o in outcomes)))
+                     sum(o.finished for o in outcomes), sum(o.equal for o in outcomes),
+                     sum(o.kept for o in outcomes) if scenarios[name].kind == "predict"
+                     else "-"))
         for o in outcomes:
             if o.torn or not o.equal:
                 print(f"{name}: {o.point}: torn {o.torn}; {o.difference}", file=sys.stderr)
-    totals = ("all", *(sum(r[k] for r in rows) for k in range(1, 7)))
+    totals = ("all", *(sum(r[k] for r in rows) for k in range(1, 7)),
+              sum(r[7] for r in rows if r[7] != "-"))
     print("| command | kill points tried | killed before the end | torn files found | "
           "points leaving a temporary (cleared on finishing) | finished | equal to an "
-          "uninterrupted run |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "uninterrupted run | masks kept by --skip-existing |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in [*rows, totals]:
         print("| " + " | ".join(str(x) for x in row) + " |")
     if json_path:

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from uda_core.engine.device import DEVICE_CHOICES
-from uda_core.errors import UdaError
+from uda_core.errors import OutputError, UdaError
 from uda_core.io.resources import resources_dir
 from uda_core.models.bundle.builtins import BUILTIN_MODELS
 from uda_core.runs.register import output_paths, write_outputs
@@ -341,9 +341,16 @@ class RegistrationPanel(QWidget):
         self.saved.emit(list(paths))
 
     def _on_save_error(self, exc: Exception) -> None:
+        """One dialog; a place that cannot take the files (OutputError: full, read-only)
+        asks for another folder (write_outputs left no partial set there)."""
         self.save_button.setEnabled(True)
-        message = str(exc) if isinstance(exc, UdaError) else (
-            f"Could not save: {type(exc).__name__}: {exc}")
+        if isinstance(exc, OutputError):
+            message = (f"Could not save: {exc}. No partial file was left; choose another "
+                       "folder.")
+        elif isinstance(exc, UdaError):
+            message = str(exc)
+        else:
+            message = f"Could not save: {type(exc).__name__}: {exc}"
         self.show_error(message)
 
     def _set_running(self, running: bool) -> None:

@@ -92,6 +92,7 @@ class UdaPanel(QWidget):
         self.run_box.pause_clicked.connect(self._pause)
         self.run_box.stop_clicked.connect(self.stop)
         self.save_box.saved.connect(self.run_box.status.setText)
+        self.save_box.failed.connect(self.show_error)
         self._connect_controller()
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         keep_head_up(self.viewer)   # coronal and sagittal views with the head up

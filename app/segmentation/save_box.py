@@ -2,11 +2,15 @@
 
 The run itself already wrote everything atomically into its own folder (adapted.pt, masks/,
 metrics.jsonl, run.json, report.png/md, checkpoints/); these buttons copy from there, asking
-before anything is overwritten, and never write half a file (uda_core.io.atomic).
+before anything is overwritten, and never write half a file (uda_core.io.atomic). A place
+that cannot take the files (a full disk, a read-only or unwritable folder) gives one dialog
+naming the folder and why (``failed``); the masks this save had added there are removed
+again, and the buttons stay usable so that another folder can be chosen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -21,11 +25,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from uda_core.io.atomic import atomic_output
+from uda_core.errors import UdaError
+from uda_core.io.atomic import atomic_output, output_error
 
 
 def copy_atomic(source: Path, destination: Path) -> Path:
-    """Copy one file; the destination appears complete or not at all."""
+    """Copy one file; the destination appears complete or not at all. A place that cannot
+    take it raises OutputError (one line naming the folder)."""
     with atomic_output(destination, overwrite=True) as tmp:
         shutil.copyfile(source, tmp)
     return destination
@@ -33,16 +39,43 @@ def copy_atomic(source: Path, destination: Path) -> Path:
 
 def copy_masks(mask_files: list[Path], folder: Path, confirm_overwrite) -> list[Path]:
     """Copy masks into `folder`; `confirm_overwrite(names) -> bool` is asked once when some
-    exist already. Returns what was written (nothing when the user declined)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    exist already. Returns what was written (nothing when the user declined). When one copy
+    fails, the masks this call added are removed again (the replaced ones are complete new
+    copies) and the error is raised."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (output_error(exc, folder) or exc) from exc
     existing = [m.name for m in mask_files if (folder / m.name).exists()]
     if existing and not confirm_overwrite(existing):
         return []
-    return [copy_atomic(m, folder / m.name) for m in mask_files]
+    written = []
+    try:
+        for mask in mask_files:
+            written.append(copy_atomic(mask, folder / mask.name))
+    except BaseException:
+        for path in written:
+            if path.name not in existing:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
+    return written
+
+
+def save_error_line(what: str, exc: Exception, folder: Path) -> str:
+    """The dialog's one line for a failed save of `what` into `folder` (`exc`: an OSError or
+    a UdaError such as io.atomic's OutputError, which names the folder)."""
+    if isinstance(exc, OSError):
+        exc = output_error(exc, folder) or exc
+    reason = str(exc) if isinstance(exc, UdaError) else (
+        f"{folder}: {getattr(exc, 'strerror', None) or exc}")
+    return (f"Could not save the {what}: {reason}. No partial file was left; choose another "
+            "folder.")
 
 
 class SaveBox(QGroupBox):
     saved = Signal(str)     # a one-line message of what was written where
+    failed = Signal(str)    # one line: what could not be saved where, and why
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("5  Save", parent)
@@ -84,9 +117,14 @@ class SaveBox(QGroupBox):
         what = "original model" if self.summary.get("kept_source") else "adapted model"
         path, _ = QFileDialog.getSaveFileName(self, f"Save the {what}",
                                               "adapted.pt", "Model bundle (*.pt)")
-        if path:  # the dialog itself asks before replacing an existing file
+        if not path:
+            return
+        try:  # the dialog itself asks before replacing an existing file
             copy_atomic(Path(self.summary["adapted_model"]), Path(path))
-            self.saved.emit(f"Saved the {what} to {path}")
+        except (OSError, UdaError) as exc:
+            self.failed.emit(save_error_line(what, exc, Path(path).parent))
+            return
+        self.saved.emit(f"Saved the {what} to {path}")
 
     def _save_masks(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the masks")
@@ -99,7 +137,11 @@ class SaveBox(QGroupBox):
                 f"{len(names)} file(s) exist in {folder} (e.g. {names[0]}). Replace them?")
             return answer == QMessageBox.Yes
 
-        written = copy_masks([Path(m) for m in self.summary["masks"]], Path(folder), confirm)
+        try:
+            written = copy_masks([Path(m) for m in self.summary["masks"]], Path(folder), confirm)
+        except (OSError, UdaError) as exc:
+            self.failed.emit(save_error_line("masks", exc, Path(folder)))
+            return
         if written:
             self.saved.emit(f"Saved {len(written)} mask(s) to {folder}")
         else:   # declined: say so, so that an earlier "Saved ..." does not linger

@@ -12,14 +12,13 @@ folder, tests/faults/kill_child.py) or a time (SIGKILL from outside after T seco
    next run clears them);
 3. finish the work in this process: `--resume OUT/checkpoints/last.pt` when the run left a
    checkpoint, else the same command again (adapt); the same command with --skip-existing
-   where `uda predict` has it, else --overwrite (predict);
+   (predict: the masks the killed run completed are kept, the others written);
 4. compare with an uninterrupted run of the same command: the same weights bit for bit, the
    same masks voxel for voxel, the same metrics rows (wall times aside) and run summary.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -61,7 +60,8 @@ class Outcome:
     killed: bool                     # the child died by SIGKILL (not: finished before it)
     torn: list[str] = field(default_factory=list)         # files that do not load
     temporaries: list[str] = field(default_factory=list)  # hidden leftovers (allowed)
-    how: str = ""                    # "resume" / "rerun" / "skip-existing" / "overwrite"
+    how: str = ""                    # "resume" / "rerun" / "skip-existing"
+    kept: int = 0                    # predict: masks of the killed run --skip-existing kept
     finished: bool = False           # the finishing command exited 0
     equal: bool = False              # ... and its result equals the uninterrupted one
     difference: str = ""
@@ -151,21 +151,6 @@ def inspect(out: Path) -> tuple[list[str], list[str]]:
 
 # --- finishing the work and comparing ----------------------------------------------------------
 
-@functools.cache
-def _predict_has_skip_existing() -> bool:
-    import contextlib
-    import io
-
-    from uda_core.cli.parser import build_parser
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):   # argparse's usage lines
-            build_parser().parse_args(["predict", "--model", "m", "--out", "o",
-                                       "--skip-existing", "x"])
-    except SystemExit:
-        return False
-    return True
-
-
 def finish(scenario: Scenario, out: Path) -> tuple[str, int]:
     """Finish a killed run's work in this process: (how, exit status)."""
     argv = scenario.args(out)
@@ -174,8 +159,18 @@ def finish(scenario: Scenario, out: Path) -> tuple[str, int]:
         if last.is_file():
             return "resume", _quiet(uda, [*argv, "--resume", str(last)])
         return "rerun", _quiet(uda, argv)
-    how = "skip-existing" if _predict_has_skip_existing() else "overwrite"
-    return how, _quiet(uda, [argv[0], f"--{how}", *argv[1:]])
+    return "skip-existing", _quiet(uda, [argv[0], "--skip-existing", *argv[1:]])
+
+
+def kept_masks(out: Path) -> int:
+    """How many inputs the finishing `uda predict --skip-existing` left as the killed run had
+    written them (rows "skipped" of OUT/predict_summary.csv)."""
+    import csv
+    summary = out / "predict_summary.csv"
+    if not summary.is_file():
+        return 0
+    with open(summary, newline="", encoding="utf-8") as handle:
+        return sum(row.get("status") == "skipped" for row in csv.DictReader(handle))
 
 
 def _quiet(function, argv: list[str]) -> int:
@@ -245,6 +240,8 @@ def try_point(scenario: Scenario, out: Path, reference: dict, *, write: str | No
     outcome.torn, outcome.temporaries = inspect(out)
     outcome.how, status = finish(scenario, out)
     outcome.finished = status == 0
+    if scenario.kind == "predict":
+        outcome.kept = kept_masks(out)
     if outcome.finished:
         _, left = inspect(out)
         outcome.difference = difference(reference, result_of(out))

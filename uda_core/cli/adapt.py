@@ -12,6 +12,7 @@ from uda_core.cli.common import (
     engine_settings_from,
     finish_adaptation,
     read_settings,
+    say,
 )
 
 
@@ -30,7 +31,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                                            ("steps", "seed", "batch_size", "select_by"))
     method, standardise = args.method, args.standardise
     if method == "auto":
-        from uda_core.cli.common import say
         from uda_core.methods.recommend import recommend
         choice = recommend(bool(args.paired), bool(args.source))
         method, standardise = choice.method, standardise or choice.standardise
@@ -46,7 +46,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             listeners=[ConsoleProgress(method)] if main_rank else [], control=control,
             resume=args.resume, save_masks=not args.no_masks, overwrite=args.overwrite,
             align=args.align, standardise=standardise,
-            stream_targets={"auto": None, "on": True, "off": False}[args.stream_targets])
+            stream_targets={"auto": None, "on": True, "off": False}[args.stream_targets],
+            warn=lambda line: say(f"uda adapt: warning: {line}"))
     if not main_rank:
         return 0
     return finish_adaptation(summary)

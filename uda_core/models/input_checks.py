@@ -16,11 +16,19 @@ warn before Start. Checks:
   :data:`MIN_BRAIN_SHARE` of the head's foreground as tissue. Measured with demo:brain-t1:
   T1w, protocol-shifted, PD-weighted scans and Colin27 0.89-1.2 (with or without skull),
   T2-weighted scans 0.00-0.03.
+
+Across the targets of one run, :func:`contrast_disagreement` finds those whose contrast
+differs from the others' (a T1 and a T2 scan given together): named for different contrasts,
+or recognised by the model on one side of :data:`MIN_BRAIN_SHARE` and not on the other (the
+same measured gap: 0.89-1.2 against 0.00-0.03). Also a warning, not a refusal: a run over
+mixed contrasts is legal (one compromise model for a mixed cohort), the signs are cues, not
+proofs (a file may be misnamed, a lesioned brain may score low), and the line says what to do.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +88,26 @@ def tissue_share(bundle: ModelBundle, volume: Volume, network: torch.nn.Module |
     a little past the normalised foreground)."""
     model_input = prepare_volume(volume, bundle.spacing_mm, bundle.in_plane_shape,
                                  bundle.normalisation)
-    slices = model_input.slices
+    net = bundle.build_network("cpu") if network is None else network
+    return tissue_share_of_slices(model_input.slices, net, torch.device("cpu"), n_slices)
+
+
+def tissue_share_of_slices(slices: np.ndarray, network: torch.nn.Module,
+                           device: torch.device, n_slices: int = RECOGNITION_SLICES) -> float:
+    """:func:`tissue_share` of slices already on the model grid ((Z, X, Y) float32, as the
+    network takes them); the network's train/eval mode is left as it was."""
     head = foreground_mask(slices)
     showing = np.flatnonzero(head.reshape(len(head), -1).mean(axis=1) > 0.02)
     if showing.size == 0:
         return 0.0
     pick = showing[np.unique(np.linspace(0.3 * (showing.size - 1), 0.7 * (showing.size - 1),
                                          n_slices).round().astype(int))]
-    net = bundle.build_network("cpu") if network is None else network
-    probs = predict_slices(net, slices[pick], torch.device("cpu"))
+    training = network.training
+    try:
+        with torch.no_grad():
+            probs = predict_slices(network, np.ascontiguousarray(slices[pick]), device)
+    finally:
+        network.train(training)
     tissue = probs.argmax(axis=0) > 0
     return float(tissue.sum()) / max(int(head[pick].sum()), 1)
 
@@ -119,3 +138,61 @@ def input_mismatches(bundle: ModelBundle, volume: Volume, path: str | Path | Non
         lines.append(f"{name}: named as a {named_other} scan, but the model was trained on "
                      f"{modality} data; {advice}")
     return lines
+
+
+def contrast_disagreement(paths: Sequence[str | Path],
+                          slices: Iterable[np.ndarray] | None = None,
+                          network: torch.nn.Module | None = None,
+                          device: torch.device | None = None) -> str | None:
+    """One line naming the target(s) whose contrast differs from the other targets' and what
+    differs, or None when they agree (or are fewer than two).
+
+    paths: the targets' files (their names are read for a contrast: :func:`named_contrast`);
+    slices: each target's slices on the model grid ((Z, X, Y), 2D models; read once, in
+    order, so a generator keeps one in memory), with the model's `network` (on `device`) to
+    see which it recognises (:func:`tissue_share_of_slices`); None: names only. The odd
+    ones are the smaller group (on a tie: the unrecognised, or those named second)."""
+    if len(paths) < 2:
+        return None
+    names = [Path(p).name for p in paths]
+    named = [named_contrast(p) for p in paths]
+    shares = None
+    if slices is not None and network is not None:
+        shares = [tissue_share_of_slices(s, network, device or torch.device("cpu"))
+                  for s in slices]
+    odd: list[int] = []
+    if shares is not None and len({s >= MIN_BRAIN_SHARE for s in shares}) == 2:
+        low = [k for k, s in enumerate(shares) if s < MIN_BRAIN_SHARE]
+        high = [k for k, s in enumerate(shares) if s >= MIN_BRAIN_SHARE]
+        odd = low if len(low) <= len(high) else high
+    elif len({n for n in named if n}) > 1:
+        groups: dict[str, list[int]] = {}
+        for k, n in enumerate(named):
+            if n:
+                groups.setdefault(n, []).append(k)
+        majority = max(groups.values(), key=len)   # the first named, on a tie
+        odd = [k for k in range(len(paths)) if named[k] and k not in majority]
+    if not odd:
+        return None
+    rest = [k for k in range(len(paths)) if k not in odd]
+
+    def describe(group: list[int]) -> str:
+        words = []
+        called = sorted({n for n in (named[k] for k in group) if n})
+        if called:
+            words.append("named " + "/".join(called))
+        if shares is not None and shares[group[0]] < MIN_BRAIN_SHARE:
+            values = [100 * shares[k] for k in group]
+            span = (f"{min(values):.0f} %" if round(min(values)) == round(max(values))
+                    else f"{min(values):.0f}-{max(values):.0f} %")
+            words.append(f"the model finds brain tissue in only {span} of the head")
+        elif shares is not None:
+            words.append("a contrast the model recognises")
+        return "; ".join(words)
+
+    listed = ", ".join(names[k] for k in odd[:3]) + (f" and {len(odd) - 3} more"
+                                                      if len(odd) > 3 else "")
+    other = names[rest[0]] if len(rest) == 1 else f"the other {len(rest)} targets"
+    return (f"the targets disagree in contrast: {listed} ({describe(odd)}) unlike {other} "
+            f"({describe(rest)}); one adapted model fits mixed contrasts poorly: adapt each "
+            "contrast in its own run")

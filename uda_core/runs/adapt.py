@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from uda_core.engine import EngineConfig, RunControl
@@ -34,7 +34,8 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.registry import METHODS, missing_needs
 from uda_core.models.bundle import ModelBundle, load_model
-from uda_core.models.distributed import sync_batchnorm
+from uda_core.models.distributed import is_main, sync_batchnorm
+from uda_core.models.input_checks import contrast_disagreement
 from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
@@ -60,6 +61,21 @@ def _prepared_cache(out_dir: Path | None) -> Iterator[Path | None]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def _target_warnings(bundle: ModelBundle, targets: Sequence[str | Path], data,
+                     device) -> list[str]:
+    """Lines about the targets as a set (rank 0 only; under torchrun the others stay quiet):
+    their contrasts disagree. 2D models also look at what the source network recognises
+    (8 slices per target); 3D models by the file names only."""
+    if len(targets) < 2 or not is_main():
+        return []
+    network = bundle.build_network(device) if bundle.dims == 2 else None
+    inputs = data.inputs   # one target's slices at a time (streamed targets stay on disk)
+    slices = ((inputs[k].slices for k in range(len(inputs))) if network is not None
+              else None)
+    line = contrast_disagreement(targets, slices, network, device)
+    return [line] if line else []
+
+
 def check_method(method_name: str, bundle: ModelBundle,
                  provided: set[str]) -> type[AdaptationMethod[Batch]]:
     """The method class, or a UdaError saying what is missing, before anything runs."""
@@ -81,8 +97,13 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                    control: RunControl | None = None, resume: str | Path | None = None,
                    save_masks: bool = True, overwrite: bool = False,
                    align: str = "auto", standardise: bool = False,
-                   stream_targets: bool | None = None) -> dict:
+                   stream_targets: bool | None = None,
+                   warn: Callable[[str], None] | None = None) -> dict:
     """Adapt `model` to `targets` with `method_name`; returns the run summary (run.json).
+
+    warn(line): told, before the first step, of what may spoil the run without making it
+    wrong (targets that disagree in contrast: models.input_checks.contrast_disagreement);
+    the lines are also the summary's "warnings".
 
     stream_targets: keep the prepared targets on disk (in a hidden folder under OUT, removed
     after the run) instead of in memory, so memory does not grow with their number; None
@@ -132,6 +153,10 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
                                     reference=reference, align=align, cache_dir=cache,
                                     control=control)
+        warnings = _target_warnings(bundle, targets, data, torch_device)
+        for line in warnings:
+            if warn is not None:
+                warn(line)
         network = sync_batchnorm(bundle.build_network(torch_device))  # under torchrun
         method = method_cls(network, bundle, method_config, torch_device)
         task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
@@ -157,6 +182,6 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                      "paired": [str(p) for p in paired] if paired else None,
                      "source": [str(s) for s in source] if source else None,
                      "reference": [str(r) for r in reference] if reference else None,
-                     "standardised": bool(standardise)},
+                     "standardised": bool(standardise), "warnings": warnings},
             after_run=after_run)
         return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)

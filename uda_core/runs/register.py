@@ -41,6 +41,7 @@ deformable field (its S component 0); without it u = d.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -434,16 +435,25 @@ def write_outputs(result: RegistrationResult, targets: dict[str, Path],
                   inputs: Iterable[Path], replace: Iterable[Path] = ()) -> list[Path]:
     """Write the warped image (float32), warped labels and field (float32, (X, Y, Z, 3) RAS
     mm), each atomically; only files listed in ``replace`` may already exist, and an input
-    is never written. Returns the paths written."""
+    is never written. Returns the paths written. When one write fails (e.g. OutputError: a
+    full disk), the files this call added are removed again before the error is raised, so
+    that no incomplete set is left (the replaced ones are complete new files)."""
     protected = [str(p) for p in inputs]
     replace = {Path(p) for p in replace}
     volumes = {"warped": (result.warped, "float32"), "labels": (result.labels_warped, None),
                "field": (result.field_mm, "float32")}
     written = []
-    for kind, path in targets.items():
-        volume, dtype = volumes[kind]
-        if volume is None:
-            continue
-        written.append(write_volume(volume, path, dtype=dtype, overwrite=path in replace,
-                                    inputs=protected))
+    try:
+        for kind, path in targets.items():
+            volume, dtype = volumes[kind]
+            if volume is None:
+                continue
+            written.append(write_volume(volume, path, dtype=dtype, overwrite=path in replace,
+                                        inputs=protected))
+    except BaseException:
+        for path in written:
+            if path not in replace:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
     return written

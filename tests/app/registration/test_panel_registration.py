@@ -302,3 +302,38 @@ def test_similarity_before_and_after_and_a_warning_for_another_contrast(panel, q
     choose(panel, fixed, inverted, model="sitk")
     outcome = register(panel, qtbot)
     assert outcome.warning == "" and panel.warning.isHidden()
+
+
+def test_save_onto_a_full_disk_gives_one_dialog_and_leaves_no_partial_set(
+        panel, qtbot, pair, tmp_path, monkeypatch):
+    """The disk fills up after the first of the three files (io.atomic's fsync of the second
+    raises ENOSPC): one dialog naming the folder, the first file removed again, and the
+    next Save into another folder writes all three."""
+    import errno
+
+    from uda_core.io import atomic
+    choose(panel, *pair, model="sitk")
+    register(panel, qtbot)
+    full = tmp_path / "full"
+    full.mkdir()
+    real, done = atomic._fsync, [0]
+
+    def fsync(path, *, folder=False):
+        done[0] += 0 if folder else 1
+        if done[0] > 1 and not folder:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, folder=folder)
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic, "_fsync", fsync)
+        with qtbot.waitSignal(panel.failed, timeout=60_000) as failed:
+            assert panel.save_to(full)
+        qtbot.waitUntil(panel.save_button.isEnabled, timeout=10_000)
+    message = failed.args[0]
+    assert str(full) in message and "no space left" in message and "another folder" in message
+    assert panel._last_error_box.isVisible() and panel._last_error_box.text() == message
+    assert list(full.iterdir()) == []
+    other = tmp_path / "other"
+    other.mkdir()
+    with qtbot.waitSignal(panel.saved, timeout=60_000) as saved:
+        assert panel.save_to(other)
+    assert len(saved.args[0]) == 3 and len(list(other.iterdir())) == 3
