@@ -3,17 +3,19 @@ user runs it (the numbers `uda bench` reports for the 2D model, for a model it c
 
     PYTHONPATH=. .venv/bin/python scripts/bench_3d_rows.py --data DIR
         [--model demo:brain-t1-3d] [--shift protocol] [--subjects 100-105]
-        [--adapt-subjects 100-102] [--method sfda] [--threads 1]
+        [--adapt-subjects 100-102] [--methods adabn,sfda] [--threads 1]
 
 DIR holds the held-out demo subjects as `uda demo-data DIR --subjects 100-105 --domains
 t1,protocol` writes them (DIR/<shift>/sub-XXX_<shift>.nii.gz and _labels.nii.gz, 2 mm). Source
 only: every subject of --subjects segmented in this process on its own grid (the path of `uda
-predict`). Adaptation: `uda adapt --model M --method METHOD --out OUT TARGETS` with the
-method's default steps and settings on --adapt-subjects, in a fresh process (files to files:
+predict`). Adaptation, for each of --methods in turn: `uda adapt --model M --method METHOD
+--out OUT TARGETS` with the method's default steps and settings on --adapt-subjects, in a
+fresh process (files to files:
 read, adapt, write the model and masks); its masks are scored against the labels. Prints a
-Markdown table (Dice = mean over the foreground classes per volume, averaged over the
-volumes; HD95 likewise, mm) and, for the adaptation, wall time, the child's CPU time (user +
-system), its peak resident memory and the 1-minute load average before and after.
+Markdown table, a row as soon as it is measured (Dice = mean over the foreground classes per
+volume, averaged over the volumes; HD95 likewise, mm) and, for each adaptation, wall time,
+the child's CPU time (user + system), its peak resident memory and the 1-minute load average
+before and after.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=subject_range, default=subject_range("100-105"))
     parser.add_argument("--adapt-subjects", type=subject_range,
                         default=subject_range("100-102"))
-    parser.add_argument("--method", default="sfda")
+    parser.add_argument("--methods", default="adabn,sfda",
+                        help="comma-separated, each run with its defaults")
     parser.add_argument("--threads", type=int, default=1, help="torch threads everywhere")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the adaptation's process
@@ -67,36 +70,41 @@ def main() -> None:
     device = resolve_device("cpu")
     network = bundle.build_network(device)
     names = bundle.class_names
-    source = {s: (segment_volume(bundle, network, read_volume(files(s)[0]), device),
-                  read_labels(files(s)[1])) for s in args.subjects}
-    rows = [("source only", args.subjects, "-", _scores(source.values(), names), None)]
-    rows.append(("source only", args.adapt_subjects, "-",
-                 _scores([source[s] for s in args.adapt_subjects], names), None))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "adapted"
-        command = [sys.executable, "-m", "uda_core.cli", "adapt", "--model", args.model,
-                   "--method", args.method, "--device", "cpu", "--out", str(out),
-                   *[str(files(s)[0]) for s in args.adapt_subjects]]
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
-        load_after = os.getloadavg()[0]
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        adapted = [(read_labels(out / "masks" / f"{files(s)[0].name[:-7]}_seg.nii.gz"),
-                    read_labels(files(s)[1])) for s in args.adapt_subjects]
-        rows.append((args.method, args.adapt_subjects, "default",
-                     _scores(adapted, names),
-                     (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)))
     print(f"\n{args.model} on {args.shift}, torch threads {args.threads}\n")
     print("| run | subjects | steps | Dice | HD95 (mm) | wall s | CPU s | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, subjects, steps, (dice, hd95), timing in rows:
-        span = f"{subjects[0]}-{subjects[-1]}"
-        timed = (" | ".join(f"{v:.0f}" for v in timing) if timing else "- | - | -")
-        print(f"| {name} | {span} | {steps} | {dice:.3f} | {hd95:.2f} | {timed} |")
-    print(f"\nload average (1 min) around the adaptation: {load_before:.1f} before, "
-          f"{load_after:.1f} after; command: {' '.join(command[1:])}")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+
+    def row(name, subjects, steps, pairs, timing=None) -> None:
+        dice, hd95 = _scores(pairs, names)
+        timed = " | ".join(f"{v:.0f}" for v in timing) if timing else "- | - | -"
+        print(f"| {name} | {subjects[0]}-{subjects[-1]} | {steps} | {dice:.3f} | {hd95:.2f} "
+              f"| {timed} |", flush=True)
+
+    source = {s: (segment_volume(bundle, network, read_volume(files(s)[0]), device),
+                  read_labels(files(s)[1])) for s in args.subjects}
+    row("source only", args.subjects, "-", source.values())
+    row("source only", args.adapt_subjects, "-", [source[s] for s in args.adapt_subjects])
+    for method in args.methods.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "adapted"
+            command = [sys.executable, "-m", "uda_core.cli", "adapt", "--model", args.model,
+                       "--method", method, "--device", "cpu", "--out", str(out),
+                       *[str(files(s)[0]) for s in args.adapt_subjects]]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            load_before = os.getloadavg()[0]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            load_after = os.getloadavg()[0]
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (usage.ru_utime + usage.ru_stime) - (before.ru_utime + before.ru_stime)
+            adapted = [(read_labels(out / "masks" / f"{files(s)[0].name[:-7]}_seg.nii.gz"),
+                        read_labels(files(s)[1])) for s in args.adapt_subjects]
+            # peak: the largest child so far (ru_maxrss of all waited-for children)
+            row(method, args.adapt_subjects, "default", adapted,
+                (wall, cpu, usage.ru_maxrss / 1024))
+            print(f"  {method}: load average (1 min) {load_before:.1f} before, "
+                  f"{load_after:.1f} after; {' '.join(command[3:7])} ...", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,11 +62,11 @@ def methods_line(bundle: ModelBundle) -> str:
 
 def card_html(bundle: ModelBundle) -> str:
     """The card: the plain description, then the network lines and the methods line
-    (a "Not supported yet" line in the warning colour)."""
+    (a "Not supported yet" line on its own, in the warning colour)."""
     network = []
     for line in network_lines(bundle):
         text = html.escape(line)
-        network.append(f"<span style='color:{WARNING_COLOUR}'>{text}</span>"
+        network.append(f"<br><span style='color:{WARNING_COLOUR}'>{text}</span>"
                        if line.startswith("Not supported yet") else text)
     return (html.escape(" ".join(plain_description(bundle))) + "<br>"
             + " ".join(network) + "<br>" + html.escape(methods_line(bundle)))
