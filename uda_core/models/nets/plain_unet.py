@@ -91,7 +91,7 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, encoder: _Encoder, transpconvs: Sequence[nn.Module],
+    def __init__(self, encoder: nn.Module, transpconvs: Sequence[nn.Module],
                  stages: Sequence[nn.Module], seg_layers: Sequence[nn.Module]) -> None:
         super().__init__()
         self.encoder = encoder

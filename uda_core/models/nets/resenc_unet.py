@@ -114,7 +114,7 @@ class ResidualEncoderUNet(nn.Module):
         self.num_classes, self.in_channels, self.dims = int(num_classes), int(in_channels), dims
         ones = [1] * dims
         stem = ConvStack(1, dims, in_channels, features[0], kernels[0], ones, settings)
-        stages = []
+        stages: list[nn.Module] = []
         for s in range(n):
             width_in = features[0] if s == 0 else features[s - 1]
             stages.append(_Blocks([BasicBlockD(dims, width_in if b == 0 else features[s],
