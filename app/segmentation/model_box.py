@@ -107,12 +107,15 @@ class ModelBox(QGroupBox):
         self.details_text.setWordWrap(True)
         self.details.add(self.details_text)
         self.details.setVisible(False)
-        row = QHBoxLayout()
+        row = QHBoxLayout()   # the built-in list, then "or open" a file or a folder
         row.addWidget(self.choice, 1)
         row.addWidget(open_button)
-        row.addWidget(self.folder_button)
+        opens = QHBoxLayout()
+        opens.addStretch(1)
+        opens.addWidget(self.folder_button)   # under Open file…: the row fits a third of a laptop
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addLayout(opens)
         layout.addWidget(self.card)
         layout.addWidget(self.details)
 
