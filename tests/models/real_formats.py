@@ -24,6 +24,7 @@ import torch
 from uda_core.grid.prepare import labels_to_grid, prepare_volume_3d
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.nets.plain_unet import PlainConvUNet
+from uda_core.models.nets.resenc_unet import ResidualEncoderUNet
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_T1 = ROOT / "resources/demo/t1/sub-100_t1.nii.gz"
@@ -125,20 +126,33 @@ NNUNET_ARCH = {
     "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
 
 
-def nnunet_network() -> PlainConvUNet:
-    a = NNUNET_ARCH["arch_kwargs"]
-    return PlainConvUNet(in_channels=1, num_classes=4, dims=3,
-                         features_per_stage=a["features_per_stage"],
-                         kernel_sizes=a["kernel_sizes"], strides=a["strides"],
-                         n_conv_per_stage=a["n_conv_per_stage"],
-                         n_conv_per_stage_decoder=a["n_conv_per_stage_decoder"])
+#: the same sizes as nnU-Net's ResEnc planner writes them (residual blocks per encoder stage)
+RESENC_ARCH = {
+    "network_class_name":
+        "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+    "arch_kwargs": {**{k: v for k, v in NNUNET_ARCH["arch_kwargs"].items()
+                       if k != "n_conv_per_stage"},
+                    "n_blocks_per_stage": [1, 2, 2], "n_conv_per_stage_decoder": [1, 1]},
+    "_kw_requires_import": NNUNET_ARCH["_kw_requires_import"]}
+
+
+def nnunet_network(arch: dict = NNUNET_ARCH) -> torch.nn.Module:
+    """Our rebuild of the plans' network (PlainConvUNet or ResidualEncoderUNet)."""
+    a = arch["arch_kwargs"]
+    shape = {"in_channels": 1, "num_classes": 4, "dims": 3,
+             "features_per_stage": a["features_per_stage"], "kernel_sizes": a["kernel_sizes"],
+             "strides": a["strides"], "n_conv_per_stage_decoder": a["n_conv_per_stage_decoder"]}
+    if "n_blocks_per_stage" in a:
+        return ResidualEncoderUNet(n_blocks_per_stage=a["n_blocks_per_stage"], **shape)
+    return PlainConvUNet(n_conv_per_stage=a["n_conv_per_stage"], **shape)
 
 
 def make_nnunet_folder(parent: Path, network: torch.nn.Module | None = None,
-                       extra_checkpoint: dict | None = None) -> Path:
-    """Dataset900_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres/ under ``parent``."""
+                       extra_checkpoint: dict | None = None, arch: dict = NNUNET_ARCH) -> Path:
+    """Dataset900_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres/ under ``parent``, its network
+    described by ``arch`` (plans.json's architecture entry)."""
     torch.manual_seed(0)
-    network = network if network is not None else train_a_few_steps(nnunet_network(),
+    network = network if network is not None else train_a_few_steps(nnunet_network(arch),
                                                                     axes=(2, 1, 0))
     root = parent / "Dataset900_Tiny" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     (root / "fold_0").mkdir(parents=True)
@@ -153,7 +167,7 @@ def make_nnunet_folder(parent: Path, network: torch.nn.Module | None = None,
                  "spacing": [2.0, 2.0, 2.0], "normalization_schemes": ["ZScoreNormalization"],
                  "use_mask_for_norm": [False],
                  "resampling_fn_data": "resample_data_or_seg_to_shape",
-                 "architecture": NNUNET_ARCH, "batch_dice": False}},
+                 "architecture": arch, "batch_dice": False}},
              "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
              "foreground_intensity_properties_per_channel": {"0": {
                  "max": 1.0, "mean": 0.4, "median": 0.4, "min": 0.0, "percentile_00_5": 0.01,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from tests.conftest import make_seg_bundle
 from uda_core.methods.catalogue import CLINICAL, EXPERIMENTAL, clinical_line
 from uda_core.methods.registry import METHODS
 from uda_core.models.bundle import load_model
@@ -50,3 +53,22 @@ def test_pair_similarity_tells_opposite_contrasts_apart():
     assert alike["correlation"] > 0.9 and opposite["correlation"] < CONTRAST_MISMATCH_R
     # mutual information sees the shared anatomy whatever the contrasts
     assert alike["mutual_info"] > 1.05 and opposite["mutual_info"] > 1.05
+
+
+def test_network_lines_say_2d_or_3d_where_from_and_what_is_not_supported():
+    from uda_core.models.bundle.plain import network_lines
+
+    seg = make_seg_bundle()
+    assert network_lines(seg) == ["2D network: slice by slice, 4 classes, 1 input channel."]
+    window = {"roi_size": [48, 48, 48], "overlap": 0.5, "mode": "gaussian", "mirror_axes": [],
+              "axes": [0, 1, 2]}
+    kwargs = {"spatial_dims": 3, "in_channels": 4, "out_channels": 4, "channels": [4, 8],
+              "strides": [2]}
+    volume = dataclasses.replace(seg, architecture="monai.UNet", arch_kwargs=kwargs, dims=3,
+                                 window=window, imported={"format": "nnunet-v2",
+                                                          "name": "Brains"})
+    assert network_lines(volume) == [
+        "3D network: 48 x 48 x 48 voxel windows, 4 classes, 4 input channels.",
+        "Imported from an nnU-Net v2 result folder (Brains).",
+        "Not supported yet: 4 input channels (UDA Studio gives the network one scan at a "
+        "time)."]

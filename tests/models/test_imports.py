@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.real_formats import DEMO_T1, make_monai_bundle, make_nnunet_folder
+from tests.models.real_formats import (
+    DEMO_T1,
+    RESENC_ARCH,
+    make_monai_bundle,
+    make_nnunet_folder,
+)
 from uda_core.cli import main
 from uda_core.errors import ModelError
 from uda_core.io.readers import read_volume
@@ -22,6 +27,7 @@ from uda_core.models.bundle import describe, load_model
 from uda_core.models.imports import import_model
 from uda_core.models.inference import expected_windows, segment_volume
 from uda_core.models.nets.plain_unet import PlainConvUNet
+from uda_core.models.nets.resenc_unet import ResidualEncoderUNet
 from uda_core.models.sliding_window import predict_volume, window_count
 
 DATA = Path(__file__).parent / "data"
@@ -71,6 +77,22 @@ def test_plain_unet_computes_what_nnunets_own_network_computes():
                         kernel_sizes=plan["kernel_sizes"], strides=plan["strides"],
                         n_conv_per_stage=plan["n_conv_per_stage"],
                         n_conv_per_stage_decoder=plan["n_conv_per_stage_decoder"]).eval()
+    net.load_state_dict(ref["state_dict"], strict=True)
+    with torch.no_grad():
+        out = net(ref["input"])
+    torch.testing.assert_close(out, ref["output"], rtol=1e-5, atol=1e-5)
+
+
+def test_resenc_unet_computes_what_nnunets_own_network_computes():
+    """The same check for nnU-Net's ResidualEncoderUNet: the reference has blocks that
+    stride, that change channels, both and neither (scripts/make_nnunet_reference.py)."""
+    ref = torch.load(DATA / "nnunet_resencunet_reference.pt", weights_only=True)
+    plan = ref["plan"]
+    net = ResidualEncoderUNet(in_channels=1, num_classes=ref["num_classes"], dims=3,
+                              features_per_stage=plan["features_per_stage"],
+                              kernel_sizes=plan["kernel_sizes"], strides=plan["strides"],
+                              n_blocks_per_stage=plan["n_blocks_per_stage"],
+                              n_conv_per_stage_decoder=plan["n_conv_per_stage_decoder"]).eval()
     net.load_state_dict(ref["state_dict"], strict=True)
     with torch.no_grad():
         out = net(ref["input"])
@@ -263,6 +285,28 @@ def test_nnunet_predicts_on_the_input_grid(nnunet_folder):
     assert labels.data.dtype == np.uint8 and labels.data.max() <= 3
 
 
+def test_nnunet_resenc_folder_imports_and_predicts(tmp_path):
+    """A ResEnc-plans folder: the residual network rebuilt, its checkpoint loaded strictly."""
+    root = make_nnunet_folder(tmp_path, arch=RESENC_ARCH)
+    bundle = load_model(root)
+    assert bundle.architecture == "nnunet_resenc_unet" and bundle.dims == 3
+    assert bundle.arch_kwargs["n_blocks_per_stage"] == [1, 2, 2]
+    network = bundle.build_network()
+    assert any(".blocks.1.conv2." in key for key in network.state_dict())
+    bundle = dataclasses.replace(bundle, window=dict(bundle.window, overlap=0.0))
+    volume = read_volume(DEMO_T1)
+    labels = segment_volume(bundle, network, volume, torch.device("cpu"), batch_size=4,
+                            mirror=False)
+    assert labels.shape == volume.shape and labels.data.max() <= 3
+    plans = json.loads((root / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["block"] = \
+        "dynamic_network_architectures.building_blocks.residual.BottleneckD"
+    (root / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ModelError, match="plans.json: architecture option 'block' is not "
+                                         "supported yet"):
+        import_model(root)
+
+
 def test_nnunet_pickled_code_is_refused_and_postprocessing_never_opened(nnunet_folder,
                                                                         tmp_path):
     marker = tmp_path / "ran"
@@ -320,7 +364,8 @@ def test_3d_refusals_are_one_line(monai_folder, tmp_path, capsys):
     """A method without a 3D path, a malformed --roi, a multi-channel network."""
     assert main(["adapt", "--model", str(monai_folder), "--method", "selftrain", "--out",
                  str(tmp_path / "st"), str(DEMO_T1)]) == 1
-    assert "selftrain is not available for 3D models yet" in capsys.readouterr().err
+    assert ("method selftrain needs a 2D (slice) network; 3D networks adapt with sfda, tent, "
+            "adabn") in capsys.readouterr().err
     assert main(["predict", "--model", str(monai_folder), "--out", str(tmp_path / "m"),
                  "--roi", "96,96", str(DEMO_T1)]) == 1
     assert "--roi must be three positive integers" in capsys.readouterr().err

@@ -324,7 +324,7 @@ def test_resources_dir(monkeypatch, tmp_path):
 
 def test_builtin_names(monkeypatch, tmp_path):
     monkeypatch.setenv("UDA_RESOURCES", str(tmp_path))
-    known = "known models: demo:brain-t1, demo:brain-t1-robust, demo:reg-t1"
+    known = "known models: demo:brain-t1, demo:brain-t1-3d, demo:brain-t1-robust, demo:reg-t1"
     with pytest.raises(ModelError, match=known):
         resolve_model("demo:nothing")
     with pytest.raises(ModelError, match="missing"):
@@ -342,3 +342,23 @@ def test_describe():
     assert "Early head: yes" in text and "Class-ratio prior: no" in text
     assert "Parent: demo:brain-t1; method: sfda" in text
     assert "Early head: no" in describe(tiny_bundle(early_head=False))
+
+
+def test_the_shipped_3d_demo_model_loads_without_code_and_is_listed(capsys):
+    """demo:brain-t1-3d: a few MB, weights_only (a plain safe load), a 3D bundle with the
+    per-patch prior that sfda uses; `uda models` lists it with its description."""
+    from uda_core.cli import main
+
+    path = resolve_model("demo:brain-t1-3d")
+    assert path.stat().st_size < 5 * 2**20
+    raw = torch.load(path, map_location="cpu", weights_only=True)   # refuses any code
+    assert isinstance(raw, dict)
+    bundle = load_model("demo:brain-t1-3d")
+    assert bundle.dims == 3 and bundle.architecture == "monai.UNet"
+    assert bundle.window["roi_size"] == [48, 48, 48] and bundle.spacing_mm == [2.0, 2.0, 2.0]
+    assert bundle.class_names == CLASSES and bundle.skull_stripped_input is False
+    assert len(bundle.class_ratio_prior["per_position"]) == 10
+    assert bundle.provenance["command"] == "bash scripts/make_demo_model_3d.sh"
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "demo:brain-t1-3d" in listed and "Dimensions: 3D" in listed

@@ -19,10 +19,12 @@ DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo" / "t1"
 def test_train_source_dims_3_writes_a_3d_bundle_that_predicts(tmp_path):
     out = tmp_path / "model3d.pt"
     assert main(["train-source", "--dims", "3", "--steps", "3", "--roi", "32", "--batch-size",
-                 "1", "--device", "cpu", "--out", str(out), str(DEMO)]) == 0
+                 "1", "--channels", "4,8,16", "--device", "cpu", "--out", str(out), str(DEMO)]) == 0
     bundle = load_model(out)
     assert bundle.dims == 3 and bundle.architecture == "monai.UNet"
     assert bundle.window["roi_size"] == [32, 32, 32]
+    assert bundle.arch_kwargs["channels"] == [4, 8, 16]
+    assert bundle.arch_kwargs["strides"] == [2, 2]
     prior = bundle.class_ratio_prior
     assert len(prior["constant"]) == 4 and abs(sum(prior["constant"]) - 1) < 1e-6
     assert len(prior["per_position"]) == 10
@@ -46,3 +48,12 @@ def test_train_source_dims_3_writes_a_3d_bundle_that_predicts(tmp_path):
     steps = [json.loads(line) for line in (adapted / "metrics.jsonl").read_text().splitlines()]
     kl = [r["loss/kl_prior"] for r in steps if "loss/kl_prior" in r]
     assert len(kl) == 2 and all(np.isfinite(kl))
+
+
+@pytest.mark.parametrize("channels", ["16", "16,x", "0,8", ""])
+def test_train_source_dims_3_refuses_bad_channels(tmp_path, capsys, channels):
+    out = tmp_path / "model3d.pt"
+    assert main(["train-source", "--dims", "3", "--channels", channels, "--device", "cpu",
+                 "--out", str(out), str(DEMO)]) != 0
+    assert "--channels needs 2 or more positive integers" in capsys.readouterr().err
+    assert not out.exists()

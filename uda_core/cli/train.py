@@ -89,6 +89,8 @@ def _train_3d(args: argparse.Namespace, train_pairs, val_pairs, out: Path) -> in
     if args.init:
         raise UdaError("--init fine-tunes 2D U-Net bundles only; leave it out with --dims 3")
     config = Source3DConfig(steps=args.steps, roi=args.roi, seed=args.seed,
+                            channels=_channels(args.channels),
+                            val_every=max(50, args.steps // 5),
                             batch_size=min(args.batch_size, 4), modality=args.modality,
                             skull_stripped_input=args.skull_stripped_input)
     device = resolve_device(args.device)
@@ -103,6 +105,18 @@ def _train_3d(args: argparse.Namespace, train_pairs, val_pairs, out: Path) -> in
     save_bundle(bundle, out, overwrite=args.overwrite)
     print(f"{out}  validation Dice: {summary['val_dice']:.3f} (3D, window {args.roi}^3)")
     return 0
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    """'16,32,64' -> (16, 32, 64); InputError unless 2+ positive integers."""
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        channels = ()
+    if len(channels) < 2 or min(channels) < 1:
+        raise InputError("--channels needs 2 or more positive integers separated by commas, "
+                         f"e.g. 16,32,64; got {text!r}")
+    return channels
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -120,6 +134,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="--dims 3: updates (default 300)")
     p.add_argument("--roi", type=int, default=48,
                    help="--dims 3: patch and window size in voxels per axis (default 48)")
+    p.add_argument("--channels", default="8,16,32",
+                   help="--dims 3: channels per UNet level, each level after the first "
+                        "halves the grid (default 8,16,32)")
     p.add_argument("--epochs", type=int, default=30, help="network epochs (default 30)")
     p.add_argument("--head-epochs", type=int, default=8, help="early-head epochs (default 8)")
     p.add_argument("--batch-size", type=int, default=16, help="default 16")

@@ -26,6 +26,7 @@ class AdaBN(AdaptationMethod[Batch]):
     summary = SUMMARIES["adabn"]
     config_class = AdaBNConfig
     needs = (TARGET, INTERNALS)
+    adapts_3d = True
     uses_gradients = False
     default_steps = 40
 

@@ -75,6 +75,9 @@ class AdaptationMethod(Generic[BatchT]):
     #: The run prepares its targets with the standardised bundle (intensity quantile matching
     #: to the source, uda_core.models.standardise) whatever the user asked.
     standardises_input: ClassVar[bool] = False
+    #: True for a method tested on the random 3D patches a 3D network adapts on
+    #: (uda_core.tasks.segmentation_patches); the others need a 2D (slice) network.
+    adapts_3d: ClassVar[bool] = False
     #: False for a method whose steps change no weight (standardise): keeping step 0 is then
     #: no verdict on the adaptation, and the run says so.
     changes_weights: ClassVar[bool] = True

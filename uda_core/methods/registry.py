@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
     m.name: m for m in (Standardise, SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures,
                         SelfTrain)}
+#: the methods that adapt a 3D network (on random 3D patches)
+PATCH_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.adapts_3d)
 
 
 def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
@@ -47,5 +49,12 @@ def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
         have.add(PRIOR)
     if bundle.intensity_reference or is_standardised(bundle):
         have.add(INTENSITY_REFERENCE)
-    return [NEED_DESCRIPTIONS[n] for n in method.needs if n not in have]
+    missing = [NEED_DESCRIPTIONS[n] for n in method.needs if n not in have]
+    if bundle.in_channels != 1:
+        missing.append(f"a network with 1 input channel (this one takes "
+                       f"{bundle.in_channels}: not supported yet)")
+    if bundle.dims == 3 and not method.adapts_3d:
+        missing.append("a 2D (slice) network; 3D networks adapt with "
+                       + ", ".join(PATCH_METHODS))
+    return missing
 

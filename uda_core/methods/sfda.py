@@ -63,6 +63,7 @@ class SFDA(AdaptationMethod[Batch]):
     summary = SUMMARIES["sfda"]
     config_class = SFDAConfig
     needs = (TARGET, PRIOR, INTERNALS)
+    adapts_3d = True
     default_steps = 150  # on validation whole heads no step after 25 beat step 0 (BENCHMARKS)
     circular_scores = ("entropy", "info_max", "snd", "prior_kl")  # its two loss terms
 

@@ -36,6 +36,7 @@ class Tent(AdaptationMethod[Batch]):
     summary = SUMMARIES["tent"]
     config_class = TentConfig
     needs = (TARGET, INTERNALS)
+    adapts_3d = True
     default_steps = 100  # validation whole heads: no scoring after step 0 was better
     circular_scores = ("entropy", "info_max", "snd")  # it minimises entropy
 

@@ -40,7 +40,7 @@ from uda_core.models.standardise import standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
-from uda_core.tasks.segmentation_patches import PATCH_METHODS, PatchSegmentationTask
+from uda_core.tasks.segmentation_patches import PatchSegmentationTask
 
 #: More targets than this: run_adaptation streams them from disk unless told otherwise.
 STREAM_ABOVE = 8
@@ -124,9 +124,6 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         {SOURCE_LABELLED} if source else set()) | (
         {PRIOR} if (method_settings or {}).get("user_prior") is not None else set())
     method_cls = check_method(method_name, bundle, provided)
-    if bundle.dims == 3 and method_name not in PATCH_METHODS:
-        raise UdaError(f"method {method_name} is not available for 3D models yet; 3D models "
-                       f"adapt with {', '.join(PATCH_METHODS)}")
     if bundle.dims == 3 and (paired or source):
         raise UdaError(f"{bundle.source}: a 3D model adapts on target volumes only; paired or "
                        "labelled source images for 3D models are not supported yet")

@@ -22,13 +22,12 @@ from uda_core.engine.events import PreviewEvent
 from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.methods.registry import PATCH_METHODS  # the methods with adapts_3d (tested)
 from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import AdaptationData
 
-#: methods that adapt a 3D network on these patches (tested); the others use 2D slices,
-#: paired or labelled source data, or an early head
-PATCH_METHODS = ("tent", "adabn", "sfda")
+__all__ = ["PATCH_METHODS", "PatchPool", "PatchSegmentationTask"]
 
 
 class PatchPool:

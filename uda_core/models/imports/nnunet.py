@@ -9,8 +9,9 @@ nnU-Net itself loads checkpoints with ``weights_only=False`` (they hold numpy sc
 training log) and builds its network class by name (``pydoc.locate``). Here the checkpoint is
 read with ``torch.load(weights_only=True)`` under ``torch.serialization.safe_globals`` for
 numpy's scalar / dtype / array reconstruction only (any other object is refused, never
-run); the network is nnU-Net's PlainConvUNet rebuilt from the plans' literal numbers
-(:mod:`uda_core.models.nets.plain_unet`); postprocessing.pkl (a plain pickle) is never opened.
+run); the network is nnU-Net's PlainConvUNet or ResidualEncoderUNet (the ResEnc presets) rebuilt
+from the plans' literal numbers (:mod:`uda_core.models.nets.plain_unet`,
+:mod:`uda_core.models.nets.resenc_unet`); postprocessing.pkl (a plain pickle) is never opened.
 
 Preprocessing from plans.json: the configuration's ``spacing`` and ``patch_size`` (network
 axis order), ``normalization_schemes`` (ZScore, CT, none, rescale to 0..1) and
@@ -41,6 +42,10 @@ PLANS = "plans.json"
 DATASET = "dataset.json"
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+#: nnU-Net's network class name -> (our architecture name, its per-encoder-stage count key)
+NETWORKS = {PLAIN_UNET: ("nnunet_plain_unet", "n_conv_per_stage"),
+            RESENC_UNET: ("nnunet_resenc_unet", "n_blocks_per_stage")}
 FOLD_PATTERN = re.compile(r"fold_(\d+|all)$")
 
 
@@ -142,14 +147,22 @@ def _legacy_architecture(settings: dict, root: Path) -> dict:
         "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}}
 
 
-def _arch_kwargs(settings: dict, in_channels: int, num_classes: int, root: Path) -> dict:
+def _arch_kwargs(settings: dict, in_channels: int, num_classes: int,
+                 root: Path) -> tuple[str, dict]:
+    """(our architecture name, its keyword arguments) from the configuration's plans."""
     arch = settings.get("architecture")
     if not isinstance(arch, dict):
         arch = _legacy_architecture(settings, root)
-    if arch.get("network_class_name") != PLAIN_UNET:
+    if arch.get("network_class_name") not in NETWORKS:
         raise ModelError(f"{PLANS}: network {arch.get('network_class_name')!r} is not "
-                         "supported yet (only nnU-Net's PlainConvUNet)", root)
+                         "supported yet (only nnU-Net's PlainConvUNet and "
+                         "ResidualEncoderUNet)", root)
+    architecture, per_stage_key = NETWORKS[arch["network_class_name"]]
     a = arch.get("arch_kwargs") or {}
+    extras = [k for k in ("block", "bottleneck_channels", "stem_channels") if a.get(k)]
+    if extras:
+        raise ModelError(f"{PLANS}: architecture option {extras[0]!r} is not supported yet "
+                         "(only the default basic residual blocks and stem)", root)
     dims = len(settings.get("patch_size", []))
     norm_op = str(a.get("norm_op") or "")
     norm = ("instance" if "InstanceNorm" in norm_op else "batch" if "BatchNorm" in norm_op
@@ -165,15 +178,19 @@ def _arch_kwargs(settings: dict, in_channels: int, num_classes: int, root: Path)
                          "patch size", root)
     norm_kwargs = a.get("norm_op_kwargs") or {}
     nonlin_kwargs = a.get("nonlin_kwargs") or {}
-    return {"in_channels": in_channels, "num_classes": num_classes, "dims": dims,
-            "features_per_stage": list(a["features_per_stage"]),
-            "kernel_sizes": a["kernel_sizes"], "strides": a["strides"],
-            "n_conv_per_stage": a["n_conv_per_stage"],
-            "n_conv_per_stage_decoder": a["n_conv_per_stage_decoder"],
-            "conv_bias": bool(a.get("conv_bias", False)), "norm": norm,
-            "norm_eps": float(norm_kwargs.get("eps", 1e-5)),
-            "norm_affine": bool(norm_kwargs.get("affine", True)), "nonlin": nonlin_name,
-            "negative_slope": float(nonlin_kwargs.get("negative_slope", 0.01))}
+    try:
+        shape = {"features_per_stage": list(a["features_per_stage"]),
+                 "kernel_sizes": a["kernel_sizes"], "strides": a["strides"],
+                 per_stage_key: a[per_stage_key],
+                 "n_conv_per_stage_decoder": a["n_conv_per_stage_decoder"]}
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{PLANS}: the network's arch_kwargs lack {exc}", root) from None
+    return architecture, {
+        "in_channels": in_channels, "num_classes": num_classes, "dims": dims, **shape,
+        "conv_bias": bool(a.get("conv_bias", False)), "norm": norm,
+        "norm_eps": float(norm_kwargs.get("eps", 1e-5)),
+        "norm_affine": bool(norm_kwargs.get("affine", True)), "nonlin": nonlin_name,
+        "negative_slope": float(nonlin_kwargs.get("negative_slope", 0.01))}
 
 
 def _normalisation(plans: dict, settings: dict, root: Path) -> dict:
@@ -242,7 +259,7 @@ def read_nnunet_folder(root: Path, fold: str | None = None) -> dict[str, Any]:
                          "nnU-Net configurations are supported yet", root)
     channels = dataset.get("channel_names") or dataset.get("modality") or {"0": "unknown"}
     names = _class_names(dataset, root)
-    kwargs = _arch_kwargs(settings, len(channels), len(names), root)
+    architecture, kwargs = _arch_kwargs(settings, len(channels), len(names), root)
     transpose = [int(t) for t in plans.get("transpose_forward", [0, 1, 2])]
     axes = [2 - t for t in transpose]        # RAS grid axis fed as each network axis
     spacing_net = [float(s) for s in settings["spacing"]]
@@ -259,7 +276,7 @@ def read_nnunet_folder(root: Path, fold: str | None = None) -> dict[str, Any]:
                 "weights_sha256": fingerprint(checkpoint_path),
                 "notes": ["inputs are resampled to RAS first; nnU-Net itself uses each "
                           "file's stored voxel order (identical for RAS-stored inputs)"]}
-    return {"architecture": "nnunet_plain_unet", "arch_kwargs": kwargs,
+    return {"architecture": architecture, "arch_kwargs": kwargs,
             "state_dict": checkpoint["network_weights"], "class_names": names,
             "modality": str(channels.get("0", "unknown")), "spacing_mm": spacing,
             "normalisation": _normalisation(plans, settings, root),

@@ -48,10 +48,15 @@ class ConvNormNonlin(nn.Module):
                                                       affine=settings["norm_affine"])
             ops.append(self.norm)
         if settings["nonlin"] is not None:
-            self.nonlin = (nn.LeakyReLU(settings["negative_slope"], inplace=True)
-                           if settings["nonlin"] == "leaky_relu" else nn.ReLU(inplace=True))
+            self.nonlin = self.make_nonlin(settings)
             ops.append(self.nonlin)
         self.all_modules = nn.Sequential(*ops)
+
+    @staticmethod
+    def make_nonlin(settings: dict[str, Any]) -> nn.Module:
+        """The non-linearity ``settings`` names ("leaky_relu" or "relu")."""
+        return (nn.LeakyReLU(settings["negative_slope"], inplace=True)
+                if settings["nonlin"] == "leaky_relu" else nn.ReLU(inplace=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.all_modules(x)
@@ -86,7 +91,7 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, encoder: _Encoder, transpconvs: Sequence[nn.Module],
+    def __init__(self, encoder: nn.Module, transpconvs: Sequence[nn.Module],
                  stages: Sequence[nn.Module], seg_layers: Sequence[nn.Module]) -> None:
         super().__init__()
         self.encoder = encoder
@@ -101,14 +106,28 @@ class _Decoder(nn.Module):
         return self.seg_layers[-1](x)
 
 
-def _per_stage(value: Any, n: int, what: str) -> list:
+def layer_settings(dims: int, norm: str | None, nonlin: str | None, conv_bias: bool,
+                   norm_eps: float, norm_affine: bool, negative_slope: float) -> dict[str, Any]:
+    """The per-layer settings ConvNormNonlin takes, checked (ValueError naming the bad one)."""
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    if norm is not None and norm not in _NORMS:
+        raise ValueError(f"norm must be one of {sorted(_NORMS)} or None, got {norm!r}")
+    if nonlin not in (None, "leaky_relu", "relu"):
+        raise ValueError(f"nonlin must be 'leaky_relu', 'relu' or None, got {nonlin!r}")
+    return {"conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
+            "norm_affine": bool(norm_affine), "nonlin": nonlin,
+            "negative_slope": float(negative_slope)}
+
+
+def per_stage(value: Any, n: int, what: str) -> list:
     values = list(value) if isinstance(value, (list, tuple)) else [value] * n
     if len(values) != n:
         raise ValueError(f"{what} has {len(values)} entries for {n} stages")
     return values
 
 
-def _per_axis(value: Any, dims: int, what: str) -> list[int]:
+def per_axis(value: Any, dims: int, what: str) -> list[int]:
     values = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * dims
     if len(values) != dims:
         raise ValueError(f"{what} {values} does not have {dims} entries")
@@ -133,26 +152,18 @@ class PlainConvUNet(nn.Module):
                  norm_affine: bool = True, nonlin: str | None = "leaky_relu",
                  negative_slope: float = 0.01) -> None:
         super().__init__()
-        if dims not in (2, 3):
-            raise ValueError(f"dims must be 2 or 3, got {dims}")
-        if norm is not None and norm not in _NORMS:
-            raise ValueError(f"norm must be one of {sorted(_NORMS)} or None, got {norm!r}")
-        if nonlin not in (None, "leaky_relu", "relu"):
-            raise ValueError(f"nonlin must be 'leaky_relu', 'relu' or None, got {nonlin!r}")
+        settings = layer_settings(dims, norm, nonlin, conv_bias, norm_eps, norm_affine,
+                                  negative_slope)
         features = [int(f) for f in features_per_stage]
         n = len(features)
         if n < 2:
             raise ValueError("a U-Net needs at least 2 stages")
-        kernels = [_per_axis(k, dims, "kernel size") for k in _per_stage(kernel_sizes, n,
+        kernels = [per_axis(k, dims, "kernel size") for k in per_stage(kernel_sizes, n,
                                                                            "kernel_sizes")]
-        self.strides = [_per_axis(s, dims, "stride") for s in _per_stage(strides, n, "strides")]
-        n_enc = [int(c) for c in _per_stage(n_conv_per_stage, n, "n_conv_per_stage")]
-        n_dec = [int(c) for c in _per_stage(n_conv_per_stage_decoder, n - 1,
+        self.strides = [per_axis(s, dims, "stride") for s in per_stage(strides, n, "strides")]
+        n_enc = [int(c) for c in per_stage(n_conv_per_stage, n, "n_conv_per_stage")]
+        n_dec = [int(c) for c in per_stage(n_conv_per_stage_decoder, n - 1,
                                             "n_conv_per_stage_decoder")]
-        settings: dict[str, Any] = {
-            "conv_bias": bool(conv_bias), "norm": norm, "norm_eps": float(norm_eps),
-            "norm_affine": bool(norm_affine), "nonlin": nonlin,
-            "negative_slope": float(negative_slope)}
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.dims = dims
