@@ -24,8 +24,8 @@ import numpy as np
 
 from uda_core.cli.common import subject_range
 from uda_core.engine.device import resolve_device
-from uda_core.io.readers import read_labels, read_volume
 from uda_core.grid.prepare import probabilities_to_input_grid
+from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.bundle import load_model
 from uda_core.models.inference import predict_grid, prepare_for_bundle
