@@ -21,10 +21,11 @@ def test_gain_is_a_difference_or_a_relative_decrease_of_the_divergence():
     assert gain("entropy", 0.20, 0.15, False) == pytest.approx(0.05)
     assert gain("prior_kl", 0.010, 0.004, False) == pytest.approx(0.6)
     assert gain("prior_kl", 0.010, 0.020, False) == pytest.approx(-1.0)
+    assert gain("brain_prior_kl", 0.010, 0.004, False) == pytest.approx(0.6)
     assert math.isnan(gain("info_max", float("nan"), 0.5, True))
 
 
-@pytest.mark.parametrize("score", ["entropy", "prior_kl", "info_max", "snd"])
+@pytest.mark.parametrize("score", ["entropy", "prior_kl", "brain_prior_kl", "info_max", "snd"])
 def test_a_score_the_method_optimises_is_refused(tiny_bundle_path, score):
     with pytest.raises(ValueError, match=f"select_by {score} is optimised by sfda's own loss"):
         sfda_engine(tiny_bundle_path, select_by=score)
@@ -49,6 +50,21 @@ def adabn_engine(bundle_path, **engine_kw):
 
 def test_auto_takes_prior_kl_for_a_method_that_does_not_optimise_it(tiny_bundle_path):
     assert adabn_engine(tiny_bundle_path).run().selected_by == "prior_kl"
+
+
+def test_brain_prior_kl_is_scored_beside_prior_kl_and_sees_what_background_hides(
+        tiny_bundle_path):
+    """The brain's class ratios: a CSF deficit that the whole-slice ratio barely shows."""
+    from uda_core.scores.label_free import brain_prior_divergence, prior_divergence
+    prior = torch.tensor([0.90, 0.02, 0.04, 0.04])       # CSF 20 % of the brain
+    probs = torch.zeros(1, 4, 10, 10)
+    probs[0, 0, :, :] = 1.0                               # 90 pixels background
+    probs[0, :, 0, :] = torch.tensor([0.0, 0.0, 1.0, 0.0])[:, None]   # 10 pixels GM, no CSF
+    probs[0, :, 0, 5:] = torch.tensor([0.0, 0.0, 0.0, 1.0])[:, None]  # ... 5 of them WM
+    assert brain_prior_divergence(probs, prior) > 5 * prior_divergence(probs, prior)
+    engine = adabn_engine(tiny_bundle_path)
+    scores, _, _ = engine.task.score()
+    assert {"prior_kl", "brain_prior_kl"} <= set(scores)
 
 
 def test_no_confident_step_keeps_the_source_weights_and_says_so(tiny_bundle_path):

@@ -9,7 +9,7 @@ import pytest
 from tests.synth.test_synth import phantom_template
 from uda_core.synth.contrast import HEAD_TISSUE_PROPERTIES, tissue_signal
 from uda_core.synth.domains import DOMAINS, make_subject
-from uda_core.synth.head import HEAD_TISSUES, simulate_head
+from uda_core.synth.head import HEAD_TISSUES, HeadShape, simulate_head
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,13 @@ def test_simulate_head_shells_and_determinism():
     assert set(np.unique(a)) <= {0.0, 1.0} and a.sum(0).max() <= 1
     for name in ("csf", "bone", "marrow", "fat", "muscle"):
         assert a[HEAD_TISSUES.index(name)].sum() > 0, name
-    # order of the shells along a ray from the brain's top upwards: csf, bone, ..., then air
+    # order of the shells along a ray from the brain's top upwards: dura, bone, ..., then air;
+    # no free fluid outside the brain mask (a dura thick enough to cover the 2 mm voxels)
+    thick = simulate_head(brain, affine, np.random.default_rng(5), HeadShape(dura_mm=4.0))
     top = int(centre[2] - 5 + 15)
-    ray = [int(np.argmax(a[:, int(centre[0]), int(centre[1]), z]))
-           if a[:, int(centre[0]), int(centre[1]), z].any() else -1
+    ray = [int(np.argmax(thick[:, int(centre[0]), int(centre[1]), z]))
+           if thick[:, int(centre[0]), int(centre[1]), z].any() else -1
            for z in range(top + 1, shape[2])]
-    assert ray[0] == HEAD_TISSUES.index("csf") and ray[-1] == -1
+    assert ray[0] == HEAD_TISSUES.index("dura") and ray[-1] == -1
     assert HEAD_TISSUES.index("bone") in ray and HEAD_TISSUES.index("fat") in ray
+    assert HEAD_TISSUES.index("csf") not in ray

@@ -304,13 +304,15 @@ def _segment_and_score(bundle, device, targets, labels, network=None,
     prepare_with: the network a standardised bundle finds each brain with (None: the one
     that segments); runs find it with the source network (tasks.segmentation_data)."""
     from uda_core.io.readers import read_labels, read_volume
+    from uda_core.models.brain_region import extracts_brain
     from uda_core.models.inference import prepare_for_bundle, segment_prepared
     network = bundle.build_network(device) if network is None else network
     predictions = []
     for target in targets:
         volume = read_volume(target)
         prepared = prepare_for_bundle(bundle, volume, prepare_with or network, device)
-        predictions.append(segment_prepared(network, prepared, volume, device))
+        predictions.append(segment_prepared(network, prepared, volume, device,
+                                            brain=extracts_brain(bundle)))
     return score_label_maps(predictions, [read_labels(p) for p in labels], bundle.class_names)
 
 

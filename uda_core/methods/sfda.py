@@ -65,7 +65,8 @@ class SFDA(AdaptationMethod[Batch]):
     needs = (TARGET, PRIOR, INTERNALS)
     adapts_3d = True
     default_steps = 150  # on validation whole heads no step after 25 beat step 0 (BENCHMARKS)
-    circular_scores = ("entropy", "info_max", "snd", "prior_kl")  # its two loss terms
+    circular_scores = ("entropy", "info_max", "snd", "prior_kl",   # its two loss terms
+                       "brain_prior_kl")
 
     @classmethod
     def check_settings(cls, config: SFDAConfig, bundle: Any) -> None:

@@ -22,6 +22,7 @@ from uda_core.grid.prepare import (
 from uda_core.io import Volume
 from uda_core.io.geometry import covering_grid
 from uda_core.io.intensity import match_quantiles, region_quantiles
+from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.sliding_window import predict_volume, window_count
 from uda_core.models.standardise import is_standardised
@@ -147,22 +148,26 @@ def segment_volume(bundle: ModelBundle, network: torch.nn.Module, volume: Volume
                    device: torch.device, batch_size: int = 16,
                    on_batch: Callable[[int], None] | None = None,
                    mirror: bool = True) -> Volume:
-    """The label map of `volume` on its own grid (same shape and affine), as uint8.
+    """The label map of `volume` on its own grid (same shape and affine), as uint8; a
+    whole-head bundle's brain region cleaned (uda_core.models.brain_region).
 
     batch_size: slices per batch (2D) or windows per batch (3D); mirror: 3D test-time
     mirroring when the bundle asks for it."""
     window = bundle.window if bundle.dims == 3 else None
     return segment_prepared(network, prepare_for_bundle(bundle, volume, network, device),
-                            volume, device, batch_size, on_batch, window=window, mirror=mirror)
+                            volume, device, batch_size, on_batch, window=window, mirror=mirror,
+                            brain=extracts_brain(bundle))
 
 
 def segment_prepared(network: torch.nn.Module, model_input: ModelInput, volume: Volume,
                      device: torch.device, batch_size: int = 16,
                      on_batch: Callable[[int], None] | None = None, *,
-                     window: dict | None = None, mirror: bool = True) -> Volume:
+                     window: dict | None = None, mirror: bool = True,
+                     brain: bool = False) -> Volume:
     """Like segment_volume, for a volume already on its model grid (`model_input`); `window`:
-    a 3D bundle's sliding-window settings (None: a 2D network)."""
+    a 3D bundle's sliding-window settings (None: a 2D network); `brain`: clean the
+    non-background region as a brain mask (``extracts_brain(bundle)``)."""
     probs = predict_grid(network, model_input, device, window, batch_size, on_batch, mirror)
     on_input = probabilities_to_input_grid(probs, model_input, volume)
-    labels = np.argmax(on_input, axis=0).astype(np.uint8)
+    labels = label_map(on_input, brain)
     return volume.with_data(labels, meta={**volume.meta, "kind": "labels"})

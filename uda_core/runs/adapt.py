@@ -33,6 +33,7 @@ from uda_core.methods.base import (
     config_from_dict,
 )
 from uda_core.methods.registry import METHODS, missing_needs
+from uda_core.models.brain_region import extracts_brain
 from uda_core.models.bundle import ModelBundle, load_model
 from uda_core.models.distributed import is_main, sync_batchnorm
 from uda_core.models.input_checks import contrast_disagreement
@@ -164,7 +165,8 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
             stopped = summary["status"] == "cancelled"
             window = bundle.window if bundle.dims == 3 else None
             masks = (write_masks(network, data, targets, out_dir / "masks", torch_device,
-                                 window) if save_masks and not stopped else [])
+                                 window, brain=extracts_brain(bundle))
+                     if save_masks and not stopped else [])
             summary["masks"] = [str(m) for m in masks]
             report = write_run_report(out_dir, summary)
             return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}

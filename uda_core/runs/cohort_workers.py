@@ -16,16 +16,19 @@ from uda_core.grid.prepare import ModelInput, prepare_volume, probabilities_to_i
 from uda_core.io.readers import read_volume
 from uda_core.io.volume import Volume
 from uda_core.io.writers import write_volume
+from uda_core.models.brain_region import label_map
 
 
 @dataclass
 class GridSpec:
     """What preparing needs from a bundle: spacing (mm, 3), in-plane shape (X, Y) voxels and
-    the intensity normalisation (a bundle's ``normalisation`` dict)."""
+    the intensity normalisation (a bundle's ``normalisation`` dict); brain: clean the
+    predicted non-background as a brain mask (uda_core.models.brain_region)."""
 
     spacing_mm: tuple[float, float, float]
     in_plane_shape: tuple[int, int]
     normalisation: dict
+    brain: bool = False
 
 
 @dataclass
@@ -53,13 +56,13 @@ def load_prepared(source: Path, spec: GridSpec) -> Loaded:
 
 
 def write_mask(loaded: Loaded, probs: np.ndarray, target: Path, overwrite: bool,
-               inputs: tuple[Path, ...] = ()) -> tuple[np.ndarray, float]:
+               inputs: tuple[Path, ...] = (), brain: bool = False) -> tuple[np.ndarray, float]:
     """Map probabilities (C, Z, X, Y) on the model grid onto the input grid, write the uint8
-    label map to `target` atomically; returns (voxel count per class (C,), seconds)."""
+    label map to `target` atomically (`brain`: its non-background cleaned as a brain mask,
+    uda_core.models.brain_region); returns (voxel count per class (C,), seconds)."""
     start = time.perf_counter()
     grid = Volume(np.empty(loaded.shape, np.uint8), loaded.affine)   # shape and affine only
-    labels = np.argmax(probabilities_to_input_grid(probs, loaded.model_input, grid),
-                       axis=0).astype(np.uint8)
+    labels = label_map(probabilities_to_input_grid(probs, loaded.model_input, grid), brain)
     mask = Volume(labels, loaded.affine, source=None, header=loaded.header,
                   meta={**loaded.meta, "kind": "labels"})
     write_volume(mask, target, dtype="uint8", overwrite=overwrite, inputs=inputs)

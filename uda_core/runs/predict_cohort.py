@@ -41,6 +41,7 @@ from uda_core.errors import UdaError
 from uda_core.grid.prepare import ModelInput
 from uda_core.io.atomic import atomic_output
 from uda_core.io.intensity import foreground_mask
+from uda_core.models.brain_region import extracts_brain
 from uda_core.models.bundle import ModelBundle
 from uda_core.models.inference import predict_slices, standardise_prepared
 from uda_core.models.prior import prior_for_positions
@@ -154,7 +155,7 @@ def predict_cohort(bundle: ModelBundle, network: torch.nn.Module, device: torch.
     on_row(row) is called as each item finishes (in input order); on_batch(n) after each
     batch of n slices (progress)."""
     spec = GridSpec(tuple(bundle.spacing_mm), tuple(bundle.in_plane_shape),  # type: ignore[arg-type]
-                    bundle.normalisation)
+                    bundle.normalisation, extracts_brain(bundle))
     names = list(bundle.class_names)
     prior = bundle.class_ratio_prior or None
     inputs = tuple(i.source for i in items)
@@ -224,7 +225,7 @@ def predict_cohort(bundle: ModelBundle, network: torch.nn.Module, device: torch.
                    "voxels": "x".join(map(str, loaded.shape)),
                    "_voxel_ml": float(abs(np.linalg.det(loaded.affine[:3, :3]))) / 1000.0}
             writing.append((item, pool.submit(write_mask, loaded, probs, item.target,
-                                              overwrite, inputs), row))
+                                              overwrite, inputs, spec.brain), row))
             del loaded, probs, model_input
             while len(writing) > max(workers, 0):
                 collect_write()

@@ -11,20 +11,23 @@ import math
 import numpy as np
 import torch
 
-from uda_core.losses import kl_class_ratio
+from uda_core.losses import kl_brain_class_ratio, kl_class_ratio
 
 HIGHER_IS_BETTER = {"entropy": False, "info_max": True, "prior_kl": False,
-                    "early_agreement": True, "consistency": True, "snd": True}
+                    "brain_prior_kl": False, "early_agreement": True, "consistency": True,
+                    "snd": True}
+DIVERGENCES = ("prior_kl", "brain_prior_kl")
+"""Scores that shrink towards 0 (their gain is relative, see :func:`gain`)."""
 
 
 def gain(name: str, initial: float, value: float, higher_is_better: bool) -> float:
     """How much better `value` is than `initial` (the step-0 value) for score `name`, in one
     unit for every score: the difference (sign-corrected) for bounded scores, and for
-    "prior_kl" (a divergence that shrinks towards 0) the relative decrease
-    (initial - value) / initial. Positive = better; NaN when either is not finite."""
+    the DIVERGENCES ("prior_kl", "brain_prior_kl": they shrink towards 0) the relative
+    decrease (initial - value) / initial. Positive = better; NaN when either is not finite."""
     if not (math.isfinite(initial) and math.isfinite(value)):
         return float("nan")
-    if name == "prior_kl":
+    if name in DIVERGENCES:
         return (initial - value) / max(initial, 1e-12)
     return (value - initial) if higher_is_better else (initial - value)
 
@@ -45,6 +48,13 @@ def information_maximisation(probs: torch.Tensor) -> float:
 def prior_divergence(probs: torch.Tensor, prior: torch.Tensor) -> float:
     """KL between predicted max-normalised class ratios and the prior ((C,) or (B, C))."""
     return float(kl_class_ratio(probs, prior))
+
+
+def brain_prior_divergence(probs: torch.Tensor, prior: torch.Tensor) -> float:
+    """Like prior_divergence, of the class ratios inside the brain (classes 1.., each slice
+    weighted by its brain share: losses.kl_brain_class_ratio), so the background of a
+    whole-head slice does not hide a small class such as CSF. Needs C >= 3."""
+    return float(kl_brain_class_ratio(probs, prior))
 
 
 def label_agreement(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> float:

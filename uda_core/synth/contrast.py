@@ -55,12 +55,13 @@ TISSUE_PROPERTIES = {
 
 HEAD_TISSUE_PROPERTIES = {
     "1.5T": {
-        "csf": TISSUE_PROPERTIES["1.5T"]["csf"],      # extracerebral CSF, vitreous
+        "csf": TISSUE_PROPERTIES["1.5T"]["csf"],      # vitreous, the spinal canal's CSF
         "bone": Tissue(t1_ms=500.0, t2_ms=1.0, pd=0.05),    # cortical bone: no signal
         "marrow": Tissue(t1_ms=400.0, t2_ms=60.0, pd=0.85),  # fatty diploe
         "fat": Tissue(t1_ms=260.0, t2_ms=85.0, pd=0.90),
         "muscle": Tissue(t1_ms=1000.0, t2_ms=44.0, pd=0.75),  # muscle and skin
         "cord": TISSUE_PROPERTIES["1.5T"]["wm"],      # spinal cord: white matter
+        "dura": Tissue(t1_ms=900.0, t2_ms=20.0, pd=0.60),   # dura and arachnoid
     },
     "3T": {
         "csf": TISSUE_PROPERTIES["3T"]["csf"],
@@ -69,12 +70,16 @@ HEAD_TISSUE_PROPERTIES = {
         "fat": Tissue(t1_ms=380.0, t2_ms=80.0, pd=0.90),
         "muscle": Tissue(t1_ms=1400.0, t2_ms=40.0, pd=0.75),
         "cord": TISSUE_PROPERTIES["3T"]["wm"],
+        "dura": Tissue(t1_ms=1100.0, t2_ms=18.0, pd=0.60),
     },
 }
 """field strength -> non-brain tissue -> Tissue (uda_core.synth.head.HEAD_TISSUES), rounded
 literature values (e.g. Stanisz et al. MRM 2005 for muscle; Gold et al. AJR 2004 and de
 Bazelaire et al. Radiology 2004 for fat and marrow at 1.5 and 3 T): fat and marrow are bright
-and muscle is dark on T1w; cortical bone gives no signal in any of these sequences."""
+and muscle is dark on T1w; cortical bone gives no signal in any of these sequences. The dura
+(dense collagen) has no single source here: assumed values of a fibrous tissue (short T2,
+moderate PD, T1 between muscle's and fat's), so it is dark on T2w and PD-weighted scans and
+a thin grey line on T1w."""
 
 
 def tissue_signal(tissue: Tissue, tr_ms: float, te_ms: float, ti_ms: float | None = None) -> float:

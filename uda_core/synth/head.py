@@ -5,8 +5,11 @@ subjects' brains come from the MNI template (brain only), so the rest of the hea
 here, in the subject's own space, around its deformed brain mask (SynthStrip-style: shells of
 random, smoothly varying thickness, tissues with per-subject random proton density):
 
-- by distance d from the brain: extracerebral CSF and dura (``csf``), the skull's inner
-  table (``bone``), the diploe (``marrow``, fatty), the outer table (``bone``);
+- by distance d from the brain: the dura and arachnoid (``dura``: a thin fibrous membrane
+  with its own short-T2 signal), the skull's inner table (``bone``), the diploe
+  (``marrow``, fatty), the outer table (``bone``). No free fluid lies outside the brain
+  mask: the template's mask already holds the subarachnoid CSF (labelled CSF), so fluid
+  outside it labelled background would draw a boundary the image does not show;
 - a neck below the brain (muscle, with the spinal cord in its canal and a vertebral ring),
   the face and orbits in front of and below the frontal lobes (eyes: vitreous fluid, orbit
   fat; face: muscle and fat with air-filled sinuses);
@@ -27,7 +30,7 @@ from scipy.ndimage import distance_transform_edt
 
 from uda_core.synth import contrast
 
-HEAD_TISSUES = ("csf", "bone", "marrow", "fat", "muscle", "cord")
+HEAD_TISSUES = ("csf", "bone", "marrow", "fat", "muscle", "cord", "dura")
 """Non-brain tissues, in the order of :func:`simulate_head`'s fractions."""
 
 HEAD_PADDING_MM = 24.0
@@ -39,7 +42,7 @@ class HeadShape:
     """Mean thickness (mm) of each shell around the brain; each varies smoothly over the head
     by +-``variation`` (relative std) and is drawn per subject within +-``spread``."""
 
-    csf_mm: float = 2.5
+    dura_mm: float = 1.2
     inner_table_mm: float = 1.5
     diploe_mm: float = 3.0
     outer_table_mm: float = 1.5
@@ -93,7 +96,7 @@ def simulate_head(brain: np.ndarray, affine: np.ndarray, rng: np.random.Generato
     d_brain = distance_transform_edt(~brain, sampling=voxel).astype(np.float32)
 
     edges = np.cumsum([_thickness(t, shape, voxel, rng, head) for t in
-                       (head.csf_mm, head.inner_table_mm, head.diploe_mm,
+                       (head.dura_mm, head.inner_table_mm, head.diploe_mm,
                         head.outer_table_mm)], axis=0)
     shell = ~brain & (d_brain < edges[-1])
 
@@ -145,7 +148,7 @@ def simulate_head(brain: np.ndarray, affine: np.ndarray, rng: np.random.Generato
     tissue[orbits & ~shell] = names["fat"]
     tissue[eyes & ~shell] = names["csf"]                  # vitreous: free water, as CSF
     for edge, name in ((edges[3], "bone"), (edges[2], "marrow"), (edges[1], "bone"),
-                       (edges[0], "csf")):                # skull shells, outermost first
+                       (edges[0], "dura")):               # skull shells, outermost first
         tissue[shell & (d_brain < edge)] = names[name]
     below = (z < lo[2]) & envelope                       # the spinal canal under the brain
     r_stem2 = (x - stem_x) ** 2 + (y - stem_y) ** 2

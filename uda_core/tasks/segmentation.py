@@ -12,6 +12,7 @@ from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.distributed import shard_of, world_size
 from uda_core.models.inference import predict_slices
 from uda_core.models.prior import prior_for_positions
@@ -117,6 +118,9 @@ class SegmentationTask:
         }
         if "prior" in self._score_set:
             scores["prior_kl"] = label_free.prior_divergence(probs, self._score_set["prior"])
+            if self.num_classes >= 3:
+                scores["brain_prior_kl"] = label_free.brain_prior_divergence(
+                    probs, self._score_set["prior"])
         forward_with_early = getattr(self.network, "forward_with_early", None)
         if getattr(self.method.bundle, "has_early_head", False) and forward_with_early is not None:
             early = torch.cat([forward_with_early(images[i:i + 16])[1].argmax(1)
@@ -140,4 +144,4 @@ class SegmentationTask:
                                on_batch=lambda _: self.control.check("showing the masks"))
         on_input = probabilities_to_input_grid(probs, model_input, self.data.volumes[index])
         return PreviewEvent(step, index, probs.argmax(0).astype(np.uint8),
-                            on_input.argmax(0).astype(np.uint8))
+                            label_map(on_input, extracts_brain(self.method.bundle)))

@@ -23,6 +23,7 @@ from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
 from uda_core.methods.registry import PATCH_METHODS  # the methods with adapts_3d (tested)
+from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import AdaptationData
@@ -103,4 +104,4 @@ class PatchSegmentationTask(SegmentationTask):
                              batch_size=2, mirror=False)
         on_input = probabilities_to_input_grid(probs, model_input, self.data.volumes[index])
         return PreviewEvent(step, index, probs.argmax(0).astype(np.uint8),
-                            on_input.argmax(0).astype(np.uint8))
+                            label_map(on_input, extracts_brain(self.method.bundle)))
