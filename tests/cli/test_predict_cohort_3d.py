@@ -10,9 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
-from tests.conftest import blob_volume, make_seg_bundle, write_nifti
+from tests.conftest import blob_volume, make_seg_bundle_3d, write_nifti
 from uda_core.cli import main
 
 SHAPE = (20, 24, 10)
@@ -20,20 +19,8 @@ SHAPE = (20, 24, 10)
 
 @pytest.fixture(scope="module")
 def bundle_3d(tmp_path_factory) -> str:
-    """A randomly initialised tiny 3D MONAI UNet bundle (2 mm, 16^3 windows)."""
     from uda_core.models.bundle import save_bundle
-    from uda_core.models.nets import architecture_class
-
-    torch.manual_seed(0)
-    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 4, "channels": [4, 8],
-              "strides": [2], "num_res_units": 0, "norm": "batch"}
-    network = architecture_class("monai.UNet")(**kwargs)
-    bundle = make_seg_bundle(
-        architecture="monai.UNet", arch_kwargs=kwargs, state_dict=network.state_dict(),
-        early_head_state_dict=None, in_plane_shape=[16, 16], dims=3,
-        window={"roi_size": [16, 16, 16], "overlap": 0.25, "mode": "gaussian",
-                "mirror_axes": [0], "axes": [0, 1, 2]})
-    return str(save_bundle(bundle, tmp_path_factory.mktemp("bundle3d") / "tiny3d.pt"))
+    return str(save_bundle(make_seg_bundle_3d(), tmp_path_factory.mktemp("b3d") / "tiny3d.pt"))
 
 
 def run(capsys, *argv):

@@ -6,11 +6,15 @@ order, ``window["axes"]``), each centred on a random head voxel (the intensity f
 the model grid) of a random target; ``positions`` are the normalised axial positions of the
 patch centres. Scores use min(``score_slices``, 8) fixed patches (drawn once with seed + 1;
 at most 8 so scoring a 96^3-window network stays cheap); the
-preview is the sliding-window prediction of one whole target.
+preview is the sliding-window prediction of one whole target. Streamed data (its inputs a
+:class:`~uda_core.grid.prepared_store.PreparedStore`) keeps the padded volumes and head
+voxels on disk beside them too (memory-mapped, read a patch at a time), with the same
+batches.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,7 @@ from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
+from uda_core.grid.prepared_store import ArrayStore, PreparedStore
 from uda_core.methods.base import AdaptationMethod, Batch
 from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
@@ -33,21 +38,27 @@ PATCH_METHODS = ("tent", "adabn", "sfda")
 
 class PatchPool:
     """Each target as a network-order volume (X', Y', Z') padded to at least the window, and
-    its head voxels to centre patches on."""
+    its head voxels (flat indices into it, int32) to centre patches on; in memory, or in
+    ``folder`` on disk (read back memory-mapped) when given."""
 
-    def __init__(self, data: AdaptationData, window: dict) -> None:
+    def __init__(self, data: AdaptationData, window: dict, folder: Path | None = None) -> None:
         self.axes = [int(a) for a in window["axes"]]
         self.roi = [int(r) for r in window["roi_size"]]
-        self.volumes: list[np.ndarray] = []
-        self.heads: list[np.ndarray] = []
+        self.volumes: list[np.ndarray] | ArrayStore = (
+            [] if folder is None else ArrayStore(folder, "patch-volume"))
+        self.heads: list[np.ndarray] | ArrayStore = (
+            [] if folder is None else ArrayStore(folder, "patch-head"))
         self.positions: list[np.ndarray] = []
         for model_input in data.inputs:
             grid = np.moveaxis(model_input.slices, 0, -1)       # (X, Y, Z)
             image = np.transpose(grid, self.axes)
-            image = pad_to(image, self.roi, float(image.min()))
-            self.volumes.append(np.ascontiguousarray(image, dtype=np.float32))
-            self.heads.append(head_voxels(image))
-            self.positions.append(model_input.positions)
+            image = np.ascontiguousarray(pad_to(image, self.roi, float(image.min())),
+                                         dtype=np.float32)
+            head = np.ravel_multi_index(tuple(head_voxels(image).T), image.shape)
+            self.volumes.append(image)
+            self.heads.append(head.astype(np.int32))
+            self.positions.append(np.asarray(model_input.positions))
+            del grid, image, head
         self.z_axis = self.axes.index(2)  # where the grid's z (slice) axis is in network order
 
     def patch(self, v: int, centre: np.ndarray) -> tuple[np.ndarray, float]:
@@ -62,7 +73,9 @@ class PatchPool:
         patches, positions = [], []
         for v in rng.integers(0, len(self.volumes), n):
             head = self.heads[int(v)]
-            patch, position = self.patch(int(v), head[int(rng.integers(0, len(head)))])
+            flat = int(head[int(rng.integers(0, len(head)))])
+            centre = np.array(np.unravel_index(flat, self.volumes[int(v)].shape))
+            patch, position = self.patch(int(v), centre)
             patches.append(patch)
             positions.append(position)
         return np.stack(patches), np.asarray(positions, dtype=np.float32)
@@ -77,7 +90,8 @@ class PatchSegmentationTask(SegmentationTask):
         if window is None:
             raise ValueError("a patch task needs a 3D bundle (with sliding-window settings)")
         self.window = window
-        self.patches = PatchPool(data, window)
+        streamed = isinstance(data.inputs, PreparedStore)
+        self.patches = PatchPool(data, window, data.inputs.folder if streamed else None)
         super().__init__(method, data, config, control)
 
     def sample_batch(self, rng: np.random.Generator) -> Batch:
