@@ -48,13 +48,20 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def measure(command: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak MiB of the process tree, exit status) of `command`."""
+def measure(command: list[str], masks: Path | None = None) -> tuple[float, float, int]:
+    """(seconds, peak MiB of the process tree, exit status) of `command`; with `masks` (an
+    output folder), a progress line on stderr every minute: masks written, peak so far."""
     start = time.perf_counter()
     process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    peak = 0
+    peak, said = 0, start
     while process.poll() is None:
+        if masks is not None and time.perf_counter() - said > 60:
+            said = time.perf_counter()
+            done = len(list(masks.glob("*_seg.nii.gz"))) if masks.is_dir() else 0
+            sys.stderr.write(f"  {said - start:.0f} s: {done} masks, peak {peak / 2**20:.0f} "
+                             f"MiB, load {load()}\n")
+            sys.stderr.flush()
         try:
             tree = [process, *process.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
@@ -78,7 +85,8 @@ def bench_predict(args: argparse.Namespace, work: Path) -> None:
             before = load()
             seconds, peak, code = measure([*CLI, "predict", "--model", args.model,
                                            "--device", "cpu", "--workers", str(workers),
-                                           *args.extra, "--out", str(out), str(folder)])
+                                           *args.extra, "--out", str(out), str(folder)],
+                                          out)
             status = "" if code == 0 else f" (exit {code})"
             print(f"| {Path(args.model).name} | {n} | {workers} | {seconds:.1f} | "
                   f"{60 * n / seconds:.1f} | {peak:.0f}{status} | {before}-{load()} |",
