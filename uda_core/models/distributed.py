@@ -163,16 +163,19 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     BatchNorm2d (state dicts are interchangeable); in eval mode, or with one process, it is
     BatchNorm2d."""
 
-    forward = _global_batchnorm
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _global_batchnorm(self, input)
 
 
 class GlobalBatchNorm3d(nn.BatchNorm3d):
     """GlobalBatchNorm2d for 3D networks' patches (B, C, D, H, W)."""
 
-    forward = _global_batchnorm
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _global_batchnorm(self, input)
 
 
-_GLOBAL = {nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm3d: GlobalBatchNorm3d}
+_GLOBAL: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
+    nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm3d: GlobalBatchNorm3d}
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
@@ -181,7 +184,7 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
     if world_size() == 1:
         return module
     for name, child in list(module.named_children()):
-        if type(child) in _GLOBAL:
+        if type(child) in _GLOBAL and isinstance(child, nn.modules.batchnorm._BatchNorm):
             synced = _GLOBAL[type(child)](child.num_features, child.eps, child.momentum,
                                        child.affine, child.track_running_stats)
             synced.load_state_dict(child.state_dict())

@@ -102,8 +102,8 @@ class PatchSegmentationTask(SegmentationTask):
         if window is None:
             raise ValueError("a patch task needs a 3D bundle (with sliding-window settings)")
         self.window = window
-        streamed = isinstance(data.inputs, PreparedStore)
-        self.patches = PatchPool(data, window, data.inputs.folder if streamed else None)
+        folder = data.inputs.folder if isinstance(data.inputs, PreparedStore) else None
+        self.patches = PatchPool(data, window, folder)
         super().__init__(method, data, config, control)
 
     def sample_batch(self, rng: np.random.Generator) -> Batch:
