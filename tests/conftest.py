@@ -2,6 +2,7 @@
 
 One factory per kind of model, reused by every test file:
     make_seg_bundle(...)   a randomly initialised 4-class U-Net segmentation bundle
+    make_seg_bundle_3d(...)   the same for a tiny 3D MONAI UNet (sliding windows)
     make_reg_bundle(...)   a randomly initialised registration (DiscreteRegNet) bundle
 and the fixtures built on them: `tiny_bundle_path`, `tiny_reg_model`; and one for engine data:
     adaptation_data(slices, ...)   model-grid target slices as one volume's AdaptationData
@@ -97,6 +98,24 @@ def make_seg_bundle(*, seed=0, base_channels=4, depth=2, **fields):
         provenance={"method": "test"})
     values.update(fields)
     return ModelBundle(**values)
+
+
+def make_seg_bundle_3d(*, seed=0, roi=16, mirror_axes=(0,), **fields):
+    """A randomly initialised 4-class 3D MONAI UNet (channels 4, 8; BatchNorm) bundle at 2 mm
+    with ``roi``^3 sliding windows overlapping by 0.25, mirrored along ``mirror_axes``."""
+    from uda_core.models.nets import architecture_class
+
+    torch.manual_seed(seed)
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": len(SEG_CLASSES),
+              "channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}
+    network = architecture_class("monai.UNet")(**kwargs)
+    window = {"roi_size": [roi] * 3, "overlap": 0.25, "mode": "gaussian",
+              "mirror_axes": list(mirror_axes), "axes": [0, 1, 2]}
+    values = dict(architecture="monai.UNet", arch_kwargs=kwargs,
+                  state_dict=network.state_dict(), early_head_state_dict=None,
+                  in_plane_shape=[roi, roi], dims=3, window=window)
+    values.update(fields)
+    return make_seg_bundle(seed=seed, **values)
 
 
 def make_reg_bundle(*, seed=0, spacing_mm=(4.0, 4.0, 4.0), in_plane_shape=(48, 56),

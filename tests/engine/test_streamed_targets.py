@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.conftest import blob_volume, write_nifti
+from tests.conftest import blob_volume, make_seg_bundle_3d, write_nifti
 from uda_core.engine import EngineConfig
 from uda_core.exports.masks import write_masks
 from uda_core.methods.tent import Tent, TentConfig
@@ -63,4 +63,41 @@ def test_a_streamed_run_writes_its_outputs_and_removes_its_cache(tmp_path, tiny_
                              stream_targets=True)
     assert summary["status"] == "completed" and len(summary["masks"]) == 3
     assert (out / "adapted.pt").is_file()
+    assert not list(out.glob(".prepared-*"))
+
+
+def test_streamed_3d_targets_give_the_same_patches_and_scores(tmp_path):
+    from uda_core.tasks.segmentation_patches import PatchSegmentationTask
+    targets, _, _ = _files(tmp_path)
+    bundle = make_seg_bundle_3d(mirror_axes=())
+    config = EngineConfig(batch_size=3, score_slices=4, seed=3)
+    tasks = []
+    for cache in (None, tmp_path / "cache"):
+        data = load_adaptation_data(bundle, targets, cache_dir=cache)
+        method = Tent(bundle.build_network(), bundle, TentConfig(), torch.device("cpu"))
+        tasks.append(PatchSegmentationTask(method, data, config))
+    in_memory, streamed = tasks
+    assert not isinstance(in_memory.patches.volumes[0], np.memmap)
+    for pool in (streamed.patches.volumes, streamed.patches.heads):
+        assert isinstance(pool[0], np.memmap)   # read from disk, not held
+    rngs = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(5):
+        a, b = (task.sample_batch(rng) for task, rng in zip(tasks, rngs, strict=True))
+        assert a.target.shape == (3, 1, 16, 16, 16)
+        for name in ("target", "positions"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(in_memory._score_set["images"], streamed._score_set["images"])
+
+
+def test_a_streamed_3d_run_writes_its_masks_and_removes_its_cache(tmp_path):
+    from uda_core.models.bundle import save_bundle
+    from uda_core.runs.adapt import run_adaptation
+    targets, _, _ = _files(tmp_path, 3)
+    model = save_bundle(make_seg_bundle_3d(mirror_axes=()), tmp_path / "tiny3d.pt")
+    out = tmp_path / "run"
+    summary = run_adaptation(str(model), "tent", targets, out, device="cpu",
+                             engine_settings={"steps": 2, "batch_size": 2, "score_every": 1},
+                             stream_targets=True)
+    assert summary["status"] == "completed" and len(summary["masks"]) == 3
+    assert load_model(out / "adapted.pt").dims == 3
     assert not list(out.glob(".prepared-*"))

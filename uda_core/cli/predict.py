@@ -64,39 +64,6 @@ def _summary_path(out_dir: Path, num_parts: int, part_id: int) -> Path:
     return out_dir / f"predict_summary.part{part_id}-of-{num_parts}.csv"
 
 
-def _predict_3d(bundle, network, device, items, batch_size: int, args: argparse.Namespace,
-                out_dir: Path) -> int:
-    """A 3D network's volumes, one after the other in this process (sliding windows; the
-    cohort's worker processes and summary CSV are for 2D networks so far): any problem is
-    the command's one-line error."""
-    import time
-
-    from uda_core.io.folder_lock import hold_folder
-    from uda_core.io.readers import read_volume
-    from uda_core.io.writers import write_volume
-    from uda_core.models.inference import expected_windows, segment_volume, units
-
-    with hold_folder(out_dir):   # one writer per folder
-        for item in items:
-            if item.skip:
-                print(f"{item.target}  (exists, skipped)")
-                continue
-            start = time.perf_counter()
-            volume = read_volume(item.source)
-            bar = progress_bar(expected_windows(bundle, volume), item.source.name,
-                               units(bundle.window))
-            try:
-                labels = segment_volume(bundle, network, volume, device, batch_size,
-                                        on_batch=bar.update, mirror=not args.no_mirroring)
-            finally:
-                bar.close()
-            write_volume(labels.with_data(labels.data, source=None), item.target,
-                         dtype="uint8", overwrite=args.overwrite)
-            print(f"{item.target}  ({'x'.join(map(str, volume.shape))} voxels, "
-                  f"{time.perf_counter() - start:.1f} s)")
-    return 0
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     import os
@@ -136,10 +103,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not items:
         say(f"part {args.part_id} of {args.num_parts} has no inputs ({len(every)} in all)")
         return 0
-    if bundle.dims == 3:
-        return _predict_3d(bundle, network, device, items, batch_size, args, out_dir)
-    if strict:   # one file: count its slices
-        bar = progress_bar(None, inputs[0].name, units(None))
+    if strict:   # one file: count its slices (2D) or windows (3D)
+        bar = progress_bar(None, inputs[0].name, units(bundle.window))
     else:
         bar = progress_bar(len(items), "predict", "volume")
 
@@ -159,7 +124,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             rows = predict_cohort(bundle, network, device, items, workers=workers,
                                   batch_size=batch_size, overwrite=args.overwrite,
-                                  strict=strict, on_row=on_row,
+                                  strict=strict, mirror=not args.no_mirroring,
+                                  on_row=on_row,
                                   on_batch=bar.update if strict else None)
         finally:
             bar.close()

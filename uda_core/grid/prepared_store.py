@@ -57,9 +57,10 @@ class ArrayStore(Sequence[np.ndarray]):
 
 
 class PreparedStore(Sequence[ModelInput]):
-    """ModelInputs whose slices are on disk (see the module doc)."""
+    """ModelInputs whose slices are on disk (see the module doc), in ``folder``."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
         self._slices = ArrayStore(folder, "slices")
         self._grids: list[tuple[np.ndarray, tuple[int, int, int], np.ndarray]] = []
 

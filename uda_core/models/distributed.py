@@ -8,8 +8,8 @@ are averaged over the ranks before each optimiser step (:func:`average_gradients
 all-reduce of DistributedDataParallel, done once per update in
 ``AdaptationMethod.update`` so that methods with several forwards or sub-network calls need
 no wrapper), BatchNorm layers normalise with the statistics of the global batch
-(:class:`GlobalBatchNorm2d`, SyncBatchNorm's job, which also works on the CPU with gloo),
-label-free scores and losses are averaged over the ranks (:func:`average_numbers`), and only
+(:class:`GlobalBatchNorm2d` and ``3d``, SyncBatchNorm's job, which also works on the CPU with
+gloo), label-free scores and losses are averaged over the ranks (:func:`average_numbers`), and only
 rank 0 writes files. With one process every function here is the identity.
 """
 
@@ -125,6 +125,37 @@ class _SumOverRanks(torch.autograd.Function):
         return total
 
 
+def _global_batchnorm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """The forward of GlobalBatchNorm2d / 3d: batch statistics over all ranks (see there)."""
+    if not (self.training and world_size() > 1):
+        return nn.modules.batchnorm._BatchNorm.forward(self, x)
+    given = x
+    x = x.float()   # statistics in float32, also under bfloat16 autocast
+    channels = x.shape[1]
+    axes = (0, *range(2, x.ndim))
+    shape = (1, channels, *(1,) * (x.ndim - 2))
+    count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
+    sums = torch.cat([x.sum(dim=axes), (x * x).sum(dim=axes), count])
+    stats = _SumOverRanks.apply(sums)
+    n = stats[-1]
+    mean = stats[:channels] / n
+    var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0)
+    running_mean, running_var, tracked = (self.running_mean, self.running_var,
+                                          self.num_batches_tracked)
+    if self.track_running_stats and running_mean is not None and running_var is not None \
+            and tracked is not None:
+        with torch.no_grad():
+            tracked.add_(1)
+            factor = (1.0 / float(tracked) if self.momentum is None else self.momentum)
+            unbiased = var * n / (n - 1).clamp_min(1)
+            running_mean.mul_(1 - factor).add_(factor * mean.detach())
+            running_var.mul_(1 - factor).add_(factor * unbiased.detach())
+    y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+    if self.affine:
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+    return y.to(given.dtype)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the batch over all ranks
     (the sum and sum of squares per channel are all-reduced, differentiably), so N processes
@@ -132,42 +163,29 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     BatchNorm2d (state dicts are interchangeable); in eval mode, or with one process, it is
     BatchNorm2d."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and world_size() > 1):
-            return super().forward(x)
-        given = x
-        x = x.float()   # statistics in float32, also under bfloat16 autocast
-        channels = x.shape[1]
-        count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
-        sums = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        stats = _SumOverRanks.apply(sums)
-        n = stats[-1]
-        mean = stats[:channels] / n
-        var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0)
-        running_mean, running_var, tracked = (self.running_mean, self.running_var,
-                                              self.num_batches_tracked)
-        if self.track_running_stats and running_mean is not None and running_var is not None \
-                and tracked is not None:
-            with torch.no_grad():
-                tracked.add_(1)
-                factor = (1.0 / float(tracked) if self.momentum is None else self.momentum)
-                unbiased = var * n / (n - 1).clamp_min(1)
-                running_mean.mul_(1 - factor).add_(factor * mean.detach())
-                running_var.mul_(1 - factor).add_(factor * unbiased.detach())
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(given.dtype)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _global_batchnorm(self, input)
+
+
+class GlobalBatchNorm3d(nn.BatchNorm3d):
+    """GlobalBatchNorm2d for 3D networks' patches (B, C, D, H, W)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _global_batchnorm(self, input)
+
+
+_GLOBAL: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
+    nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm3d: GlobalBatchNorm3d}
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """`module` with every BatchNorm2d replaced (in place) by a GlobalBatchNorm2d holding the
-    same parameters and statistics; unchanged with one process."""
+    """`module` with every BatchNorm2d / 3d replaced (in place) by a GlobalBatchNorm2d / 3d
+    holding the same parameters and statistics; unchanged with one process."""
     if world_size() == 1:
         return module
     for name, child in list(module.named_children()):
-        if type(child) is nn.BatchNorm2d:
-            synced = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum,
+        if type(child) in _GLOBAL and isinstance(child, nn.modules.batchnorm._BatchNorm):
+            synced = _GLOBAL[type(child)](child.num_features, child.eps, child.momentum,
                                        child.affine, child.track_running_stats)
             synced.load_state_dict(child.state_dict())
             synced.train(child.training)

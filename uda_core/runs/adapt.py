@@ -145,8 +145,8 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     torch_device = resolve_device(device)
     control = control or RunControl()
 
-    if stream_targets is None:   # 3D volumes are prepared whole: in memory so far
-        stream_targets = len(targets) > STREAM_ABOVE and bundle.dims == 2
+    if stream_targets is None:
+        stream_targets = len(targets) > STREAM_ABOVE
     with _prepared_cache(out_dir if stream_targets else None) as cache:
         data = load_adaptation_data(bundle, targets, paired=paired, source=source_pairs,
                                     reference=reference, align=align, cache_dir=cache,

@@ -1,5 +1,6 @@
-"""What a cohort predict's worker processes do: read a volume and put it on the model grid;
-map class probabilities back onto the input grid and write the mask. Imports no torch, so a
+"""What a cohort predict's worker processes do: read a volume and put it on the model grid
+(a 2D network's fixed in-plane grid, or a 3D network's grid covering the whole volume); map
+class probabilities back onto the input grid and write the mask. Imports no torch, so a
 worker process starts light (``spawn``).
 """
 
@@ -12,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from uda_core.grid.prepare import ModelInput, prepare_volume, probabilities_to_input_grid
+from uda_core.grid.prepare import (
+    ModelInput,
+    prepare_volume,
+    prepare_volume_3d,
+    probabilities_to_input_grid,
+)
 from uda_core.io.readers import read_volume
 from uda_core.io.volume import Volume
 from uda_core.io.writers import write_volume
@@ -21,13 +27,15 @@ from uda_core.models.brain_region import label_map
 
 @dataclass
 class GridSpec:
-    """What preparing needs from a bundle: spacing (mm, 3), in-plane shape (X, Y) voxels and
-    the intensity normalisation (a bundle's ``normalisation`` dict); brain: clean the
+    """What preparing needs from a bundle: spacing (mm, 3), in-plane shape (X, Y) voxels
+    (2D networks only), the intensity normalisation (a bundle's ``normalisation`` dict), the
+    network's dimensions (2: slices; 3: a grid covering the whole volume) and brain: clean the
     predicted non-background as a brain mask (uda_core.models.brain_region)."""
 
     spacing_mm: tuple[float, float, float]
     in_plane_shape: tuple[int, int]
     normalisation: dict
+    dims: int = 2
     brain: bool = False
 
 
@@ -49,8 +57,11 @@ def load_prepared(source: Path, spec: GridSpec) -> Loaded:
     """Read `source` and resample it onto its model grid (normalised, not standardised)."""
     start = time.perf_counter()
     volume = read_volume(source)
-    model_input = prepare_volume(volume, spec.spacing_mm, spec.in_plane_shape,
-                                 spec.normalisation)
+    if spec.dims == 3:
+        model_input = prepare_volume_3d(volume, spec.spacing_mm, spec.normalisation)
+    else:
+        model_input = prepare_volume(volume, spec.spacing_mm, spec.in_plane_shape,
+                                     spec.normalisation)
     return Loaded(source, volume.affine, tuple(volume.shape), volume.header,  # type: ignore[arg-type]
                   volume.meta, model_input, time.perf_counter() - start)
 

@@ -1,5 +1,6 @@
 """Predicting a cohort: many volumes through one network, reading and writing overlapped with
-inference, one summary table per run.
+inference, one summary table per run. 2D networks run slice by slice, 3D ones by sliding
+window over the whole model grid (:func:`~uda_core.models.inference.predict_grid`).
 
 Pipeline: with ``workers`` > 0 a pool of that many worker processes (``spawn``) reads each
 volume and resamples it onto its model grid (:func:`~uda_core.runs.cohort_workers.load_prepared`)
@@ -15,7 +16,8 @@ failed), seconds of work spent on it (read + predict + write), the class volumes
 the input grid, and label-free quality numbers on the model grid: ``entropy`` (mean
 normalised entropy over the head's voxels, 0 = certain, 1 = uniform) and ``prior_kl`` (KL of
 the predicted class ratios from the bundle's class-ratio prior, nats, mean over slices
-showing head; blank without a prior); ``flags`` names the numbers that are
+showing head; blank without a prior, and for 3D networks, whose prior is of patches, not
+slices); ``flags`` names the numbers that are
 outliers within this run (above median + 3 x 1.4826 x MAD of the written rows, with at least
 OUTLIER_MIN_ROWS rows): a cue to look at that mask, not a verdict.
 """
@@ -43,7 +45,7 @@ from uda_core.io.atomic import atomic_output
 from uda_core.io.intensity import foreground_mask
 from uda_core.models.brain_region import extracts_brain
 from uda_core.models.bundle import ModelBundle
-from uda_core.models.inference import predict_slices, standardise_prepared
+from uda_core.models.inference import check_single_channel, predict_grid, standardise_prepared
 from uda_core.models.prior import prior_for_positions
 from uda_core.runs.cohort_workers import GridSpec, Loaded, load_prepared, write_mask
 from uda_core.scores.label_free import prior_divergence
@@ -146,18 +148,22 @@ def _pool(workers: int) -> Any:
 
 def predict_cohort(bundle: ModelBundle, network: torch.nn.Module, device: torch.device,
                    items: Sequence[CohortItem], *, workers: int = 0, batch_size: int = 16,
-                   overwrite: bool = False, strict: bool = False,
+                   overwrite: bool = False, strict: bool = False, mirror: bool = True,
                    on_row: Callable[[dict[str, Any]], None] | None = None,
                    on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Segment every item (see the module doc); returns the summary rows in input order.
 
-    strict: a failure raises at once (the single-file behaviour) instead of becoming a row.
-    on_row(row) is called as each item finishes (in input order); on_batch(n) after each
-    batch of n slices (progress)."""
+    batch_size: slices (2D network) or sliding windows (3D) per network call; mirror: 3D
+    test-time mirroring when the bundle asks for it. strict: a failure raises at once (the
+    single-file behaviour) instead of becoming a row. on_row(row) is called as each item
+    finishes (in input order); on_batch(n) after each batch of n slices or windows
+    (progress). ModelError at once for a network taking several input channels."""
+    check_single_channel(bundle)
     spec = GridSpec(tuple(bundle.spacing_mm), tuple(bundle.in_plane_shape),  # type: ignore[arg-type]
-                    bundle.normalisation, extracts_brain(bundle))
+                    bundle.normalisation, dims=bundle.dims, brain=extracts_brain(bundle))
+    window = bundle.window if bundle.dims == 3 else None
     names = list(bundle.class_names)
-    prior = bundle.class_ratio_prior or None
+    prior = (bundle.class_ratio_prior or None) if window is None else None
     inputs = tuple(i.source for i in items)
     rows: list[dict[str, Any]] = []
 
@@ -212,8 +218,8 @@ def predict_cohort(bundle: ModelBundle, network: torch.nn.Module, device: torch.
             try:
                 loaded = pending.result()
                 model_input = standardise_prepared(bundle, loaded.model_input, network, device)
-                probs = predict_slices(network, model_input.slices, device, batch_size,
-                                       on_batch)
+                probs = predict_grid(network, model_input, device, window, batch_size,
+                                     on_batch, mirror)
                 quality = quality_numbers(probs, model_input, prior)
             except Exception as exc:
                 while writing:   # keep rows in input order

@@ -4,13 +4,20 @@ Same engine task as :class:`~uda_core.tasks.segmentation.SegmentationTask`, with
 instead of slices: a batch is ``batch_size`` patches of the bundle's window size (network axis
 order, ``window["axes"]``), each centred on a random head voxel (the intensity foreground of
 the model grid) of a random target; ``positions`` are the normalised axial positions of the
-patch centres. Scores use min(``score_slices``, 8) fixed patches (drawn once with seed + 1;
-at most 8 so scoring a 96^3-window network stays cheap); the
-preview is the sliding-window prediction of one whole target.
+patch centres. Under torchrun every rank draws the same global batch and cuts only its share
+of the patches (uda_core.models.distributed). Scores use min(``score_slices``, 8) fixed
+patches (drawn once with seed + 1; at most 8 so scoring a 96^3-window network stays cheap;
+shared among the ranks like a batch); the preview is the sliding-window prediction of one
+whole target. Streamed data (its inputs a
+:class:`~uda_core.grid.prepared_store.PreparedStore`) keeps the padded volumes and head
+voxels on disk beside them too (memory-mapped, read a patch at a time), with the same
+batches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +28,11 @@ from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.patches import head_voxels, pad_to, patch_box
 from uda_core.grid.prepare import probabilities_to_input_grid
+from uda_core.grid.prepared_store import ArrayStore, PreparedStore
 from uda_core.methods.base import AdaptationMethod, Batch
 from uda_core.methods.registry import PATCH_METHODS  # the methods with adapts_3d (tested)
 from uda_core.models.brain_region import extracts_brain, label_map
+from uda_core.models.distributed import shard_of, world_size
 from uda_core.models.inference import predict_grid
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import AdaptationData
@@ -33,21 +42,27 @@ __all__ = ["PATCH_METHODS", "PatchPool", "PatchSegmentationTask"]
 
 class PatchPool:
     """Each target as a network-order volume (X', Y', Z') padded to at least the window, and
-    its head voxels to centre patches on."""
+    its head voxels (flat indices into it, int32) to centre patches on; in memory, or in
+    ``folder`` on disk (read back memory-mapped) when given."""
 
-    def __init__(self, data: AdaptationData, window: dict) -> None:
+    def __init__(self, data: AdaptationData, window: dict, folder: Path | None = None) -> None:
         self.axes = [int(a) for a in window["axes"]]
         self.roi = [int(r) for r in window["roi_size"]]
-        self.volumes: list[np.ndarray] = []
-        self.heads: list[np.ndarray] = []
+        self.volumes: list[np.ndarray] | ArrayStore = (
+            [] if folder is None else ArrayStore(folder, "patch-volume"))
+        self.heads: list[np.ndarray] | ArrayStore = (
+            [] if folder is None else ArrayStore(folder, "patch-head"))
         self.positions: list[np.ndarray] = []
         for model_input in data.inputs:
             grid = np.moveaxis(model_input.slices, 0, -1)       # (X, Y, Z)
             image = np.transpose(grid, self.axes)
-            image = pad_to(image, self.roi, float(image.min()))
-            self.volumes.append(np.ascontiguousarray(image, dtype=np.float32))
-            self.heads.append(head_voxels(image))
-            self.positions.append(model_input.positions)
+            image = np.ascontiguousarray(pad_to(image, self.roi, float(image.min())),
+                                         dtype=np.float32)
+            head = np.ravel_multi_index(tuple(head_voxels(image).T), image.shape)
+            self.volumes.append(image)
+            self.heads.append(head.astype(np.int32))
+            self.positions.append(np.asarray(model_input.positions))
+            del grid, image, head
         self.z_axis = self.axes.index(2)  # where the grid's z (slice) axis is in network order
 
     def patch(self, v: int, centre: np.ndarray) -> tuple[np.ndarray, float]:
@@ -57,12 +72,22 @@ class PatchPool:
         z = int(np.clip(centre[self.z_axis], 0, len(positions) - 1))
         return image[patch_box(centre, self.roi, image.shape)], float(positions[z])
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """n random patches (n, *roi) and their positions (n,)."""
-        patches, positions = [], []
+    def sample(self, rng: np.random.Generator, n: int,
+               share: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """n random patches (n, *roi) and their positions (n,); with `share` (e.g.
+        uda_core.models.distributed.shard_of), only the patches of share(arange(n)) of the
+        n drawn (the draws, and so the other ranks' patches, stay those of all n)."""
+        picks = []
         for v in rng.integers(0, len(self.volumes), n):
             head = self.heads[int(v)]
-            patch, position = self.patch(int(v), head[int(rng.integers(0, len(head)))])
+            picks.append((int(v), int(head[int(rng.integers(0, len(head)))])))
+        keep = np.arange(n) if share is None else share(np.arange(n))
+        patches, positions = [], []
+        for k in keep:
+            v, flat = picks[int(k)]
+            centre = np.array(np.unravel_index(flat, self.volumes[v].shape))
+            patch, position = self.patch(v, centre)
             patches.append(patch)
             positions.append(position)
         return np.stack(patches), np.asarray(positions, dtype=np.float32)
@@ -77,17 +102,19 @@ class PatchSegmentationTask(SegmentationTask):
         if window is None:
             raise ValueError("a patch task needs a 3D bundle (with sliding-window settings)")
         self.window = window
-        self.patches = PatchPool(data, window)
+        folder = data.inputs.folder if isinstance(data.inputs, PreparedStore) else None
+        self.patches = PatchPool(data, window, folder)
         super().__init__(method, data, config, control)
 
     def sample_batch(self, rng: np.random.Generator) -> Batch:
-        images, positions = self.patches.sample(rng, self.config.batch_size)
+        images, positions = self.patches.sample(rng, self.config.batch_size, shard_of)
         return Batch(self._tensor(images), torch.from_numpy(positions).to(self.device))
 
     def _build_score_set(self) -> dict[str, Any]:
         rng = np.random.default_rng(self.config.seed + 1)
         n = max(1, min(self.config.score_slices, 8))
-        images, positions = self.patches.sample(rng, n)
+        n = max(n - n % world_size(), world_size())   # an equal share per rank (averaged)
+        images, positions = self.patches.sample(rng, n, shard_of)
         score_set: dict[str, Any] = {"images": self._tensor(images), "positions": positions}
         return score_set
 
