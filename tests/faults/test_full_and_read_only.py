@@ -193,7 +193,11 @@ def test_train_source_onto_a_full_disk_says_no_space(small_disk, labelled, capsy
 
 @pytest.mark.parametrize("where", ["the folder itself", "a new folder inside"])
 def test_reg_and_train_source_into_a_read_only_place_say_so(read_only, reg_inputs, labelled,
-                                                             capsys, where):
+                                                             capsys, where, monkeypatch):
+    def no_work(*args, **kwargs):   # a read-only place is refused before the work
+        raise AssertionError("the work started")
+    monkeypatch.setattr("uda_core.runs.register.register_volumes", no_work)
+    monkeypatch.setattr("uda_core.runs.train_segmentation.train_source_model", no_work)
     model, scans, before = reg_inputs
     out = read_only if where == "the folder itself" else read_only / "run"
     for command, run in (("adapt", _reg_adapt), ("apply", _reg_apply)):
