@@ -88,6 +88,14 @@ def test_monai_bundle_declaring_huge_sizes_is_refused_before_building(
     _refused(folder, *expected)
 
 
+def test_monai_metadata_declaring_a_billion_classes_is_refused(monai_folder, tmp_path,
+                                                              no_network_built):
+    folder = Path(shutil.copytree(monai_folder, tmp_path / "bundle"))
+    _edit_json(folder / "configs" / "metadata.json", lambda m: next(iter(
+        m["network_data_format"]["outputs"].values())).update(num_channels=10**9))
+    _refused(folder, "metadata.json: network_data_format output.num_channels is 1e+09")
+
+
 def _huge(shape=(100_000, 100_000)) -> torch.Tensor:
     """A tensor declaring 1e10 values over one stored float (a 1.5 KB file)."""
     return torch.zeros(1).expand(*shape)

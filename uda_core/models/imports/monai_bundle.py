@@ -305,6 +305,7 @@ def read_monai_bundle(root: Path) -> dict[str, Any]:
     if not isinstance(n_out, int) or n_out < 2:
         raise ModelError(f"{METADATA}: the output needs num_channels >= 2 (classes), got "
                          f"{n_out!r}", root)
+    check_arguments({"num_channels": n_out}, f"{METADATA}: network_data_format output", root)
     names = [str(channel_def.get(str(i), f"class_{i}")) for i in range(n_out)]
     try:
         weights_path = inside(root, WEIGHTS)
