@@ -23,7 +23,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Convert a MONAI bundle (configs/ + models/) or an nnU-Net v2 "
                                    "result folder (plans.json, dataset.json, fold_k/), or a zip "
                                    "of either, into a UDA Studio model bundle. Its configs are "
-                                   "read as data: no expression, script or pickle from it runs.")
+                                   "read as data: no expression, script or pickle from it runs. "
+                                   "Declared sizes are capped before anything is built: numbers "
+                                   "in the network's arguments <= 8192, about 1e9 parameters, "
+                                   "windows <= 1024 voxels a side and 2^24 in all, weight "
+                                   "tensors <= 1e9 values each.")
     p.add_argument("path", metavar="PATH", help="the bundle folder, result folder or zip")
     p.add_argument("--out", required=True, help="the model bundle to write (.pt)")
     p.add_argument("--fold", help="nnU-Net: which fold_<k> to take (default: the lowest)")

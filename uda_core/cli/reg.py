@@ -123,6 +123,7 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
         raise UdaError("--model is required (a registration model such as demo:reg-t1), or "
                        "use --method sitk")
     from uda_core.engine.device import resolve_device
+    from uda_core.io.atomic import check_writable, output_error
     from uda_core.io.readers import read_labels, read_volume
     from uda_core.models.bundle.registration import load_registration_model
     from uda_core.runs.register import register_volumes, resample_onto, write_outputs
@@ -132,6 +133,7 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
     if args.method == "network":
         bundle, network = load_registration_model(args.model, device)
     targets = _outputs(args, inputs)
+    check_writable(args.out)      # read-only: said now, not after the registration
     fixed = read_volume(args.fixed)
     moving = read_volume(args.moving)
     labels = read_labels(args.moving_labels) if args.moving_labels else None
@@ -173,7 +175,10 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
         bar.close()
     for line in result.notes:
         say(f"note: {line}")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a read-only or full place: one line naming --out
+        raise (output_error(exc, args.out) or exc) from exc
     write_outputs(result, targets, inputs, replace=targets.values() if args.overwrite else ())
     for target in targets.values():
         print(target)

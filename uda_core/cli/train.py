@@ -13,6 +13,7 @@ from uda_core.errors import InputError, UdaError
 
 def cmd_train_source(args: argparse.Namespace) -> int:
     from uda_core.engine.device import resolve_device
+    from uda_core.io.atomic import check_writable
     from uda_core.io.files import find_labelled_pairs
     from uda_core.models.bundle import save_bundle
     from uda_core.runs.train_segmentation import SourceTrainingConfig, train_source_model
@@ -20,6 +21,8 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise InputError("already exists; pass --overwrite to replace it", out)
+    if out.parent.is_dir():
+        check_writable(out.parent)        # read-only: said now, not after the training
     pairs = find_labelled_pairs(args.data)
     if args.val:
         val_pairs = find_labelled_pairs(args.val)

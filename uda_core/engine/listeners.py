@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from uda_core.engine.events import EngineEvent, ResumedEvent, RollbackEvent, ScoreEvent, StepEvent
-from uda_core.io.atomic import atomic_output
+from uda_core.io.atomic import atomic_output, output_error
 
 #: What the engine calls with each event.
 Listener = Callable[[EngineEvent], None]
@@ -24,7 +24,9 @@ class MetricsWriter:
 
     A resumed run (``append``) keeps, at its ResumedEvent, only the complete lines up to the
     checkpoint's step: the lines that a killed run wrote after its last checkpoint (and a torn
-    last line) are dropped, so that the file ends as an uninterrupted run's would."""
+    last line) are dropped, so that the file ends as an uninterrupted run's would. A full disk
+    or read-only folder is raised as OutputError naming the folder (a file handle's OSError
+    carries no file name)."""
 
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
@@ -61,7 +63,13 @@ class MetricsWriter:
             row = {"step": event.step, "rollback_to": event.to_step, "reason": event.reason}
         else:
             return
-        self.handle.write(json.dumps(row) + "\n")
+        try:
+            self.handle.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise output_error(exc, self.path.parent) or exc from exc
 
     def close(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError as exc:   # the line that could not be written, flushed again
+            raise output_error(exc, self.path.parent) or exc from exc

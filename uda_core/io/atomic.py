@@ -71,6 +71,19 @@ def output_error(exc: BaseException, path: str | os.PathLike,
     return OutputError(words, folder)
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """OutputError (one line naming `path`) when `path`, or the nearest folder above it that
+    exists, cannot take new files: a read-only file system or no write permission. For an
+    early refusal, before any work; a full disk is only found by writing."""
+    existing = Path(path)
+    while not existing.is_dir() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise output_error(OSError(code, os.strerror(code)), path) or OSError(code, path)
+
+
 def _nearly_full(folder: Path, written: int) -> bool:
     try:
         info = os.statvfs(folder)

@@ -13,13 +13,12 @@ left in it (and in its subfolders: checkpoints/, masks/) are removed
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from uda_core.errors import UdaError
-from uda_core.io.atomic import output_error, remove_stale_temporaries
+from uda_core.io.atomic import check_writable, output_error, remove_stale_temporaries
 
 try:
     import fcntl
@@ -36,10 +35,7 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise (output_error(exc, folder) or exc) from exc
-    if not os.access(folder, os.W_OK):
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-        code = errno.EROFS if read_only else errno.EACCES
-        raise output_error(OSError(code, os.strerror(code)), folder) or OSError(code, folder)
+    check_writable(folder)
     if fcntl is None:  # pragma: no cover
         yield folder
         return

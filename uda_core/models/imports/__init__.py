@@ -5,7 +5,8 @@ as folders or zip files, imported without running any of their code.
 (``imported`` says where it came from); ``uda import-model`` saves it, and
 :func:`~uda_core.models.bundle.load_model` calls this for a folder or such a zip, so
 ``--model`` takes them directly. See monai_bundle.py and nnunet.py for what is read and what
-is refused; files.py for the checks on folders and zips.
+is refused; files.py for the checks on folders and zips; limits.py for the caps on declared
+sizes (network widths, window, weight shapes), checked before anything is built or loaded.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from uda_core.errors import ModelError
 from uda_core.io.files import fingerprint
 from uda_core.models.bundle.safe_load import load_weights_file
 from uda_core.models.imports.files import inside, read_json
+from uda_core.models.imports.limits import check_arguments, check_weights, check_window
 from uda_core.models.nets.monai_nets import MONAI_NETWORKS, PREFIX, monai_name
 
 FORMAT = "monai-bundle"
@@ -248,6 +249,15 @@ def window_settings(inference: dict, metadata_input: dict, root: Path) -> dict:
             "mirror_axes": [], "axes": [0, 1, 2]}
 
 
+def _window_key(inference: dict) -> str:
+    """Where :func:`window_settings` took the window from (for error lines)."""
+    inferer = inference.get("inferer")
+    if isinstance(inferer, dict) and str(inferer.get("_target_", "")).endswith(
+            "SlidingWindowInferer"):
+        return f"{INFERENCE}: inferer.roi_size"
+    return f"{METADATA}: network_data_format input spatial_shape"
+
+
 def _state_dict(content: Any, root: Path) -> dict[str, Tensor]:
     """The network's weights: a bare state dict, or {"model": state dict} (CheckpointSaver)."""
     if isinstance(content, dict) and isinstance(content.get("model"), dict):
@@ -280,6 +290,7 @@ def read_monai_bundle(root: Path) -> dict[str, Any]:
                          "(JSON only)", root)
     metadata, inference = read_json(root, METADATA), read_json(root, INFERENCE)
     architecture, kwargs = network_definition(inference, root)
+    check_arguments(kwargs, f"{INFERENCE}: network_def", root)
     spatial_dims = kwargs.get("spatial_dims", kwargs.get("dimensions", 3))
     if spatial_dims != 3:
         raise ModelError(f"{INFERENCE}: network_def.spatial_dims is {spatial_dims}; only 3D "
@@ -288,16 +299,19 @@ def read_monai_bundle(root: Path) -> dict[str, Any]:
     spacing, normalisation, notes = preprocessing(inference, root)
     notes += _check_postprocessing(inference, root)
     window = window_settings(inference, inp, root)
+    check_window(window["roi_size"], _window_key(inference), root)
     n_out = out.get("num_channels", kwargs.get("out_channels"))
     channel_def = out.get("channel_def") or {}
     if not isinstance(n_out, int) or n_out < 2:
         raise ModelError(f"{METADATA}: the output needs num_channels >= 2 (classes), got "
                          f"{n_out!r}", root)
+    check_arguments({"num_channels": n_out}, f"{METADATA}: network_data_format output", root)
     names = [str(channel_def.get(str(i), f"class_{i}")) for i in range(n_out)]
     try:
         weights_path = inside(root, WEIGHTS)
     except FileNotFoundError:
         raise ModelError(f"{WEIGHTS} is missing", root) from None
+    check_weights(weights_path)
     state = _state_dict(load_weights_file(weights_path), weights_path)
     modality = str(inp.get("modality", "unknown"))
     imported = {"format": FORMAT, "source": str(root),

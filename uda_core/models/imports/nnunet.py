@@ -36,6 +36,7 @@ from uda_core.errors import ModelError
 from uda_core.io.files import fingerprint
 from uda_core.models.bundle.checks import short_list
 from uda_core.models.imports.files import inside, read_json
+from uda_core.models.imports.limits import check_nnunet, check_weights
 
 FORMAT = "nnunet-v2"
 PLANS = "plans.json"
@@ -251,6 +252,7 @@ def read_nnunet_folder(root: Path, fold: str | None = None) -> dict[str, Any]:
     numbered unless ``fold`` is given)."""
     plans, dataset = read_json(root, PLANS), read_json(root, DATASET)
     fold_name, checkpoint_path = _fold_checkpoint(root, fold)
+    check_weights(checkpoint_path, _numpy_globals())
     checkpoint = load_checkpoint(checkpoint_path)
     config_name, settings = _configuration(root, plans, checkpoint)
     patch = [int(p) for p in settings.get("patch_size", [])]
@@ -260,6 +262,7 @@ def read_nnunet_folder(root: Path, fold: str | None = None) -> dict[str, Any]:
     channels = dataset.get("channel_names") or dataset.get("modality") or {"0": "unknown"}
     names = _class_names(dataset, root)
     architecture, kwargs = _arch_kwargs(settings, len(channels), len(names), root)
+    check_nnunet(settings, kwargs, patch, f"{PLANS}: configurations.{config_name}", root)
     transpose = [int(t) for t in plans.get("transpose_forward", [0, 1, 2])]
     axes = [2 - t for t in transpose]        # RAS grid axis fed as each network axis
     spacing_net = [float(s) for s in settings["spacing"]]
