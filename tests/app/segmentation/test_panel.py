@@ -83,10 +83,14 @@ def test_demo_run_updates_curves_and_masks_and_exports_valid_files(panel, qtbot,
     panel.run_box.out_dir.setText(str(tmp_path / "run"))
     previews, animated = [], []
     panel.controller.previewed.connect(lambda event: previews.append(event.step))
-    window = panel.viewer.window._qt_window
-    panel.controller.stepped.connect(lambda event: animated.extend(animated_widgets(window)))
+
+    def look_for_animations(event):
+        animated.extend(animated_widgets(panel.viewer.window._qt_window))
+
+    panel.controller.stepped.connect(look_for_animations)
     with qtbot.waitSignal(panel.controller.finished, timeout=RUN_TIMEOUT_MS):
         assert panel.start()
+    panel.controller.stepped.disconnect(look_for_animations)   # no reference outlives it
     qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
 
     assert previews == [0, 3, 6]                                      # live mask refreshes
