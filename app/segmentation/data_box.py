@@ -12,6 +12,7 @@ also off the GUI thread) and every mismatch is listed below the lists, one line 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +51,15 @@ def reason_of(exc: Exception) -> str:
 @dataclass
 class RunInputs:
     """What a run gets: the good targets and, position by position, their paired images and
-    reference labels; `skipped`: one line per entry left out, with the reason."""
+    reference labels; `skipped`: one line per entry left out, with the reason; `unused`: the
+    optional inputs given that the method does not use (not read for the run)."""
 
     targets: list[Path] = field(default_factory=list)
     paired: list[Path] | None = None
     source: list[Path] | None = None
     reference: list[Path] | None = None
     skipped: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
 
 
 class DataBox(QGroupBox):
@@ -219,13 +222,19 @@ class DataBox(QGroupBox):
         self.mismatches_changed.emit()
 
     # -- what a run gets ------------------------------------------------------------------------
-    def run_inputs(self) -> RunInputs:
+    def run_inputs(self, uses: Collection[str] = (PAIRED_SOURCE, SOURCE_LABELLED)
+                   ) -> RunInputs:
         """The good entries, matched by position; a target whose paired image is bad (or
         missing) is skipped; the references are dropped when one of the kept targets has none
-        that can be read (they are evaluation only)."""
+        that can be read (they are evaluation only). Paired images and labelled source data
+        go to the run only when `uses` (the method's needs and optional needs) names them:
+        a method that ignores them would still have them read, co-registered and batched."""
         inputs = RunInputs()
         targets = self.targets.paths()
         paired, reference = self.paired.paths(), self.reference.paths()
+        if paired and PAIRED_SOURCE not in uses:
+            inputs.unused.append("paired images")
+            paired = []
         kept_reference: list[Path] = []
         reference_gap = ""
         for position, target in enumerate(targets):
@@ -252,6 +261,9 @@ class DataBox(QGroupBox):
         elif reference:
             inputs.skipped.append(f"reference labels ({reference_gap or 'none readable'}; "
                                   "Dice is not shown)")
+        if self.source.paths() and SOURCE_LABELLED not in uses:
+            inputs.unused.append("labelled scans")
+            return inputs
         good_source = self.source.good_paths()
         inputs.source = good_source or None
         inputs.skipped += [self.source.entry_text(p)[2:] for p in self.source.bad_paths()]

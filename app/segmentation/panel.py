@@ -10,6 +10,17 @@ This widget only wires things together. Files are read off the GUI thread (the d
 :func:`app.worker.run_in_background`); the adaptation runs on the thread of an
 :class:`app.worker.RunController` and reaches the GUI only through signals; layers are changed
 only on the GUI thread.
+
+Speed (BENCHMARKS.md, "The whole app against `uda adapt`"): the window must repaint as
+little as it can while a run trains. Under Xvfb (and on any machine without a GPU driver) the
+napari canvas is an OpenGL widget drawn by Mesa's llvmpipe, and a window holding one
+composites the whole window through it on every repaint, on the CPU cores the run trains on
+and holding the GIL, which the run's thread needs between its torch calls. A napari
+``progress`` animates an "in progress" indicator in the status bar (about 15 repaints a
+second), so the panel shows progress in its own bar only; that bar and the curves are redrawn
+together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come. A method
+is given only the optional inputs it uses (``needs`` and ``optional_needs``): paired scans
+given for ddm are not co-registered and batched for sfda.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import logging
 from pathlib import Path
 
 import torch
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -30,6 +41,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from uda_core.methods.base import PAIRED_SOURCE
+from uda_core.methods.registry import METHODS
 from uda_core.synth.demo_files import demo_set
 
 from ..layers import keep_head_up
@@ -46,6 +59,9 @@ from ..worker import RunController, RunRequest
 log = logging.getLogger(__name__)
 
 GUI_PREVIEW_EVERY = 25   # steps between mask refreshes (each costs one volume's prediction)
+GUI_REFRESH_MS = 1000    # during a run, the progress bar and the curves are redrawn together,
+                         # at most once a second (each redraw of the window costs CPU and GIL
+                         # time the run's thread waits for; see the module doc)
 PANEL_MIN_WIDTH = 340    # px: the narrowest the dock may be and still show every control
 CURVES_SHARE = 0.25      # of the window's height, for the live curves dock
 READY_HINTS = {          # the status line before a run, by what is missing
@@ -66,7 +82,6 @@ class UdaPanel(QWidget):
         self.controller = RunController(self)
         self.summary: dict | None = None
         self._quality_start: float | None = None   # the selection score at step 0
-        self.progress_bar = None   # napari's activity-dock progress of the current run
         self.confirm = self._ask_yes_no  # replaced in tests
 
         self.model_box = ModelBox()
@@ -75,7 +90,12 @@ class UdaPanel(QWidget):
         self.method_box.set_engine_defaults({"preview_every": GUI_PREVIEW_EVERY})
         self.run_box = RunBox()
         self.save_box = SaveBox()
-        self.curves = LiveCurves()
+        self.curves = LiveCurves(redraw_ms=None)   # redrawn by _refresh_view
+        self._latest_step = None   # the newest StepEvent not yet shown
+        self._refresh = QTimer(self)
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(GUI_REFRESH_MS)
+        self._refresh.timeout.connect(self._refresh_view)
 
         self._lay_out()
 
@@ -253,7 +273,7 @@ class UdaPanel(QWidget):
                                 f"{out_dir} already holds a run's results. Replace them?"):
                 return False
             overwrite = True
-        inputs = self.data_box.run_inputs()
+        inputs = self.data_box.run_inputs(self._method_uses())
         request = RunRequest(
             model=self.model_box.spec, method=method, targets=inputs.targets,
             out_dir=out_dir, paired=inputs.paired, source=inputs.source,
@@ -262,6 +282,8 @@ class UdaPanel(QWidget):
             overwrite=overwrite, standardise=self.method_box.standardise.isChecked(),
             threads=torch.get_num_threads())   # what `uda adapt` uses: torch's default
         self.curves.clear()
+        self._refresh.stop()
+        self._latest_step = None   # nothing of a previous run is drawn after the reset
         self.show_curves()
         self._quality_start = None
         self.quality.setVisible(False)
@@ -271,7 +293,6 @@ class UdaPanel(QWidget):
         self.run_box.reset_progress()
         run_name = self.layers.begin_run(method, inputs.targets)
         self._on_active_layer()
-        self._start_activity_progress(engine_settings.get("steps", 0), method)
         self.controller.start(request)
         self.run_box.set_running(True)
         self._run_note = self._start_message(run_name, inputs, out_dir)
@@ -288,6 +309,8 @@ class UdaPanel(QWidget):
         text = f"{run_name.capitalize()} on {n} scan{'s' * (n != 1)}; results in {out_dir}"
         if inputs.skipped:
             text += (f". Skipping {len(inputs.skipped)}: " + "; ".join(inputs.skipped))
+        if inputs.unused:
+            text += f". Not used by this method: {' and '.join(inputs.unused)}"
         return text
 
     def stop(self) -> None:
@@ -315,36 +338,41 @@ class UdaPanel(QWidget):
         if reading:
             return (f"Still reading {len(reading)} file(s) (e.g. {reading[0].name}); press Start "
                     "again in a moment.")
-        inputs = self.data_box.run_inputs()
+        inputs = self.data_box.run_inputs(self._method_uses())
         if not inputs.targets:
             return ("None of the target volumes can be used: " + "; ".join(inputs.skipped)
                     + ".")
         reason = self.method_box.unavailable_reason()
         if reason:
             return f"Cannot start: {reason}."
-        if self.data_box.paired.paths() and (len(self.data_box.paired.paths())
-                                             != len(self.data_box.targets.paths())):
+        paired = self.data_box.paired.paths()
+        if paired and PAIRED_SOURCE in self._method_uses() and (
+                len(paired) != len(self.data_box.targets.paths())):
             return "Give one paired source image per target volume, in the same order."
         return ""
 
-
-    def _start_activity_progress(self, total: int, method: str) -> None:
-        try:
-            from napari.utils import progress
-        except ImportError:  # pragma: no cover - napari is a dependency of the app
-            return
-        self.progress_bar = progress(total=max(int(total), 1), desc=f"UDA Studio: {method}")
-
-    def _close_activity_progress(self) -> None:
-        if self.progress_bar is not None:
-            self.progress_bar.close()
-            self.progress_bar = None
+    def _method_uses(self) -> set[str]:
+        """The data the chosen method needs or can use (uda_core.methods.base names)."""
+        method = METHODS[self.method_box.method]
+        return {*method.needs, *method.optional_needs}
 
     def _on_step(self, event) -> None:
         self.curves.add_losses(event.step, event.losses)
-        self.run_box.show_progress(event.step, event.total, event.elapsed_s)
-        if self.progress_bar is not None:
-            self.progress_bar.update(event.step - self.progress_bar.n)
+        self._latest_step = event
+        self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        if not self._refresh.isActive():
+            self._refresh.start()
+
+    def _refresh_view(self) -> None:
+        """Draw what came since the last redraw: the curves' new points and the newest step's
+        progress (one repaint of the window)."""
+        self._refresh.stop()
+        self.curves.flush()
+        event, self._latest_step = self._latest_step, None
+        if event is not None:
+            self.run_box.show_progress(event.step, event.total, event.elapsed_s)
 
     def _on_scores(self, event) -> None:
         selection = None if self.method_box.engine_settings().get("select_by") == "last" \
@@ -353,6 +381,7 @@ class UdaPanel(QWidget):
             self._initial_scores = dict(event.scores)
         self.curves.add_scores(event.step, event.scores, event.reference, event.is_best,
                                selection=selection)
+        self._schedule_refresh()
         self._show_quality(event.step, selection, event.is_best)
 
     def _show_quality(self, step: int, selection: float | None, is_best: bool) -> None:
@@ -384,9 +413,9 @@ class UdaPanel(QWidget):
                 self.layers.show_mask(event.volume_index, event.input_labels, before=False)
 
     def _on_finished(self, summary: dict) -> None:
+        self._refresh_view()
         self.summary = summary
         self.run_box.set_running(False)
-        self._close_activity_progress()
         chosen = summary.get("chosen_step")
         if chosen is not None:
             self.curves.mark_chosen(chosen)
@@ -399,14 +428,13 @@ class UdaPanel(QWidget):
         self.run_box.status.setText(outcome_text(summary, self._initial_scores))
 
     def _on_failed(self, message: str, details: str) -> None:
+        self._refresh_view()
         self.run_box.set_running(False)
-        self._close_activity_progress()
         self.show_error(message, details)
 
     def _on_stopped(self, message: str) -> None:
         """Stop before the first step: nothing was adapted; no dialog, just the fact."""
         self.run_box.set_running(False)
-        self._close_activity_progress()
         self.run_box.reset_progress("stopped")
         self.run_box.status.setText(f"Stopped: {message}.")
 

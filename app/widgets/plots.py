@@ -7,7 +7,9 @@ Dice against reference labels, when the user gave some, is dashed and named as e
 only. One curve stands for all of them: "quality", the score that chooses the saved step
 (ScoreEvent.selection, higher is better); the individual scores are drawn only when "all
 scores" is ticked (or when no quality curve comes, e.g. select_by "last"). Points go into
-growing numpy arrays; the curves are redrawn at most 10 times a second.
+growing numpy arrays; the curves are redrawn at most 10 times a second, or only when the
+owner calls flush() (``redraw_ms=None``: the app's panel redraws them with its progress bar,
+once a second during a run).
 """
 
 from __future__ import annotations
@@ -128,7 +130,10 @@ class LiveCurves(QWidget):
     the engine's metrics.jsonl rows).
     """
 
-    def __init__(self, parent: QWidget | None = None, loss_smoothing: float = 0.9):
+    def __init__(self, parent: QWidget | None = None, loss_smoothing: float = 0.9,
+                 redraw_ms: int | None = REDRAW_MS):
+        """redraw_ms: the least time between redraws after new points; None: redrawn only by
+        flush() (and by the markers, which draw at once)."""
         super().__init__(parent)
         self.loss_smoothing = loss_smoothing
         self.loss_view, self.score_view = _plot_widget("loss terms"), _plot_widget("scores")
@@ -167,8 +172,9 @@ class LiveCurves(QWidget):
         layout.addLayout(controls)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(REDRAW_MS)
+        self._timer.setInterval(REDRAW_MS if redraw_ms is None else int(redraw_ms))
         self._timer.timeout.connect(self.flush)
+        self._self_redraw = redraw_ms is not None
         self._text_colour = QColor("#f0f1f2")
         self.clear()
         self._apply_palette()
@@ -284,7 +290,7 @@ class LiveCurves(QWidget):
             self._add_curve(key)
         self._series[key].append(step, float(value))
         self._dirty.add(key)
-        if not self._timer.isActive():
+        if self._self_redraw and not self._timer.isActive():
             self._timer.start()
 
     def _colour(self, group: str, name: str) -> str:

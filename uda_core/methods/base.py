@@ -63,6 +63,10 @@ class AdaptationMethod(Generic[BatchT]):
     summary: ClassVar[str]                  # one line, shown in lists
     config_class: ClassVar[type]            # a dataclass with documented defaults
     needs: ClassVar[tuple[str, ...]] = (TARGET, INTERNALS)
+    #: Data the method uses when given but can do without (ddm: labelled source slices for
+    #: its "labels" anchor). A run given data in neither `needs` nor here still reads,
+    #: co-registers and batches it for nothing; the app passes only what these two name.
+    optional_needs: ClassVar[tuple[str, ...]] = ()
     uses_gradients: ClassVar[bool] = True
     default_steps: ClassVar[int] = 300        # the run's budget when the user gives none
     #: Label-free scores (uda_core.scores.label_free.HIGHER_IS_BETTER names) that the method's

@@ -30,6 +30,7 @@ from uda_core.methods.adaptsegnet import frozen_bn_stats
 from uda_core.methods.base import (
     INTERNALS,
     PAIRED_SOURCE,
+    SOURCE_LABELLED,
     TARGET,
     AdaptationMethod,
     Batch,
@@ -114,6 +115,7 @@ class DDM(AdaptationMethod[Batch]):
     summary = SUMMARIES["ddm"]
     config_class = DDMConfig
     needs = (TARGET, PAIRED_SOURCE, INTERNALS)
+    optional_needs = (SOURCE_LABELLED,)   # the "labels" anchor ("auto" with them)
 
     def __init__(self, network: nn.Module, bundle: Any, config: DDMConfig,
                  device: torch.device) -> None:

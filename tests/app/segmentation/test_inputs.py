@@ -11,29 +11,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app.segmentation.panel import UdaPanel, outcome_text
+from app.segmentation.panel import outcome_text
 from app.segmentation.save_box import SaveBox
 from uda_core.models.bundle import load_model, save_bundle
 from uda_core.synth.demo_files import demo_set
 
 RUN_TIMEOUT_MS = 600_000   # a busy shared 2-core machine runs a demo run 10x slower
-
-
-@pytest.fixture
-def panel(make_napari_viewer, qtbot):
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # busy 2-core test machines: OpenMP threads stall each other
-    viewer = make_napari_viewer()
-    widget = UdaPanel(viewer)
-    viewer.window.add_dock_widget(widget, name="UDA Studio", area="right")
-    widget.confirm = lambda title, text: True
-    yield widget
-    if widget.controller.is_running:
-        widget.controller.stop()
-        widget.controller.wait(60_000)
-    qtbot.waitUntil(lambda: not widget.data_box.busy, timeout=60_000)   # no late callback
-    torch.set_num_threads(threads)
 
 
 def bad_inputs(tmp_path) -> dict[str, object]:
@@ -234,3 +217,35 @@ def test_the_outcome_in_plain_words_and_save_labelled_so(qtbot, tmp_path):
     assert box.masks_button.text() == "Masks of the original model…"
     box.set_summary(adapted)
     assert box.model_button.text() == "Adapted model…" and box.masks_button.text() == "Masks…"
+
+
+def test_a_method_gets_only_the_optional_inputs_it_uses(panel, qtbot, tmp_path):
+    """Paired T1 scans given for ddm are neither co-registered nor batched when sfda runs (the
+    app's sfda run used to register them and carry them in every batch), and a bad paired
+    image does not cost sfda its target; ddm still gets them."""
+    demo = demo_set("t2")
+    panel.model_box.load("demo:brain-t1")
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.targets.set_paths(demo.targets[:2])
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("not a volume")
+    with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
+        panel.data_box.paired.set_paths([demo.paired[0], text])
+    requests = []
+    start = panel.controller.start
+    panel.controller.start = lambda request: (requests.append(request), start(request))
+    for method in ("sfda", "ddm"):
+        panel.method_box.select(method)
+        panel.method_box.engine_form.set_values({"steps": 2, "preview_every": 0})
+        panel.run_box.out_dir.setText(str(tmp_path / method))
+        with qtbot.waitSignal(panel.controller.stopped, timeout=RUN_TIMEOUT_MS):
+            assert panel.start()
+            status = panel.run_box.status.text()
+            panel.stop()
+        if method == "sfda":
+            assert requests[-1].paired is None and requests[-1].targets == demo.targets[:2]
+            assert "Not used by this method: paired images" in status
+        else:
+            assert requests[-1].paired == [demo.paired[0]]
+            assert requests[-1].targets == demo.targets[:1]   # the second's pair is bad
+            assert "Not used" not in status and "notes.nii.gz cannot be used" in status

@@ -9,26 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from app.segmentation.panel import UdaPanel
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
 from uda_core.synth.demo_files import demo_set
 
 RUN_TIMEOUT_MS = 240_000
-
-
-@pytest.fixture
-def panel(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    widget = UdaPanel(viewer)
-    viewer.window.add_dock_widget(widget, name="UDA Studio", area="right")
-    widget.confirm = lambda title, text: True
-    yield widget
-    if widget.controller.is_running:
-        widget.controller.stop()
-        widget.controller.wait(60_000)
 
 
 def load_one_demo_subject(panel, qtbot, domain="t2"):
@@ -40,6 +26,21 @@ def load_one_demo_subject(panel, qtbot, domain="t2"):
     with qtbot.waitSignal(panel.data_box.loaded, timeout=60_000):
         panel.data_box.reference.set_paths(demo.reference[:1])
     return demo
+
+
+def animated_widgets(window) -> list[str]:
+    """The visible widgets of the window that repaint by themselves: a label playing a movie
+    (napari's "in progress" indicator, shown while a napari progress is open) or a busy
+    progress bar. Under Xvfb every repaint of a window holding the OpenGL canvas is
+    composited by Mesa's llvmpipe threads on the CPU cores the run trains on."""
+    from qtpy.QtGui import QMovie
+    from qtpy.QtWidgets import QLabel, QProgressBar
+    found = [f"label {label.text()!r}" for label in window.findChildren(QLabel)
+             if label.isVisibleTo(window) and label.movie() is not None
+             and label.movie().state() == QMovie.Running]
+    found += [f"busy bar {bar.objectName()!r}" for bar in window.findChildren(QProgressBar)
+              if bar.isVisibleTo(window) and bar.minimum() == bar.maximum() == 0]
+    return found
 
 
 def close_dialogs(panel):
@@ -80,13 +81,20 @@ def test_demo_run_updates_curves_and_masks_and_exports_valid_files(panel, qtbot,
                                              "preview_every": 3, "batch_size": 8,
                                              "collapse_guard": False})
     panel.run_box.out_dir.setText(str(tmp_path / "run"))
-    previews = []
+    previews, animated = [], []
     panel.controller.previewed.connect(lambda event: previews.append(event.step))
+
+    def look_for_animations(event):
+        animated.extend(animated_widgets(panel.viewer.window._qt_window))
+
+    panel.controller.stepped.connect(look_for_animations)
     with qtbot.waitSignal(panel.controller.finished, timeout=RUN_TIMEOUT_MS):
         assert panel.start()
+    panel.controller.stepped.disconnect(look_for_animations)   # no reference outlives it
     qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
 
     assert previews == [0, 3, 6]                                      # live mask refreshes
+    assert animated == []                     # nothing repaints the window between steps
     series = panel.curves.series()
     assert any(len(points) == 6 for points in series.values())       # one loss per step
     assert any(key.lower().startswith("dice") or "reference" in key.lower()
@@ -179,3 +187,21 @@ def test_closing_during_a_run_asks_then_stops_it_cleanly(panel, qtbot, tmp_path)
     qtbot.waitUntil(lambda: not panel.controller.is_running, timeout=10_000)
     assert panel.summary is not None and panel.summary["status"] == "cancelled"
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_steps_are_drawn_together_at_most_once_per_refresh(panel, qtbot):
+    """However fast steps come, the progress bar and the curves wait for the panel's refresh
+    timer and are then drawn together with the newest step (one repaint of the window)."""
+    from app.segmentation.panel import GUI_REFRESH_MS
+    from uda_core.engine.events import StepEvent
+    assert panel._refresh.interval() == GUI_REFRESH_MS >= 500
+    panel.run_box.reset_progress()
+    for step in range(1, 6):   # five steps in one go, as from a fast GPU
+        panel.controller.stepped.emit(StepEvent(step, 10, {"total": 1.0 / step}, 0.1 * step))
+    assert panel.run_box.progress.value() == 0                    # nothing drawn yet
+    assert len(panel.curves.series()["loss/total"]) == 5         # the points are kept
+    drawn = panel.curves.curve("loss/total").xData
+    assert drawn is None or len(drawn) == 0
+    qtbot.waitUntil(lambda: panel.run_box.progress.value() == 5, timeout=10_000)
+    assert "step 5 / 10" in panel.run_box.progress.text()
+    assert list(panel.curves.curve("loss/total").xData) == [1, 2, 3, 4, 5]

@@ -168,3 +168,14 @@ def test_one_quality_curve_with_the_scores_behind_a_tick_box(qtbot):
     widget.clear()
     widget.add_scores(5, {"entropy": 0.4})
     assert widget.scores_shown() and widget.curve("score/entropy").isVisible()
+
+
+def test_without_a_redraw_interval_points_are_drawn_only_by_flush(qtbot):
+    widget = LiveCurves(redraw_ms=None)
+    qtbot.addWidget(widget)
+    widget.add_losses(1, {"total": 1.0})
+    widget.add_losses(2, {"total": 0.5})
+    qtbot.wait(300)                                 # past the default 100 ms redraw
+    assert widget.curve("loss/total").xData is None or len(widget.curve("loss/total").xData) == 0
+    widget.flush()
+    assert list(widget.curve("loss/total").xData) == [1, 2]
