@@ -23,10 +23,11 @@ from uda_core.bench.runner import (
 from uda_core.errors import UdaError
 
 # What missing_needs reads from a bundle: a full-featured eager model (early head, class-ratio
-# prior, intensity reference) and one without an intensity reference.
+# prior, intensity reference; a 2D network of one input channel) and one without an
+# intensity reference.
 FULL = SimpleNamespace(torchscript=None, has_early_head=True, class_ratio_prior=[[0.25] * 4],
                        intensity_reference={"percentiles": [1, 99], "values": [0.0, 1.0]},
-                       normalisation={})
+                       normalisation={}, in_channels=1, dims=2)
 NO_REFERENCE = SimpleNamespace(**{**vars(FULL), "intensity_reference": None})
 
 
