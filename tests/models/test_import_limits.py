@@ -113,6 +113,15 @@ def test_monai_weights_declaring_a_huge_tensor_are_refused_from_their_shapes(
     _refused(folder, "models/model.pt", f"tensor {name} declares shape [100000, 100000]")
 
 
+def test_weights_in_torchs_legacy_format_are_refused_as_unmappable(monai_folder, tmp_path,
+                                                                   no_network_built):
+    folder = Path(shutil.copytree(monai_folder, tmp_path / "bundle"))
+    weights = folder / "models" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    torch.save(state, weights, _use_new_zipfile_serialization=False)
+    _refused(folder, "models/model.pt", "pre-1.6 format", "torch.save")
+
+
 def _plans(change):
     return lambda p: change(p["configurations"]["3d_fullres"])
 

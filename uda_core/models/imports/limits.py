@@ -19,13 +19,15 @@ Limits (per imported network):
 * the weights file: its tensors' declared shapes, read with ``torch.load(mmap=True,
   weights_only=True)`` (the file is mapped, no value read): at most :data:`MAX_PARAMETERS`
   values in one tensor and ``4 * MAX_PARAMETERS`` in the file (weights plus an optimiser's
-  state). A file in torch's pre-1.6 format cannot be mapped and is left to the loader.
+  state). A file in torch's pre-1.6 (non-zip) format cannot be mapped, so its sizes cannot
+  be read before its values: it is refused with the advice to save it again with torch.save.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,13 @@ def _tensors(value: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 def check_weights(path: Path, allowed_globals: list | None = None) -> None:
     """ModelError when a weights file's tensors declare more values than the limits above,
-    read from their shapes only (the file mapped, not read). Files that cannot be mapped or
-    that torch refuses are left to the loader, which says why."""
+    read from their shapes only (the file mapped, not read), and for a file in torch's pre-1.6
+    format (not a zip archive: it cannot be mapped). Files torch refuses otherwise are left to
+    the loader, which says why."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ModelError("saved in torch's pre-1.6 format, whose tensor sizes cannot be checked "
+                         "before its values are read; refused (load it with torch and save it "
+                         "again with torch.save)", path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(allowed_globals or []):
             warnings.simplefilter("ignore")
