@@ -6,7 +6,9 @@ thread; :func:`run_in_background` is the one-line form both panels use for short
 (reading volumes, saving results) and for a registration. :class:`RunController` is built on
 it for the long job, one adaptation: it owns the run's :class:`~uda_core.engine.RunControl`
 (stop, pause, resume, which target to preview) and re-emits each engine event of
-:func:`uda_core.runs.adapt.run_adaptation` as a signal. Events hold plain numbers and numpy
+:func:`uda_core.runs.adapt.run_adaptation` (or of a registration adaptation,
+:func:`uda_core.runs.adapt_registration.run_reg_adaptation`: a request's ``execute``) as a
+signal. Events hold plain numbers and numpy
 arrays (never device tensors), so they cross threads as they are; Qt queues each emission to
 the receiver's thread, so every widget slot runs on the GUI thread and no background thread
 touches a layer or a widget.
@@ -63,6 +65,7 @@ from uda_core.engine.events import (
     CheckpointEvent,
     FinishedEvent,
     PreviewEvent,
+    RegPreviewEvent,
     RollbackEvent,
     ScoreEvent,
     StepEvent,
@@ -242,6 +245,17 @@ class RunRequest:
                                     # thread (torch also starts later threads with it); None:
                                     # leave torch's setting as it is
 
+    def execute(self, listeners, control: RunControl) -> dict:
+        """The run itself (on the worker's thread): ``run_adaptation``; returns its summary.
+        Any request with ``execute(listeners, control)`` and ``threads`` runs on the worker
+        (the registration panel's :class:`app.registration.adapt.RegAdaptRequest` does)."""
+        return run_adaptation(
+            self.model, self.method, self.targets, self.out_dir, paired=self.paired,
+            source=self.source, reference=self.reference,
+            method_settings=self.method_settings, engine_settings=self.engine_settings,
+            device=self.device, listeners=listeners, control=control,
+            overwrite=self.overwrite, standardise=self.standardise)
+
 
 class AdaptationWorker(QObject):
     """Runs one request in whichever thread calls ``run()``; reports through signals only
@@ -253,7 +267,7 @@ class AdaptationWorker(QObject):
 
     stepped = Signal(object)        # StepEvent
     scored = Signal(object)         # ScoreEvent
-    previewed = Signal(object)      # PreviewEvent
+    previewed = Signal(object)      # PreviewEvent (segmentation) or RegPreviewEvent
     checkpointed = Signal(object)   # CheckpointEvent
     rolled_back = Signal(object)    # RollbackEvent
     finished = Signal(dict)         # run summary (run.json), incl. "report": {"png", "md"}
@@ -268,7 +282,8 @@ class AdaptationWorker(QObject):
         self.control = control
         self._adapting = False
         self._signal_for = {StepEvent: self.stepped, ScoreEvent: self.scored,
-                            PreviewEvent: self.previewed, CheckpointEvent: self.checkpointed,
+                            PreviewEvent: self.previewed, RegPreviewEvent: self.previewed,
+                            CheckpointEvent: self.checkpointed,
                             RollbackEvent: self.rolled_back}
 
     def on_event(self, event) -> None:
@@ -277,7 +292,8 @@ class AdaptationWorker(QObject):
             self._adapting = True
             self.status.emit("Adapting…")
         if isinstance(event, FinishedEvent):
-            self.status.emit("Writing the model, masks and report…")
+            self.status.emit(getattr(self.request, "finishing_message",
+                                     "Writing the model, masks and report…"))
             return
         signal = self._signal_for.get(type(event))
         if signal is not None:
@@ -291,13 +307,7 @@ class AdaptationWorker(QObject):
         try:
             if request.threads:
                 torch.set_num_threads(int(request.threads))
-            summary = run_adaptation(
-                request.model, request.method, request.targets, request.out_dir,
-                paired=request.paired, source=request.source, reference=request.reference,
-                method_settings=request.method_settings,
-                engine_settings=request.engine_settings, device=request.device,
-                listeners=[self.on_event], control=self.control,
-                overwrite=request.overwrite, standardise=request.standardise)
+            summary = request.execute([self.on_event], self.control)
         except RunCancelled as exc:   # its frames may hold the volumes: a full collection
             self.stopped.emit(str(exc))
         except UdaError as exc:
