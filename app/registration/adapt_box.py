@@ -87,8 +87,8 @@ class AdaptSection(Collapsible):
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
         self.steps.setValue(DEFAULT_STEPS)
-        self.steps.setToolTip(f"MCD steps ({DEFAULT_STEPS} as `uda reg adapt`; about 4 s a "
-                              "step on 2 CPU cores, much less on a GPU)")
+        self.steps.setToolTip(f"MCD steps ({DEFAULT_STEPS} as `uda reg adapt`: minutes on a "
+                              "CPU; the progress bar shows the time left)")
         self.start_button = QPushButton("Start adapting")
         self.start_button.setStyleSheet("font-weight: bold")
         self.stop_button = QPushButton("Stop")
