@@ -22,9 +22,7 @@ from uda_core.methods.mcd import MCDRegistration
 from uda_core.runs.adapt_registration import run_reg_adaptation
 
 #: (value, label) of the discrepancy choices, the recommended one first.
-DISCREPANCY_CHOICES = (("pemd", "pemd (projected EMD, recommended)"),
-                       ("swd", "swd (sliced Wasserstein)"),
-                       ("l1", "l1 (classic MCD)"))
+DISCREPANCY_CHOICES = (("pemd", "pemd (recommended)"), ("swd", "swd"), ("l1", "l1"))
 DEFAULT_STEPS = MCDRegistration.default_steps   # as `uda reg adapt`
 PREVIEW_EVERY = 5        # steps between preview refreshes (one pair's warp: milliseconds)
 PREVIEW_TILE_PX = 8      # checkerboard tile edge, model-grid pixels

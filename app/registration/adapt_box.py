@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QWidget,
 )
@@ -43,7 +44,7 @@ from .adapt import (
 log = logging.getLogger(__name__)
 
 PREVIEW_HEIGHT_PX = 120   # the warped | checkerboard picture's height in the panel
-CURVES_HEIGHT_PX = 230    # both plots and their legends
+CURVES_HEIGHT_PX = 300    # both plots, their legends and the tick boxes
 
 
 def _pixmap(picture: np.ndarray) -> QPixmap:
@@ -83,13 +84,14 @@ class AdaptSection(Collapsible):
         for value, label in DISCREPANCY_CHOICES:
             self.method.addItem(label, value)
         self.method.setToolTip("How the two heads' disagreement is measured on the moving "
-                               "scans; pemd was the best on the benchmark (BENCHMARKS.md)")
+                               "scans: pemd (projected EMD, the best on the benchmark, "
+                               "BENCHMARKS.md), swd (sliced Wasserstein), l1 (classic MCD)")
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
         self.steps.setValue(DEFAULT_STEPS)
         self.steps.setToolTip(f"MCD steps ({DEFAULT_STEPS} as `uda reg adapt`: minutes on a "
                               "CPU; the progress bar shows the time left)")
-        self.start_button = QPushButton("Start adapting")
+        self.start_button = QPushButton("Start")
         self.start_button.setStyleSheet("font-weight: bold")
         self.stop_button = QPushButton("Stop")
         self.save_button = QPushButton("Save model…")
@@ -107,7 +109,9 @@ class AdaptSection(Collapsible):
                                 "(left) and the checkerboard of fixed and warped tiles (right)")
         self.preview.setVisible(False)
         self.curves = LiveCurves()
-        self.curves.setMinimumHeight(CURVES_HEIGHT_PX)
+        self.curves.setFixedHeight(CURVES_HEIGHT_PX)
+        # as wide as the panel gives, never wider (the panel does not scroll sideways)
+        self.curves.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
         self.curves.setVisible(False)
         self._lay_out()
 

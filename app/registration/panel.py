@@ -23,12 +23,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "demo:reg-t1"
 SITK_LABEL = "SimpleITK B-spline (baseline)"
 MODEL_FILTER = "Registration bundles (*.pt *.pth);;All files (*)"
+PANEL_MIN_WIDTH = 340   # px, as the adaptation panel's
 
 
 def demo_model_installed() -> bool:
@@ -182,7 +185,8 @@ class RegistrationPanel(QWidget):
                         "fixed voxel's content came from in the moving image. Jacobian: "
                         "blue shrinks, red grows; folds (det &le; 0) in magenta.</small>")
         legend.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        content = QWidget()   # scrolls vertically when the adaptation section is open
+        layout = QVBoxLayout(content)
         layout.addWidget(QLabel("<b>Registration</b>"))
         layout.addLayout(form)
         layout.addWidget(self.resample)
@@ -193,7 +197,25 @@ class RegistrationPanel(QWidget):
         layout.addWidget(legend)
         layout.addWidget(self.adapt)
         layout.addStretch(1)
-        self.setMinimumWidth(340)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.scroll = scroll
+        self.adapt.toggled.connect(lambda _: self._fit_width())
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """As wide as the content needs plus the vertical scroll bar: the panel never
+        scrolls sideways, so nothing may be cut on the right."""
+        content = self.scroll.widget()
+        content.adjustSize()
+        self.setMinimumWidth(max(PANEL_MIN_WIDTH, content.minimumSizeHint().width()
+                                 + self.scroll.verticalScrollBar().sizeHint().width()))
 
     # -- public actions (the buttons, the tests and the scripted demo) --------------------------
     @property
