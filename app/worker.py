@@ -49,12 +49,14 @@ few cores, ``RunRequest.threads`` = cores - 1 leaves one for the GUI thread.
 
 from __future__ import annotations
 
+import datetime as _dt
 import gc
 import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,6 +77,8 @@ from uda_core.runs.adapt import run_adaptation
 
 logger = logging.getLogger(__name__)
 
+#: Where runs get their own folder unless the user chose one (both panels).
+DEFAULT_RUNS_DIR = Path.home() / "UDA-Studio" / "runs"
 _ACTIVE: set[BackgroundCall] = set()   # started and not yet delivered: kept alive here
 _QUIT_HOOKED: list[bool] = []          # whether aboutToQuit waits for _ACTIVE yet
 
@@ -472,3 +476,21 @@ class RunController(QObject):
         self.running_changed.emit(False)
         signal, args = outcome
         signal.emit(*args)
+
+
+def new_run_dir(method: str, root: Path = DEFAULT_RUNS_DIR) -> Path:
+    """A fresh folder name for one run (nothing there yet): <root>/<date-time>-<method>."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{stamp}-{method}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{method}-{n}"
+    return candidate
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

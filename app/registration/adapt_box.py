@@ -29,10 +29,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..segmentation.run_box import DEFAULT_RUNS_DIR, format_eta, new_run_dir
 from ..widgets.collapsible import Collapsible
 from ..widgets.plots import LiveCurves
-from ..worker import RunController
+from ..worker import DEFAULT_RUNS_DIR, RunController, format_eta, new_run_dir
 from .adapt import (
     DEFAULT_STEPS,
     DISCREPANCY_CHOICES,

@@ -80,5 +80,5 @@ class FinishedEvent:
 
 
 #: Any event the engine emits.
-EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | RegPreviewEvent | CheckpointEvent | RollbackEvent
-               | ResumedEvent | FinishedEvent)
+EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | RegPreviewEvent | CheckpointEvent
+               | RollbackEvent | ResumedEvent | FinishedEvent)
