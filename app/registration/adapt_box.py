@@ -10,7 +10,6 @@ cancellation: the run ends before its next step and still writes its folder).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,6 @@ from .adapt import (
     save_adapted,
 )
 
-log = logging.getLogger(__name__)
-
 PREVIEW_HEIGHT_PX = 120   # the warped | checkerboard picture's height in the panel
 CURVES_HEIGHT_PX = 300    # both plots, their legends and the tick boxes
 
@@ -57,13 +54,13 @@ def _pixmap(picture: np.ndarray) -> QPixmap:
 class AdaptSection(Collapsible):
     """Signals: ``adapted(summary)`` once a run has written its adapted model (also after
     Stop past the first step), ``stopped(message)`` (Stop before the first step: nothing
-    written), ``failed(message)``, ``saved(path)``, ``running_changed(bool)``.
+    written), ``failed(message, details)``, ``saved(path)``, ``running_changed(bool)``.
     ``confirm(title, text) -> bool`` asks before replacing a file (replaceable in tests);
     ``runs_root``: where each run's folder is made."""
 
     adapted = Signal(dict)
     stopped = Signal(str)
-    failed = Signal(str)
+    failed = Signal(str, str)   # one-line message, details ("" when none)
     saved = Signal(str)
     running_changed = Signal(bool)
 
@@ -192,7 +189,7 @@ class AdaptSection(Collapsible):
             save_adapted(self.summary, path, overwrite=exists)
         except OSError as exc:
             self.status.setText(f"Could not save {path}: {exc}")
-            self.failed.emit(str(exc))
+            self.failed.emit(f"Could not save {path}: {exc}", "")
             return False
         self.status.setText(f"Saved the adapted model to {path}.")
         self.saved.emit(str(path))
@@ -235,9 +232,8 @@ class AdaptSection(Collapsible):
         self.adapted.emit(summary)
 
     def _on_failed(self, message: str, details: str) -> None:
-        log.error("%s%s", message, f"\n{details}" if details else "")
         self.status.setText(f"Adaptation failed: {message}")
-        self.failed.emit(message)
+        self.failed.emit(message, details)   # the panel shows and logs it
 
     def _on_stopped(self, message: str) -> None:
         self.status.setText(f"Stopped before the first step ({message}); nothing written.")

@@ -44,6 +44,7 @@ from uda_core.runs.register import output_paths, write_outputs
 from ..registration.adapt_box import AdaptSection
 from ..registration.layers import RegistrationLayers, result_layers
 from ..registration.run import RESAMPLE_LABEL, SITK, RegistrationRequest, run_registration
+from ..widgets.close_guard import guard_close
 from ..widgets.file_list import VOLUME_FILTER
 from ..worker import run_in_background
 
@@ -165,6 +166,8 @@ class RegistrationPanel(QWidget):
         self.save_button.clicked.connect(self._ask_save_folder)
         self.progressed.connect(self._on_progress)
         self.adapt.adapted.connect(self._on_adapted)
+        self.adapt.failed.connect(self.show_error)
+        self._close_guard = guard_close(napari_viewer, self, self.close_requested)
         self.adapt.running_changed.connect(lambda _: self._set_running(self.is_running))
         self._set_running(False)
 
@@ -423,6 +426,18 @@ class RegistrationPanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Save the registration into")
         if folder:
             self.save_to(folder)
+
+    def close_requested(self) -> bool:
+        """True when the window may close: asks first while an adaptation is going, then
+        stops it (it writes its folder) and waits for it."""
+        if not self.adapt.is_running:
+            return True
+        if not self.confirm("Stop the adaptation?", "A registration adaptation is running. "
+                            "Stop it and close? Its last checkpoint is kept."):
+            return False
+        self.adapt.stop()
+        self.adapt.wait(30.0)
+        return True
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.Yes

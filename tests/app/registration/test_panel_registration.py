@@ -417,3 +417,16 @@ def test_adapting_needs_a_pair_and_a_model(panel, qtbot, pair):
     assert not panel.adapt.start()
     assert "registration model to adapt" in panel.status.text()
     assert not panel.adapt.is_running
+
+
+def test_closing_the_window_during_an_adaptation_asks_then_stops_it(panel, qtbot, pair,
+                                                                    bundle_path, tmp_path):
+    start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps=500)
+    qtbot.waitUntil(lambda: panel.adapt.curves.series().get("loss/source_ce"),
+                    timeout=RUN_MS)
+    panel.confirm = lambda title, text: False
+    assert not panel.close_requested() and panel.adapt.is_running
+    panel.confirm = lambda title, text: True
+    assert panel.close_requested()   # stopped the run and waited for its thread
+    qtbot.waitUntil(lambda: not panel.adapt.is_running, timeout=5_000)
+    assert panel.adapt.start_button.isEnabled() and panel.register_button.isEnabled()
