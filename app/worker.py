@@ -6,7 +6,9 @@ thread; :func:`run_in_background` is the one-line form both panels use for short
 (reading volumes, saving results) and for a registration. :class:`RunController` is built on
 it for the long job, one adaptation: it owns the run's :class:`~uda_core.engine.RunControl`
 (stop, pause, resume, which target to preview) and re-emits each engine event of
-:func:`uda_core.runs.adapt.run_adaptation` as a signal. Events hold plain numbers and numpy
+:func:`uda_core.runs.adapt.run_adaptation` (or of a registration adaptation,
+:func:`uda_core.runs.adapt_registration.run_reg_adaptation`: a request's ``execute``) as a
+signal. Events hold plain numbers and numpy
 arrays (never device tensors), so they cross threads as they are; Qt queues each emission to
 the receiver's thread, so every widget slot runs on the GUI thread and no background thread
 touches a layer or a widget.
@@ -47,12 +49,14 @@ few cores, ``RunRequest.threads`` = cores - 1 leaves one for the GUI thread.
 
 from __future__ import annotations
 
+import datetime as _dt
 import gc
 import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +67,7 @@ from uda_core.engine.events import (
     CheckpointEvent,
     FinishedEvent,
     PreviewEvent,
+    RegPreviewEvent,
     RollbackEvent,
     ScoreEvent,
     StepEvent,
@@ -72,6 +77,8 @@ from uda_core.runs.adapt import run_adaptation
 
 logger = logging.getLogger(__name__)
 
+#: Where runs get their own folder unless the user chose one (both panels).
+DEFAULT_RUNS_DIR = Path.home() / "UDA-Studio" / "runs"
 _ACTIVE: set[BackgroundCall] = set()   # started and not yet delivered: kept alive here
 _QUIT_HOOKED: list[bool] = []          # whether aboutToQuit waits for _ACTIVE yet
 
@@ -242,6 +249,17 @@ class RunRequest:
                                     # thread (torch also starts later threads with it); None:
                                     # leave torch's setting as it is
 
+    def execute(self, listeners, control: RunControl) -> dict:
+        """The run itself (on the worker's thread): ``run_adaptation``; returns its summary.
+        Any request with ``execute(listeners, control)`` and ``threads`` runs on the worker
+        (the registration panel's :class:`app.registration.adapt.RegAdaptRequest` does)."""
+        return run_adaptation(
+            self.model, self.method, self.targets, self.out_dir, paired=self.paired,
+            source=self.source, reference=self.reference,
+            method_settings=self.method_settings, engine_settings=self.engine_settings,
+            device=self.device, listeners=listeners, control=control,
+            overwrite=self.overwrite, standardise=self.standardise)
+
 
 class AdaptationWorker(QObject):
     """Runs one request in whichever thread calls ``run()``; reports through signals only
@@ -253,7 +271,7 @@ class AdaptationWorker(QObject):
 
     stepped = Signal(object)        # StepEvent
     scored = Signal(object)         # ScoreEvent
-    previewed = Signal(object)      # PreviewEvent
+    previewed = Signal(object)      # PreviewEvent (segmentation) or RegPreviewEvent
     checkpointed = Signal(object)   # CheckpointEvent
     rolled_back = Signal(object)    # RollbackEvent
     finished = Signal(dict)         # run summary (run.json), incl. "report": {"png", "md"}
@@ -268,7 +286,8 @@ class AdaptationWorker(QObject):
         self.control = control
         self._adapting = False
         self._signal_for = {StepEvent: self.stepped, ScoreEvent: self.scored,
-                            PreviewEvent: self.previewed, CheckpointEvent: self.checkpointed,
+                            PreviewEvent: self.previewed, RegPreviewEvent: self.previewed,
+                            CheckpointEvent: self.checkpointed,
                             RollbackEvent: self.rolled_back}
 
     def on_event(self, event) -> None:
@@ -277,7 +296,8 @@ class AdaptationWorker(QObject):
             self._adapting = True
             self.status.emit("Adapting…")
         if isinstance(event, FinishedEvent):
-            self.status.emit("Writing the model, masks and report…")
+            self.status.emit(getattr(self.request, "finishing_message",
+                                     "Writing the model, masks and report…"))
             return
         signal = self._signal_for.get(type(event))
         if signal is not None:
@@ -291,13 +311,7 @@ class AdaptationWorker(QObject):
         try:
             if request.threads:
                 torch.set_num_threads(int(request.threads))
-            summary = run_adaptation(
-                request.model, request.method, request.targets, request.out_dir,
-                paired=request.paired, source=request.source, reference=request.reference,
-                method_settings=request.method_settings,
-                engine_settings=request.engine_settings, device=request.device,
-                listeners=[self.on_event], control=self.control,
-                overwrite=request.overwrite, standardise=request.standardise)
+            summary = request.execute([self.on_event], self.control)
         except RunCancelled as exc:   # its frames may hold the volumes: a full collection
             self.stopped.emit(str(exc))
         except UdaError as exc:
@@ -462,3 +476,21 @@ class RunController(QObject):
         self.running_changed.emit(False)
         signal, args = outcome
         signal.emit(*args)
+
+
+def new_run_dir(method: str, root: Path = DEFAULT_RUNS_DIR) -> Path:
+    """A fresh folder name for one run (nothing there yet): <root>/<date-time>-<method>."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{stamp}-{method}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{method}-{n}"
+    return candidate
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

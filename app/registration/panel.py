@@ -1,5 +1,7 @@
 """The registration panel (npe2 widget `uda-studio.registration`): fixed, moving, optional
-moving labels, a model or SimpleITK's baseline; Register, Cancel, Save.
+moving labels, a model or SimpleITK's baseline; Register, Cancel, Save; and, folded, "Adapt
+to these scans" (:class:`app.registration.adapt_box.AdaptSection`: MCD on the fixed and
+moving scans, as `uda reg adapt`, whose adapted model then replaces the chosen one).
 
 Only wiring lives here. The run (:func:`app.registration.run.run_registration`) and the
 saving (:func:`uda_core.runs.register.write_outputs`, shared with `uda reg apply`) happen
@@ -21,12 +23,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -37,8 +41,10 @@ from uda_core.io.resources import resources_dir
 from uda_core.models.bundle.builtins import BUILTIN_MODELS
 from uda_core.runs.register import output_paths, write_outputs
 
+from ..registration.adapt_box import AdaptSection
 from ..registration.layers import RegistrationLayers, result_layers
 from ..registration.run import RESAMPLE_LABEL, SITK, RegistrationRequest, run_registration
+from ..widgets.close_guard import guard_close
 from ..widgets.file_list import VOLUME_FILTER
 from ..worker import run_in_background
 
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "demo:reg-t1"
 SITK_LABEL = "SimpleITK B-spline (baseline)"
 MODEL_FILTER = "Registration bundles (*.pt *.pth);;All files (*)"
+PANEL_MIN_WIDTH = 340   # px, as the adaptation panel's
 
 
 def demo_model_installed() -> bool:
@@ -150,12 +157,18 @@ class RegistrationPanel(QWidget):
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #e8a33d")
         self.warning.setVisible(False)
+        self.adapt = AdaptSection(self._adapt_inputs)
+        self.adapt.confirm = lambda title, text: self.confirm(title, text)
         self._lay_out(open_model)
 
         self.register_button.clicked.connect(self.register)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(self._ask_save_folder)
         self.progressed.connect(self._on_progress)
+        self.adapt.adapted.connect(self._on_adapted)
+        self.adapt.failed.connect(self.show_error)
+        self._close_guard = guard_close(napari_viewer, self, self.close_requested)
+        self.adapt.running_changed.connect(lambda _: self._set_running(self.is_running))
         self._set_running(False)
 
     def _lay_out(self, open_model: QPushButton) -> None:
@@ -175,7 +188,8 @@ class RegistrationPanel(QWidget):
                         "fixed voxel's content came from in the moving image. Jacobian: "
                         "blue shrinks, red grows; folds (det &le; 0) in magenta.</small>")
         legend.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        content = QWidget()   # scrolls vertically when the adaptation section is open
+        layout = QVBoxLayout(content)
         layout.addWidget(QLabel("<b>Registration</b>"))
         layout.addLayout(form)
         layout.addWidget(self.resample)
@@ -184,8 +198,27 @@ class RegistrationPanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.warning)
         layout.addWidget(legend)
+        layout.addWidget(self.adapt)
         layout.addStretch(1)
-        self.setMinimumWidth(340)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.scroll = scroll
+        self.adapt.toggled.connect(lambda _: self._fit_width())
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """As wide as the content needs plus the vertical scroll bar: the panel never
+        scrolls sideways, so nothing may be cut on the right."""
+        content = self.scroll.widget()
+        content.adjustSize()
+        self.setMinimumWidth(max(PANEL_MIN_WIDTH, content.minimumSizeHint().width()
+                                 + self.scroll.verticalScrollBar().sizeHint().width()))
 
     # -- public actions (the buttons, the tests and the scripted demo) --------------------------
     @property
@@ -225,8 +258,9 @@ class RegistrationPanel(QWidget):
                                    self.device.currentText(), self.resample.isChecked())
 
     def register(self) -> bool:
-        """Start a run in the background; False when one is going or inputs are missing."""
-        if self.is_running:
+        """Start a run in the background; False when one (or an adaptation) is going or
+        inputs are missing."""
+        if self.is_running or self.adapt.is_running:
             return False
         request = self.request()
         if request is None:
@@ -243,15 +277,18 @@ class RegistrationPanel(QWidget):
         return True
 
     def cancel(self) -> None:
-        """Stop the run after the slice in progress."""
+        """Stop the run after the slice in progress (and an adaptation after its step)."""
+        self.adapt.stop()
         if self.is_running:
             self._cancel.set()
             self.status.setText("Cancelling…")
 
     def wait(self, timeout_s: float = 60.0) -> bool:
-        """Block until the run's thread has ended (e.g. before closing); True when it has
-        or none runs. Its outcome may still be queued for the GUI thread."""
-        return self._run is None or self._run.wait(int(timeout_s * 1000))
+        """Block until the run's (and an adaptation's) thread has ended (e.g. before
+        closing); True when it has or none runs. Outcomes may still be queued for the GUI
+        thread."""
+        registered = self._run is None or self._run.wait(int(timeout_s * 1000))
+        return self.adapt.wait(timeout_s) and registered
 
     def save_to(self, folder) -> bool:
         """Write the last result into ``folder`` in the background (asks before replacing
@@ -334,6 +371,28 @@ class RegistrationPanel(QWidget):
     def _on_run_finished(self) -> None:
         self._set_running(False)
 
+    def _adapt_inputs(self):
+        """(model, fixed, moving, device) for the adaptation section, or None (said why)."""
+        if self.is_running:
+            return None
+        fixed, moving = self.fixed.path(), self.moving.path()
+        model = self.model.currentData()
+        if fixed is None or moving is None:
+            self.show_error("Choose a fixed and a moving image first: the adaptation learns "
+                            "from them.")
+            return None
+        if model == SITK:
+            self.show_error("Choose a registration model to adapt: SimpleITK's baseline "
+                            "has nothing to learn.")
+            return None
+        return model, fixed, moving, self.device.currentText()
+
+    def _on_adapted(self, summary: dict) -> None:
+        """The adapted model replaces the chosen one: Register applies it."""
+        self.set_model(summary["adapted_model"])
+        item = self.model.currentIndex()
+        self.model.setItemText(item, f"adapted: {Path(summary['adapted_model']).parent.name}")
+
     def _on_saved(self, paths: list) -> None:
         self.save_button.setEnabled(True)
         folder = paths[0].parent if paths else ""
@@ -354,7 +413,9 @@ class RegistrationPanel(QWidget):
         self.show_error(message)
 
     def _set_running(self, running: bool) -> None:
-        self.register_button.setEnabled(not running)
+        adapting = self.adapt.is_running
+        self.register_button.setEnabled(not running and not adapting)
+        self.adapt.start_button.setEnabled(not running and not adapting)
         self.cancel_button.setEnabled(running)
         self.save_button.setEnabled(not running and self.outcome is not None)
         if not running:
@@ -372,6 +433,18 @@ class RegistrationPanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Save the registration into")
         if folder:
             self.save_to(folder)
+
+    def close_requested(self) -> bool:
+        """True when the window may close: asks first while an adaptation is going, then
+        stops it (it writes its folder) and waits for it."""
+        if not self.adapt.is_running:
+            return True
+        if not self.confirm("Stop the adaptation?", "A registration adaptation is running. "
+                            "Stop it and close? Its last checkpoint is kept."):
+            return False
+        self.adapt.stop()
+        self.adapt.wait(30.0)
+        return True
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.Yes

@@ -29,7 +29,7 @@ import logging
 from pathlib import Path
 
 import torch
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -52,6 +52,7 @@ from ..segmentation.method_box import MethodBox
 from ..segmentation.model_box import ModelBox
 from ..segmentation.run_box import RunBox, record_speed
 from ..segmentation.save_box import SaveBox
+from ..widgets.close_guard import guard_close
 from ..widgets.collapsible import Collapsible
 from ..widgets.plots import LiveCurves
 from ..worker import RunController, RunRequest
@@ -223,10 +224,7 @@ class UdaPanel(QWidget):
             self._curves_dock.setVisible(not shown and self._curves_wanted)
 
     def _watch_close(self) -> None:
-        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            self._close_filter = _CloseFilter(self)
-            qt_window.installEventFilter(self._close_filter)
+        self._close_filter = guard_close(self.viewer, self, self.close_requested)
 
     def _connect_controller(self) -> None:
         c = self.controller
@@ -549,17 +547,3 @@ def outcome_text(summary: dict, initial_scores: dict) -> str:
     change = (f", label-free score ({score}) {before:.3g} -> {after:.3g}"
               if before is not None and after is not None else "")
     return f"{stopped}Adapted: chosen step {chosen}{change}.{where}"
-
-
-class _CloseFilter(QObject):
-    """Intercepts the main window's close event to ask about a running adaptation."""
-
-    def __init__(self, panel: UdaPanel):
-        super().__init__(panel)
-        self.panel = panel
-
-    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
-        if event.type() == QEvent.Close and not self.panel.close_requested():
-            event.ignore()
-            return True
-        return False

@@ -8,7 +8,6 @@ any run there is no figure to divide by, and it says so.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
@@ -28,7 +27,10 @@ from qtpy.QtWidgets import (
 
 from uda_core.exports.json_file import write_json_atomic
 
-DEFAULT_RUNS_DIR = Path.home() / "UDA-Studio" / "runs"
+from ..worker import DEFAULT_RUNS_DIR, format_eta, new_run_dir
+
+__all__ = ["DEFAULT_RUNS_DIR", "RunBox", "format_eta", "new_run_dir"]
+
 #: {"<method>@<device>": steps per second of its last run}
 SPEEDS_FILE = DEFAULT_RUNS_DIR / "speeds.json"
 
@@ -70,24 +72,6 @@ def estimate_text(steps: int, steps_per_second: float | None) -> str:
                 "method here (the progress bar shows the time left)")
     return (f"About {format_eta(steps / steps_per_second)} for {steps} step{'s' * (steps != 1)} "
             f"({steps_per_second:.2g} steps/s in the last run of this method here)")
-
-
-def new_run_dir(method: str, root: Path = DEFAULT_RUNS_DIR) -> Path:
-    """A fresh folder name for one run (nothing there yet): <root>/<date-time>-<method>."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / f"{stamp}-{method}"
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{stamp}-{method}-{n}"
-    return candidate
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(int(round(seconds)), 0)
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class RunBox(QGroupBox):

@@ -817,6 +817,13 @@ def test_otsu_foreground_separates_two_tissues_despite_outliers():
     assert foreground_mask(np.full((3, 3, 3), 4.0)).all()
 
 
+def test_foreground_of_an_array_flatter_than_its_float_precision_is_everything():
+    # a float32 Jacobian of an almost zero field: np.histogram cannot make 256 bins of it
+    data = np.ones((8, 8, 8), dtype=np.float32)
+    data[::2] = np.nextafter(np.float32(1), np.float32(2))
+    assert foreground_mask(data).all()
+
+
 def test_normalise_zscores_the_foreground():
     data, truth = _two_tissues()
     out = normalise(data)

@@ -12,9 +12,10 @@ from scipy.ndimage import gaussian_filter
 
 from uda_core.engine import Engine, EngineConfig, RunControl
 from uda_core.engine.checkpoints import load_checkpoint
-from uda_core.engine.events import ScoreEvent, StepEvent
+from uda_core.engine.events import RegPreviewEvent, ScoreEvent, StepEvent
 from uda_core.methods.mcd import MCDConfig, MCDRegistration
 from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.spatial.warp import warp_image
 from uda_core.tasks.registration import RegistrationTask
 from uda_core.tasks.registration_data import RegSlices, mono_modal
 
@@ -125,6 +126,30 @@ def test_engine_runs_mcd_scores_it_and_writes_checkpoints(tmp_path):
     assert set(scored[0].reference) == {"accuracy", "epe_mm"}
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 4
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
+def test_previews_show_the_current_warp_of_one_scored_pair(tmp_path):
+    events = []
+    method, task = make_method("swd", n_projections=16)
+    i = int((task.scored.fixed_labels > 0).flatten(1).sum(1).argmax())
+    method.inference_mode()
+    with torch.no_grad():
+        fixed, moving = task.scored.fixed[i:i + 1], task.scored.moving[i:i + 1]
+        before = warp_image(moving, task.network(fixed, moving)["disp"])[0, 0].numpy()
+    method.train_mode()
+    config = EngineConfig(steps=4, score_every=2, preview_every=2, seed=0,
+                          select_by="mutual_info")
+    Engine(method, task, config, tmp_path, [events.append]).run()
+    previews = [e for e in events if isinstance(e, RegPreviewEvent)]
+    assert [e.step for e in previews] == [0, 2, 4]
+    i = int((task.scored.fixed_labels > 0).flatten(1).sum(1).argmax())
+    last = previews[-1]
+    assert last.warped.shape == last.fixed.shape == (32, 32)
+    np.testing.assert_array_equal(last.fixed, task.scored.fixed[i, 0].numpy())
+    np.testing.assert_array_equal(last.moving, task.scored.moving[i, 0].numpy())
+    # step 0 shows the untouched network's warp of that pair
+    np.testing.assert_allclose(previews[0].warped, before, atol=1e-5)
+    assert not np.allclose(previews[0].warped, previews[-1].warped)
 
 
 def test_cancel_leaves_a_checkpoint_and_resume_gives_the_uninterrupted_result(tmp_path):

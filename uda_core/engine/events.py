@@ -37,6 +37,21 @@ class PreviewEvent:
 
 
 @dataclass
+class RegPreviewEvent:
+    """A registration run's current result on one scored target pair (model grid, 2D).
+
+    fixed, moving, warped: (H, W) float32 normalised intensities; warped is the moving
+    image warped by the network's current displacement, ``warp_image(moving, disp)``.
+    """
+
+    step: int                 # 0: the result before any update
+    volume_index: int         # the pair's index among the previews (0: the one shown)
+    fixed: np.ndarray
+    moving: np.ndarray
+    warped: np.ndarray
+
+
+@dataclass
 class CheckpointEvent:
     step: int
     path: str
@@ -65,5 +80,5 @@ class FinishedEvent:
 
 
 #: Any event the engine emits.
-EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | CheckpointEvent | RollbackEvent
-               | ResumedEvent | FinishedEvent)
+EngineEvent = (StepEvent | ScoreEvent | PreviewEvent | RegPreviewEvent | CheckpointEvent
+               | RollbackEvent | ResumedEvent | FinishedEvent)

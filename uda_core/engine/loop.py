@@ -46,6 +46,7 @@ from uda_core.engine.events import (
     EngineEvent,
     FinishedEvent,
     PreviewEvent,
+    RegPreviewEvent,
     ResumedEvent,
     RollbackEvent,
     ScoreEvent,
@@ -97,7 +98,7 @@ class EngineTask(Protocol):
     def collapse_reason(self, state: np.ndarray, initial: np.ndarray) -> str | None:
         """Why the prediction counts as collapsed, or None."""
 
-    def preview(self, step: int, index: int) -> PreviewEvent:
+    def preview(self, step: int, index: int) -> PreviewEvent | RegPreviewEvent:
         """The current prediction of target ``index`` (only when n_previews > 0)."""
 
 
@@ -161,7 +162,7 @@ class Engine:
         return (average_numbers(scores), reference,
                 average_array(np.asarray(state, dtype=np.float64)))
 
-    def preview(self, step: int, volume_index: int) -> PreviewEvent:
+    def preview(self, step: int, volume_index: int) -> PreviewEvent | RegPreviewEvent:
         self.method.inference_mode()
         try:
             return self.task.preview(step, volume_index)

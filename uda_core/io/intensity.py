@@ -34,8 +34,9 @@ def foreground_mask(array: np.ndarray, lower_percentile: float = 0.5,
     [lower_percentile, upper_percentile] range (percentiles of all voxels, numpy's linear
     interpolation), so a few very bright voxels do not squeeze the histogram. When that split
     leaves tissue in the dark class (a head whose bright scalp fat Otsu separated from the
-    rest), the dark class is split once more (see _air_threshold). A constant array has no
-    threshold: every voxel counts as foreground. No connected-component cleaning is done
+    rest), the dark class is split once more (see _air_threshold). A constant array (or one
+    whose spread is below its float precision) has no threshold: every voxel counts as
+    foreground. No connected-component cleaning is done
     (the largest structure is not required).
 
     Args:
@@ -43,12 +44,20 @@ def foreground_mask(array: np.ndarray, lower_percentile: float = 0.5,
     """
     values = np.asarray(array)
     lo, hi = (float(v) for v in np.percentile(values, [lower_percentile, upper_percentile]))
-    if not hi > lo:
+    if not hi > lo or _too_flat_for_bins(values.dtype, lo, hi):
         return np.ones(values.shape, dtype=bool)
     clipped = np.clip(values, lo, hi)
     counts, edges = np.histogram(clipped, bins=_OTSU_BINS, range=(lo, hi))
     threshold = _otsu_threshold(counts.astype(np.float64), edges)
     return values > _air_threshold(clipped, threshold)
+
+
+def _too_flat_for_bins(dtype, lo: float, hi: float) -> bool:
+    """True when [lo, hi] is too narrow for _OTSU_BINS distinct bin edges in ``dtype`` (a
+    float32 Jacobian of an almost zero field: 1 +- 1e-7), which np.histogram refuses."""
+    if not np.issubdtype(dtype, np.floating):
+        return False
+    return hi - lo <= 4 * _OTSU_BINS * float(np.finfo(dtype).eps) * max(abs(lo), abs(hi))
 
 
 _AIR_CONTRAST = 5.0   # tissue is this many times brighter than the air/noise around a head

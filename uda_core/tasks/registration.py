@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from uda_core.engine.events import PreviewEvent
+from uda_core.engine.events import RegPreviewEvent
 from uda_core.methods.batches import RegBatch
 from uda_core.models.nets.regnet import DiscreteRegNet
 from uda_core.scores import registration as reg_scores
 from uda_core.scores.registration import evaluate_registration
+from uda_core.spatial.warp import warp_image
 from uda_core.tasks.registration_data import RegPairs, RegSlices, pairs_from_slices
 
 __all__ = ["RegistrationTask"]
@@ -55,7 +56,7 @@ class RegistrationTask:
     """
 
     higher_is_better = reg_scores.HIGHER_IS_BETTER
-    n_previews = 0
+    n_previews = 1   # the scored pair with the most head (engine preview_every; 0: none)
 
     def __init__(self, network: DiscreteRegNet, target: RegSlices, source: RegSlices,
                  device: torch.device, *, source_batch: int = 4, target_batch: int = 4,
@@ -74,6 +75,7 @@ class RegistrationTask:
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(target), min(score_pairs, len(target)), replace=False))
         self.scored: RegPairs = pairs_from_slices(target, pick, rng, **self.pair_args)
+        self._preview_pair = int((self.scored.fixed_labels > 0).flatten(1).sum(1).argmax())
 
     def sample_batch(self, rng: np.random.Generator) -> RegBatch:
         src = pairs_from_slices(self.source, rng.integers(0, len(self.source),
@@ -118,5 +120,13 @@ class RegistrationTask:
     def collapse_reason(self, state: np.ndarray, initial: np.ndarray) -> str | None:
         return reg_scores.collapse_reason(state, initial)
 
-    def preview(self, step: int, index: int) -> PreviewEvent:
-        raise NotImplementedError("registration runs make no previews (n_previews = 0)")
+    @torch.no_grad()
+    def preview(self, step: int, index: int) -> RegPreviewEvent:
+        """The current warp of the scored pair with the most head pixels (``index`` is 0:
+        one preview pair)."""
+        i = self._preview_pair
+        fixed, moving = self.scored.fixed[i:i + 1], self.scored.moving[i:i + 1]
+        disp = self.network(fixed.to(self.device), moving.to(self.device))["disp"].float()
+        warped = warp_image(moving.to(self.device), disp)
+        return RegPreviewEvent(step, index, fixed[0, 0].numpy().copy(),
+                               moving[0, 0].numpy().copy(), warped[0, 0].cpu().numpy())

@@ -8,6 +8,7 @@ grids gives one clear message naming the moving file.
 
 from __future__ import annotations
 
+import json
 import os
 
 import nibabel as nib
@@ -337,3 +338,130 @@ def test_save_onto_a_full_disk_gives_one_dialog_and_leaves_no_partial_set(
     with qtbot.waitSignal(panel.saved, timeout=60_000) as saved:
         assert panel.save_to(other)
     assert len(saved.args[0]) == 3 and len(list(other.iterdir())) == 3
+
+
+# -- "Adapt to these scans": MCD on the panel's pair, on the adaptation panel's worker --------
+
+def adapt_run_files(folder) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def cli_reg_adapt(argv) -> int:
+    import argparse
+
+    from uda_core.cli.reg_adapt import add_reg_adapt_parser
+    parser = argparse.ArgumentParser(prog="uda reg")
+    add_reg_adapt_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["adapt", *argv])
+    return args.func(args)
+
+
+def start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps):
+    choose(panel, *pair, model=bundle_path)
+    panel.adapt.set_open(True)
+    panel.adapt.runs_root = tmp_path / "runs"
+    panel.adapt.steps.setValue(steps)
+    assert panel.adapt.method.currentData() == "pemd"   # the recommended one is the default
+    assert panel.adapt.start()
+    assert not panel.register_button.isEnabled() and panel.adapt.stop_button.isEnabled()
+
+
+def test_adapt_run_stops_within_one_step_and_writes_what_uda_reg_adapt_writes(
+        panel, qtbot, pair, bundle_path, tmp_path, monkeypatch):
+    from app.registration.adapt import RegAdaptRequest
+    from uda_core.engine import RunControl
+    from uda_core.engine.events import StepEvent
+    from uda_core.models.bundle.registration import load_registration_model
+
+    engine_steps, at_cancel = [], []   # seen on the run's thread, without the GUI's delay
+    execute, cancel = RegAdaptRequest.execute, RunControl.cancel
+    monkeypatch.setattr(RegAdaptRequest, "execute", lambda self, listeners, control: execute(
+        self, [*listeners, lambda e: isinstance(e, StepEvent) and engine_steps.append(e.step)],
+        control))
+    monkeypatch.setattr(RunControl, "cancel",
+                        lambda self: (at_cancel.append(len(engine_steps)), cancel(self)))
+    panel.adapt.controller.stepped.connect(lambda event: panel.adapt.stop())
+    with qtbot.waitSignal(panel.adapt.adapted, timeout=RUN_MS) as finished:
+        start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps=200)
+    wait_idle(panel, qtbot)
+    summary = finished.args[0]
+    assert summary["status"] == "cancelled"
+    assert 1 <= summary["steps_done"] <= at_cancel[0] + 1 < 200
+
+    run_dir = (tmp_path / "runs")
+    [run_dir] = list(run_dir.iterdir())
+    cli_dir = tmp_path / "cli"
+    assert cli_reg_adapt(["--model", bundle_path, "--out", str(cli_dir), "--fixed", pair[0],
+                          "--moving", pair[1], "--steps", "2", "--device", "cpu"]) == 0
+    assert adapt_run_files(run_dir) == adapt_run_files(cli_dir)
+    assert {"adapted.pt", "metrics.jsonl", "run.json", "checkpoints/last.pt"} <= \
+        adapt_run_files(run_dir)
+    ours, theirs = (json.loads((d / "run.json").read_text()) for d in (run_dir, cli_dir))
+    assert set(ours) == set(theirs)
+    assert ours["fixed"] == theirs["fixed"] and ours["moving"] == theirs["moving"]
+    bundle, _ = load_registration_model(run_dir / "adapted.pt")
+    assert bundle.provenance["method"] == "mcd-pemd"
+    assert bundle.provenance["parent"] == bundle_path
+    # the adapted model replaces the chosen one
+    assert panel.model.currentData() == str(run_dir / "adapted.pt")
+
+
+def test_adapt_run_shows_curves_and_the_warp_then_registers_and_saves(panel, qtbot, pair,
+                                                                      bundle_path, tmp_path):
+    from uda_core.models.bundle.registration import load_registration_model
+
+    previews = []
+    panel.adapt.controller.previewed.connect(previews.append)
+    with qtbot.waitSignal(panel.adapt.adapted, timeout=RUN_MS) as finished:
+        start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps=3)
+    wait_idle(panel, qtbot)
+    summary = finished.args[0]
+    assert summary["status"] == "completed" and summary["steps_done"] == 3
+    assert [e.step for e in previews] == [0]   # preview every 5 steps, and before step 1
+    picture = panel.adapt.preview.pixmap()
+    assert not picture.isNull() and not panel.adapt.preview.isHidden()
+    assert picture.width() > picture.height()   # warped | checkerboard side by side
+    series = panel.adapt.curves.series()
+    assert [s for s, _ in series["loss/source_ce"]] == [1, 2, 3]
+    assert {"loss/discrepancy_b", "loss/discrepancy_c"} <= set(series)   # MCD's terms
+    assert "score/mutual_info" in series and series["score/mutual_info"][0][0] == 0
+
+    # Register applies the adapted model
+    assert panel.model.currentData() == summary["adapted_model"]
+    outcome = register(panel, qtbot)
+    assert outcome.request.model == summary["adapted_model"]
+
+    # Save: a loadable bundle, asks before replacing, keeps the file when told no
+    target = tmp_path / "mine" / "adapted-reg.pt"
+    target.parent.mkdir()
+    assert panel.adapt.save_to(target)
+    assert load_registration_model(target)[0].provenance["method"] == "mcd-pemd"
+    target.write_bytes(b"keep me")
+    panel.confirm = lambda title, text: False
+    assert not panel.adapt.save_to(target) and target.read_bytes() == b"keep me"
+    panel.confirm = lambda title, text: True
+    assert panel.adapt.save_to(target)
+    assert load_registration_model(target)[0].provenance["method"] == "mcd-pemd"
+
+
+def test_adapting_needs_a_pair_and_a_model(panel, qtbot, pair):
+    panel.adapt.set_open(True)
+    assert not panel.adapt.start()
+    assert "fixed and a moving" in panel.status.text()
+    choose(panel, *pair, model="sitk")
+    assert not panel.adapt.start()
+    assert "registration model to adapt" in panel.status.text()
+    assert not panel.adapt.is_running
+
+
+def test_closing_the_window_during_an_adaptation_asks_then_stops_it(panel, qtbot, pair,
+                                                                    bundle_path, tmp_path):
+    start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps=500)
+    qtbot.waitUntil(lambda: panel.adapt.curves.series().get("loss/source_ce"),
+                    timeout=RUN_MS)
+    panel.confirm = lambda title, text: False
+    assert not panel.close_requested() and panel.adapt.is_running
+    panel.confirm = lambda title, text: True
+    assert panel.close_requested()   # stopped the run and waited for its thread
+    qtbot.waitUntil(lambda: not panel.adapt.is_running, timeout=5_000)
+    assert panel.adapt.start_button.isEnabled() and panel.register_button.isEnabled()
