@@ -134,7 +134,60 @@ def per_axis(value: Any, dims: int, what: str) -> list[int]:
     return values
 
 
-class PlainConvUNet(nn.Module):
+def stage_layout(dims: int, features_per_stage: Sequence[int], kernel_sizes: Any,
+                 strides: Any) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """(features, kernels, strides) per stage, each kernel/stride one entry per spatial axis;
+    ValueError naming the bad argument."""
+    features = [int(f) for f in features_per_stage]
+    n = len(features)
+    if n < 2:
+        raise ValueError("a U-Net needs at least 2 stages")
+    kernels = [per_axis(k, dims, "kernel size") for k in per_stage(kernel_sizes, n,
+                                                                       "kernel_sizes")]
+    return features, kernels, [per_axis(s, dims, "stride") for s in per_stage(strides, n,
+                                                                                "strides")]
+
+
+def plain_decoder(encoder: nn.Module, features: list[int], kernels: list[list[int]],
+                  strides: list[list[int]], n_conv_per_stage_decoder: Any, num_classes: int,
+                  dims: int, settings: dict[str, Any]) -> _Decoder:
+    """nnU-Net's U-Net decoder over `encoder`'s skips (module names as nnU-Net's: transpconvs,
+    stages, seg_layers): per level a transposed conv (kernel = stride), a conv stack on the
+    concatenated skip, a 1x1 segmentation layer."""
+    n = len(features)
+    n_dec = [int(c) for c in per_stage(n_conv_per_stage_decoder, n - 1,
+                                        "n_conv_per_stage_decoder")]
+    ups, stages, segs = [], [], []
+    for s in range(1, n):
+        below, skip, stride = features[-s], features[-(s + 1)], strides[-s]
+        ups.append(_TRANSPOSED[dims](below, skip, stride, stride, bias=settings["conv_bias"]))
+        stages.append(ConvStack(n_dec[s - 1], dims, 2 * skip, skip, kernels[-(s + 1)],
+                                [1] * dims, settings))
+        segs.append(_CONVS[dims](skip, num_classes, 1, 1, 0, bias=True))
+    return _Decoder(encoder, ups, stages, segs)
+
+
+class UNetBase(nn.Module):
+    """What both nnU-Net networks share once built: ``encoder`` (images -> skips), ``decoder``
+    (skips -> logits), ``strides`` per stage and ``dims``."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+    strides: list[list[int]]
+    dims: int
+
+    def divisor(self) -> list[int]:
+        """Per spatial axis, what each input size must be a multiple of (product of strides)."""
+        out = [1] * self.dims
+        for stride in self.strides:
+            out = [a * b for a, b in zip(out, stride, strict=True)]
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class PlainConvUNet(UNetBase):
     """nnU-Net's plain U-Net; arguments are plans.json's ``arch_kwargs`` as plain values.
 
     features_per_stage: channels of each of the ``n_stages`` stages; kernel_sizes / strides:
@@ -154,16 +207,10 @@ class PlainConvUNet(nn.Module):
         super().__init__()
         settings = layer_settings(dims, norm, nonlin, conv_bias, norm_eps, norm_affine,
                                   negative_slope)
-        features = [int(f) for f in features_per_stage]
+        features, kernels, self.strides = stage_layout(dims, features_per_stage, kernel_sizes,
+                                                       strides)
         n = len(features)
-        if n < 2:
-            raise ValueError("a U-Net needs at least 2 stages")
-        kernels = [per_axis(k, dims, "kernel size") for k in per_stage(kernel_sizes, n,
-                                                                           "kernel_sizes")]
-        self.strides = [per_axis(s, dims, "stride") for s in per_stage(strides, n, "strides")]
         n_enc = [int(c) for c in per_stage(n_conv_per_stage, n, "n_conv_per_stage")]
-        n_dec = [int(c) for c in per_stage(n_conv_per_stage_decoder, n - 1,
-                                            "n_conv_per_stage_decoder")]
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.dims = dims
@@ -171,22 +218,6 @@ class PlainConvUNet(nn.Module):
                                                     in_channels if s == 0 else features[s - 1],
                                                     features[s], kernels[s], self.strides[s],
                                                     settings)) for s in range(n)])
-        ups, stages, segs = [], [], []
-        for s in range(1, n):
-            below, skip, stride = features[-s], features[-(s + 1)], self.strides[-s]
-            ups.append(_TRANSPOSED[dims](below, skip, stride, stride, bias=settings["conv_bias"]))
-            stages.append(ConvStack(n_dec[s - 1], dims, 2 * skip, skip, kernels[-(s + 1)],
-                                    [1] * dims, settings))
-            segs.append(_CONVS[dims](skip, num_classes, 1, 1, 0, bias=True))
         self.encoder = encoder
-        self.decoder = _Decoder(encoder, ups, stages, segs)
-
-    def divisor(self) -> list[int]:
-        """Per spatial axis, what each input size must be a multiple of (product of strides)."""
-        out = [1] * self.dims
-        for stride in self.strides:
-            out = [a * b for a, b in zip(out, stride, strict=True)]
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+        self.decoder = plain_decoder(encoder, features, kernels, self.strides,
+                                     n_conv_per_stage_decoder, num_classes, dims, settings)

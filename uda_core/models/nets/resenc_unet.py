@@ -25,14 +25,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from uda_core.models.nets.plain_unet import (
-    _CONVS,
-    _TRANSPOSED,
     ConvNormNonlin,
     ConvStack,
-    _Decoder,
+    UNetBase,
     layer_settings,
-    per_axis,
     per_stage,
+    plain_decoder,
+    stage_layout,
 )
 
 _POOLS: dict[int, Any] = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
@@ -85,7 +84,7 @@ class _ResidualEncoder(nn.Module):
         return skips
 
 
-class ResidualEncoderUNet(nn.Module):
+class ResidualEncoderUNet(UNetBase):
     """nnU-Net's residual-encoder U-Net; arguments are plans.json's ``arch_kwargs`` as plain
     values (as :class:`~uda_core.models.nets.plain_unet.PlainConvUNet`, with
     ``n_blocks_per_stage`` residual blocks per encoder stage instead of convs)."""
@@ -101,16 +100,10 @@ class ResidualEncoderUNet(nn.Module):
         super().__init__()
         settings = layer_settings(dims, norm, nonlin, conv_bias, norm_eps, norm_affine,
                                   negative_slope)
-        features = [int(f) for f in features_per_stage]
+        features, kernels, self.strides = stage_layout(dims, features_per_stage, kernel_sizes,
+                                                       strides)
         n = len(features)
-        if n < 2:
-            raise ValueError("a U-Net needs at least 2 stages")
-        kernels = [per_axis(k, dims, "kernel size") for k in per_stage(kernel_sizes, n,
-                                                                         "kernel_sizes")]
-        self.strides = [per_axis(s, dims, "stride") for s in per_stage(strides, n, "strides")]
         n_blocks = [int(c) for c in per_stage(n_blocks_per_stage, n, "n_blocks_per_stage")]
-        n_dec = [int(c) for c in per_stage(n_conv_per_stage_decoder, n - 1,
-                                           "n_conv_per_stage_decoder")]
         self.num_classes, self.in_channels, self.dims = int(num_classes), int(in_channels), dims
         ones = [1] * dims
         stem = ConvStack(1, dims, in_channels, features[0], kernels[0], ones, settings)
@@ -121,23 +114,6 @@ class ResidualEncoderUNet(nn.Module):
                                                features[s], kernels[s],
                                                self.strides[s] if b == 0 else ones, settings)
                                    for b in range(n_blocks[s])]))
-        encoder = _ResidualEncoder(stem, stages)
-        ups, dec_stages, segs = [], [], []
-        for s in range(1, n):
-            below, skip, stride = features[-s], features[-(s + 1)], self.strides[-s]
-            ups.append(_TRANSPOSED[dims](below, skip, stride, stride, bias=settings["conv_bias"]))
-            dec_stages.append(ConvStack(n_dec[s - 1], dims, 2 * skip, skip, kernels[-(s + 1)],
-                                        ones, settings))
-            segs.append(_CONVS[dims](skip, num_classes, 1, 1, 0, bias=True))
-        self.encoder = encoder
-        self.decoder = _Decoder(encoder, ups, dec_stages, segs)
-
-    def divisor(self) -> list[int]:
-        """Per spatial axis, what each input size must be a multiple of (product of strides)."""
-        out = [1] * self.dims
-        for stride in self.strides:
-            out = [a * b for a, b in zip(out, stride, strict=True)]
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+        self.encoder = _ResidualEncoder(stem, stages)
+        self.decoder = plain_decoder(self.encoder, features, kernels, self.strides,
+                                     n_conv_per_stage_decoder, num_classes, dims, settings)
