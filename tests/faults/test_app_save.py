@@ -20,7 +20,7 @@ from app.segmentation import save_box as save_module
 from app.segmentation.panel import UdaPanel
 from app.segmentation.save_box import SaveBox
 from tests.faults.harness import inspect
-from tests.faults.test_full_and_read_only import _mount
+from tests.faults.test_full_and_read_only import _fill, _mount
 from uda_core.io import atomic
 
 
@@ -167,14 +167,7 @@ def test_masks_into_a_new_folder_on_a_read_only_disk_say_so(box, monkeypatch,
 def test_masks_onto_a_really_full_tmpfs(box, monkeypatch, tmp_path):
     disk = _mount(tmp_path / "tiny", 64)   # root only: skipped elsewhere, saying so
     try:
-        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)   # fill it to the brim
-        try:
-            while os.write(fd, b"\0" * 1024):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fill(disk)
         shown = _save(box, monkeypatch, "masks", disk)
         _one_line(shown, disk, "no space left")
         torn, temporaries = inspect(disk)

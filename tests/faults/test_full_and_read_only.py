@@ -67,6 +67,18 @@ def _adapt(model, out, scans):
                  "--steps", "4", "--batch-size", "2", "--device", "cpu", *scans])
 
 
+def _fill(disk):
+    """Fill a small file system to the brim with one file, 'filler'."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 1024):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def test_adapt_onto_a_full_disk_says_no_space_and_leaves_only_complete_files(
         small_disk, inputs, capsys):
     model, scans, before = inputs
@@ -84,15 +96,7 @@ def test_predict_onto_a_full_disk_says_no_space(tmp_path, inputs, capsys):
     model, scans, before = inputs
     disk = _mount(tmp_path / "tiny", 64)
     try:
-        filler = disk / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # fill it to the brim
-        try:
-            while os.write(fd, b"\0" * 1024):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fill(disk)
         code = main(["predict", "--model", model, "--out", str(disk), "--device", "cpu",
                      *scans])
         assert code == 1
@@ -151,18 +155,6 @@ def _reg_apply(model, out, scans):
 def _train(out, data):
     return main(["train-source", "--out", str(out), "--epochs", "1", "--head-epochs", "0",
                  "--batch-size", "8", "--device", "cpu", str(data)])
-
-
-def _fill(disk):
-    """Fill a small file system to the brim with one file, 'filler'."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 1024):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("command", ["reg adapt", "reg apply"])
