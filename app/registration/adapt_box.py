@@ -236,7 +236,8 @@ class AdaptSection(Collapsible):
         self.failed.emit(message, details)   # the panel shows and logs it
 
     def _on_stopped(self, message: str) -> None:
-        self.status.setText(f"Stopped before the first step ({message}); nothing written.")
+        # the core's own sentence: "stopped while <doing>, before any adaptation step: ..."
+        self.status.setText(message[:1].upper() + message[1:] + ".")
         self.stopped.emit(message)
 
     def _set_running(self, running: bool) -> None:

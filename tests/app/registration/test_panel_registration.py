@@ -465,3 +465,27 @@ def test_closing_the_window_during_an_adaptation_asks_then_stops_it(panel, qtbot
     assert panel.close_requested()   # stopped the run and waited for its thread
     qtbot.waitUntil(lambda: not panel.adapt.is_running, timeout=5_000)
     assert panel.adapt.start_button.isEnabled() and panel.register_button.isEnabled()
+
+
+def test_a_stop_before_the_first_step_says_so_and_writes_no_model(panel, qtbot, pair,
+                                                                  bundle_path, tmp_path):
+    """Stop pressed right after Start lands before the engine's first step: the designed
+    cancellation point ("stopped while starting the run"), not a failure, and no model."""
+    from uda_core.engine import RunControl
+
+    check = RunControl.check
+
+    def cancel_then_check(self, doing):   # Stop arrives while the run is being prepared
+        self.cancel()
+        check(self, doing)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunControl, "check", cancel_then_check)
+        with qtbot.waitSignal(panel.adapt.stopped, timeout=RUN_MS) as stopped:
+            start_adapting(panel, qtbot, pair, bundle_path, tmp_path, steps=50)
+        wait_idle(panel, qtbot)
+    assert stopped.args[0].startswith("stopped while")
+    assert panel.adapt.status.text().startswith("Stopped while")
+    assert "no model was written" in panel.adapt.status.text()
+    assert not list((tmp_path / "runs").rglob("adapted.pt"))
+    assert panel.adapt.start_button.isEnabled() and panel.register_button.isEnabled()
