@@ -13,11 +13,12 @@
 #       both models at once, one run per core (git show c743856:resources/models/brain-t1.pt);
 #       demo:brain-t1-robust is still this stage's model;
 #   V3  V2 fine-tuned on the heads with a dura membrane instead of that fluid
-#       (uda_core/synth/head.py, 2026-12-01): stage "v3", the shipped demo:brain-t1; three
-#       epochs (28 min on one thread of the shared machine) (git show eb99aa0:resources/models/brain-t1.pt);
+#       (uda_core/synth/head.py, 2026-12-01): stage "v3"; three epochs (28 min on one
+#       thread of the shared machine; git show eb99aa0:resources/models/brain-t1.pt);
 #   V4  V3 trained 5 more epochs at a lower learning rate (5e-4, cosine decay) with triple
 #       cross-entropy weight on the pixels within 2 model-grid pixels (4 mm) of the brain's
-#       edge, where most CSF errors of V3 were: stage "v4", the shipped demo:brain-t1.
+#       edge, where most CSF errors of V3 were: stage "v4" (40 min on one thread), the
+#       shipped demo:brain-t1; chosen over V3 on subjects 40-42 (BENCHMARKS.md).
 # STAGE=v2 V1=v1.pt  bash scripts/make_demo_model.sh   (needs the generator of c743856)
 # STAGE=v3 V2=v2.pt  bash scripts/make_demo_model.sh
 # STAGE=v4 V3=v3.pt  bash scripts/make_demo_model.sh
