@@ -49,3 +49,43 @@ def test_train_source_init_fine_tunes_a_model_and_names_its_parent(tmp_path, cap
                  str(data)])
     assert code == 0, capsys.readouterr().err
     assert load_model(out).provenance["parent"] == tiny_bundle_path
+
+
+def test_train_source_loss_options_and_snapshots(tmp_path, capsys):
+    from uda_core.models.bundle import load_model
+
+    data = tmp_path / "data"
+    _brain(data, "sub-1", 0)
+    _brain(data, "sub-2", 1)
+    out, snaps = tmp_path / "m.pt", tmp_path / "snaps"
+    code = main(["train-source", "--out", str(out), "--epochs", "2", "--head-epochs", "0",
+                 "--batch-size", "8", "--device", "cpu", "--lr", "3e-4",
+                 "--class-weights", "1,2,1,1", "--boundary-weight", "2",
+                 "--snapshots", str(snaps), str(data)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in snaps.iterdir()) == ["epoch01.pt", "epoch02.pt"]
+    config = load_model(out).provenance["config"]
+    assert config["lr"] == 3e-4 and config["boundary_weight"] == 2.0
+    assert list(config["class_weights"]) == [1.0, 2.0, 1.0, 1.0]
+    assert load_model(snaps / "epoch01.pt").provenance["summary"] == {"snapshot_epoch": 1}
+
+
+def test_train_source_class_weights_must_be_numbers(tmp_path, capsys):
+    data = tmp_path / "data"
+    _brain(data, "sub-1", 0)
+    _brain(data, "sub-2", 1)
+    code = main(["train-source", "--out", str(tmp_path / "m.pt"), "--class-weights", "1,x",
+                 str(data)])
+    assert code != 0
+    assert "--class-weights needs positive numbers" in capsys.readouterr().err
+
+
+def test_train_source_class_weights_need_one_per_class(tmp_path, capsys):
+    data = tmp_path / "data"
+    _brain(data, "sub-1", 0)
+    _brain(data, "sub-2", 1)
+    code = main(["train-source", "--out", str(tmp_path / "m.pt"), "--class-weights", "1,2",
+                 str(data)])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "needs 4 numbers" in err and "background, CSF, GM, WM" in err

@@ -41,9 +41,9 @@ def pairs(tmp_path_factory) -> tuple[list, list]:
     return [_brain(folder, "sub-1", 0)], [_brain(folder, "sub-2", 1)]
 
 
-def _train(pairs, **changes):
+def _train(pairs, snapshot=None, **changes):
     torch.set_num_threads(1)
-    return train_source_model(*pairs, replace(TINY, **changes))
+    return train_source_model(*pairs, replace(TINY, **changes), snapshot=snapshot)
 
 
 def _same_weights(a, b) -> bool:

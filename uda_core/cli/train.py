@@ -54,7 +54,13 @@ def cmd_train_source(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, seed=args.seed,
                                   modality=args.modality,
                                   skull_stripped_input=args.skull_stripped_input,
-                                  augment=args.augment, **network_settings)
+                                  augment=args.augment, lr=args.lr,
+                                  class_weights=_weights(args.class_weights),
+                                  boundary_weight=args.boundary_weight,
+                                  **network_settings)
+    if config.class_weights is not None and len(config.class_weights) != len(config.class_names):
+        raise InputError(f"--class-weights needs {len(config.class_names)} numbers, one per "
+                         f"class ({', '.join(config.class_names)}); got {args.class_weights!r}")
     device = resolve_device(args.device)
     print(f"training on {len(train_pairs)} volumes, validating on {len(val_pairs)} "
           f"({device})", file=sys.stderr)
@@ -71,8 +77,17 @@ def cmd_train_source(args: argparse.Namespace) -> int:
         bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
         bar.update(1)
 
+    snapshot = None
+    if args.snapshots:
+        snapshots = Path(args.snapshots)
+        snapshots.mkdir(parents=True, exist_ok=True)
+
+        def snapshot(epoch, candidate):
+            candidate.provenance["parent"] = str(args.init) if args.init else None
+            save_bundle(candidate, snapshots / f"epoch{epoch:02d}.pt", overwrite=True)
+
     bundle, summary = train_source_model(train_pairs, val_pairs, config, device, progress,
-                                         init_state=init_state)
+                                         init_state=init_state, snapshot=snapshot)
     if args.init:
         bundle.provenance["parent"] = str(args.init)
     for bar in bars.values():
@@ -110,6 +125,20 @@ def _train_3d(args: argparse.Namespace, train_pairs, val_pairs, out: Path) -> in
     return 0
 
 
+def _weights(text: str | None) -> tuple[float, ...] | None:
+    """'1,2,1,1' -> (1.0, 2.0, 1.0, 1.0); None stays None; InputError unless positive numbers."""
+    if text is None:
+        return None
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if not weights or min(weights) <= 0:
+        raise InputError("--class-weights needs positive numbers separated by commas, one "
+                         f"per class (background first), e.g. 1,2,1,1; got {text!r}")
+    return weights
+
+
 def _channels(text: str) -> tuple[int, ...]:
     """'16,32,64' -> (16, 32, 64); InputError unless 2+ positive integers."""
     try:
@@ -143,6 +172,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=30, help="network epochs (default 30)")
     p.add_argument("--head-epochs", type=int, default=8, help="early-head epochs (default 8)")
     p.add_argument("--batch-size", type=int, default=16, help="default 16")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate at the start, cosine decay to 0 (default 1e-3)")
+    p.add_argument("--class-weights", metavar="W,W,...",
+                   help="cross-entropy weight per class, background first, e.g. 1,2,1,1 to "
+                        "emphasise CSF (default: all 1; the Dice term is unweighted)")
+    p.add_argument("--boundary-weight", type=float, default=0.0,
+                   help="extra cross-entropy weight of pixels within 2 pixels of the brain's "
+                        "edge, e.g. 2 weighs them 3 times (default 0: none)")
+    p.add_argument("--snapshots", metavar="DIR",
+                   help="also write the network after every epoch to DIR/epochNN.pt "
+                        "(early head not yet retrained), to choose among them later")
     p.add_argument("--modality", default="T1w", help="input modality recorded in the bundle")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", choices=("none", "geometric", "contrast"), default="none",

@@ -45,6 +45,12 @@ class SourceTrainingConfig:
     epochs: int = 30            # passes over the training slices
     batch_size: int = 16
     lr: float = 1e-3            # Adam, cosine decay to 0
+    # cross-entropy weight of each class (None: all 1); the soft Dice term is unweighted
+    class_weights: tuple[float, ...] | None = None
+    # extra cross-entropy weight of pixels within boundary_px pixels of the brain's edge
+    # (labelled tissue next to background, either side): 0 = none
+    boundary_weight: float = 0.0
+    boundary_px: int = 2
     weight_decay: float = 1e-4
     empty_slice_share: float = 0.1   # share of slices without labelled tissue kept for training
     head_epochs: int = 8        # early-head training with the network frozen
@@ -104,6 +110,31 @@ def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ((2 * inter + 1.0) / (denom + 1.0))[1:].mean()
 
 
+def brain_edge(labels: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels within `radius` pixels (square neighbourhood) of the edge between labelled
+    tissue (label > 0) and background, on either side. labels: (N, H, W) integers;
+    returns a bool tensor of the same shape."""
+    brain = (labels > 0).unsqueeze(1).float()
+    size = 2 * radius + 1
+    grown = F.max_pool2d(brain, size, stride=1, padding=radius)
+    shrunk = -F.max_pool2d(-brain, size, stride=1, padding=radius)
+    return (grown != shrunk).squeeze(1)
+
+
+def _weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                            class_weights: torch.Tensor | None, boundary_weight: float,
+                            boundary_px: int) -> torch.Tensor:
+    """Cross-entropy with per-class weights and extra weight near the brain's edge; the
+    weighted mean (as torch's `weight=`), so with no weights it is plain cross-entropy."""
+    if boundary_weight == 0:
+        return F.cross_entropy(logits, target, weight=class_weights)
+    per_pixel = F.cross_entropy(logits, target, reduction="none")
+    weight = 1.0 + boundary_weight * brain_edge(target, boundary_px).to(logits.dtype)
+    if class_weights is not None:
+        weight = weight * class_weights[target]
+    return (per_pixel * weight).sum() / weight.sum()
+
+
 def _training_indices(slices: SliceSet, share_empty: float, rng: np.random.Generator):
     has_tissue = (slices.labels > 0).reshape(len(slices.labels), -1).any(axis=1)
     full, empty = np.flatnonzero(has_tissue), np.flatnonzero(~has_tissue)
@@ -146,7 +177,7 @@ def mean_dice_on_slices(network, slices: SliceSet, device, num_classes: int,
 
 
 def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, progress,
-         score_fn, seed_offset):
+         score_fn, seed_offset, on_epoch: Callable[[int], None] | None = None):
     rng = np.random.default_rng(config.seed + seed_offset)
     # the augmenter has its own generator, so the batch order is the same in every preset
     augmenter = (None if config.augment == "none" and config.augment_config is None
@@ -178,6 +209,8 @@ def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, p
         if progress:
             progress(phase, epoch + 1, epochs,
                      {"loss": float(np.mean(losses)), "val_dice": score, "best": best_score})
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     network.load_state_dict(best_state)
     return best_score
 
@@ -185,7 +218,9 @@ def _fit(network, params, slices, val, config, device, epochs, loss_fn, phase, p
 def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | None = None,
                        device: torch.device | str = "cpu",
                        progress: Progress | None = None,
-                       init_state: dict | None = None) -> tuple[ModelBundle, dict]:
+                       init_state: dict | None = None,
+                       snapshot: Callable[[int, ModelBundle], None] | None = None,
+                       ) -> tuple[ModelBundle, dict]:
     """Train the segmentation network, its early head and the prior on labelled volumes.
 
     train_pairs / val_pairs: sequences of (image path, label path). Validation pairs choose the
@@ -195,7 +230,9 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     head Dice is then NaN). `config.augment` augments every training batch of both phases
     (network and early head) on the fly, never the validation slices; the bundle's provenance
     records the preset and its settings ("augmentation"). Returns the bundle and a summary
-    with the validation Dice of both outputs.
+    with the validation Dice of both outputs. snapshot(epoch, bundle), if given, receives a
+    bundle of the network after every network epoch (1-based; its early head is the one the
+    training started from, not yet retrained), e.g. to keep candidates for a later choice.
     """
     config = config or SourceTrainingConfig()
     augmentation = augment_settings(config)   # an unknown preset fails before any work
@@ -217,15 +254,32 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     head_params = {id(p) for p in early_head.parameters()}
     body = [p for p in network.parameters() if id(p) not in head_params]
 
+    weights = None
+    if config.class_weights is not None:
+        if len(config.class_weights) != num_classes or min(config.class_weights) <= 0:
+            raise ValueError(f"class_weights needs {num_classes} positive numbers, one per "
+                             f"class; got {config.class_weights}")
+        weights = torch.tensor(config.class_weights, dtype=torch.float32, device=device)
+
     def segmentation_loss(net, images, labels):
         logits = net(images)
-        return F.cross_entropy(logits, labels) + _soft_dice_loss(logits, labels)
+        return (_weighted_cross_entropy(logits, labels, weights, config.boundary_weight,
+                                        config.boundary_px)
+                + _soft_dice_loss(logits, labels))
 
     def val_score(net, data):
         return mean_dice_on_slices(net, data, device, num_classes)
 
+    def make_bundle(summary: dict) -> ModelBundle:
+        return _bundle(network, arch_kwargs, config, augmentation, train, train_pairs,
+                       val_pairs, summary)
+
+    def on_epoch(epoch: int) -> None:
+        if snapshot is not None:
+            snapshot(epoch, make_bundle({"snapshot_epoch": epoch}))
+
     val_dice = _fit(network, body, train, val, config, device, config.epochs,
-                    segmentation_loss, "network", progress, val_score, 0)
+                    segmentation_loss, "network", progress, val_score, 0, on_epoch)
 
     for p in body:
         p.requires_grad_(False)
@@ -244,12 +298,20 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
     for p in body:
         p.requires_grad_(True)
 
-    state = {k: v.cpu() for k, v in network.state_dict().items()}
+    summary = {"val_dice": val_dice, "val_dice_early_head": head_dice,
+               "train_slices": int(len(train.images)), "val_slices": int(len(val.images))}
+    return make_bundle(summary), summary
+
+
+def _bundle(network, arch_kwargs: dict, config: SourceTrainingConfig,
+            augmentation: AugmentConfig, train: SliceSet, train_pairs, val_pairs,
+            summary: dict) -> ModelBundle:
+    """The model bundle of the network as it is now, with its provenance."""
+    num_classes = len(config.class_names)
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     head_state = {k[len("early_head."):]: v for k, v in state.items()
                   if k.startswith("early_head.")}
     body_state = {k: v for k, v in state.items() if not k.startswith("early_head.")}
-    summary = {"val_dice": val_dice, "val_dice_early_head": head_dice,
-               "train_slices": int(len(train.images)), "val_slices": int(len(val.images))}
     provenance = {
         "parent": None,
         "method": "supervised-source",
@@ -273,5 +335,5 @@ def train_source_model(train_pairs, val_pairs, config: SourceTrainingConfig | No
         skull_stripped_input=config.skull_stripped_input,
         intensity_reference=(intensity_reference(train.volume_quantiles)
                              if train.volume_quantiles is not None else None))
-    return bundle, summary
+    return bundle
 
