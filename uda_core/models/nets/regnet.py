@@ -171,12 +171,13 @@ def _min3(x: Tensor, dim: int) -> Tensor:
 def _box_matrix(n: int, passes: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(n, n): ``passes`` 3-tap means with replicated edges along one axis, as a matrix
     (a 3x3 box mean is one such pass along each axis in turn; two passes are one 5-tap
-    matrix)."""
-    index = torch.arange(n)
-    one = torch.zeros(n, n, dtype=torch.float64)
-    for shift in (-1, 0, 1):
-        one[index, (index + shift).clamp(0, n - 1)] += 1.0 / 3.0
-    return torch.linalg.matrix_power(one, passes).to(dtype=dtype, device=device)
+    matrix). Cached; normal tensors even when first built under torch.inference_mode."""
+    with torch.inference_mode(False):
+        index = torch.arange(n)
+        one = torch.zeros(n, n, dtype=torch.float64)
+        for shift in (-1, 0, 1):
+            one[index, (index + shift).clamp(0, n - 1)] += 1.0 / 3.0
+        return torch.linalg.matrix_power(one, passes).to(dtype=dtype, device=device)
 
 
 class RegularisingHead(nn.Module):
