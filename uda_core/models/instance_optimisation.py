@@ -143,8 +143,10 @@ class _BilinearTable:
 
     The numbers of the bilinear :func:`~uda_core.spatial.warp.warp_image` plus its exact
     slopes, for an image read many times: each pixel's four bilinear coefficients (a, b - a,
-    c - a, a - b - c + d of its neighbours a b / c d) are stored once, pixel-major, so one
-    read is a single row gather (B * H * W rows of 4 C values) and a few products."""
+    c - a, a - b - c + d of its neighbours a b / c d) are stored once, channel-major
+    (4 C rows of B * H * W pixels), so one read is a single column gather and a few products
+    along the points (vectorised; a pixel-major table made every product and the sum over
+    the C = 6 channels run along a 6-long axis)."""
 
     def __init__(self, image: Tensor):
         batch, channels, height, width = image.shape
@@ -154,9 +156,8 @@ class _BilinearTable:
         b = padded[..., :-1, 1:]
         c = padded[..., 1:, :-1]
         d = padded[..., 1:, 1:]
-        table = torch.stack((a, b - a, c - a, a - b - c + d), dim=1)    # (B, 4, C, H, W)
-        self.table = table.permute(0, 3, 4, 1, 2).reshape(batch * height * width,
-                                                           4 * channels).contiguous()
+        table = torch.stack((a, b - a, c - a, a - b - c + d))           # (4, B, C, H, W)
+        self.table = table.transpose(1, 2).reshape(4 * channels, -1).contiguous()
         self.offsets = (torch.arange(batch, device=image.device) * height * width).view(-1, 1)
 
     def read(self, dense: Tensor, points: Tensor, upper: Tensor, upper_low: Tensor
@@ -164,21 +165,21 @@ class _BilinearTable:
         """The image at ``points + dense`` for N sample pixels: ``points`` (2, N) pixel
         indices (y; x), ``dense`` (B, 2, N) their displacements (pixels); ``upper`` (2, 1)
         the last pixel (H - 1; W - 1), ``upper_low`` (2, 1) the last bilinear cell's corner.
-        Returns values (B, N, C), slopes d/dy and d/dx (B, N, C), and the (B, 2, N) mask of
-        the coordinates not clamped to the border (where the true slope is 0)."""
+        Returns values, slopes d/dy and d/dx, each (C, B * N) (pair-major points), and the
+        (B, 2, N) mask of the coordinates clamped to the border (where the true slope is
+        0)."""
         batch, channels, _, width = self.shape
         raw = dense + points                                            # (B, 2, N)
         position = torch.minimum(raw.clamp(min=0), upper)
         low = torch.minimum(position.floor(), upper_low)
         weight = position - low
-        wy, wx = weight[:, 0].unsqueeze(-1), weight[:, 1].unsqueeze(-1)  # (B, N, 1)
+        wy, wx = weight[:, 0].reshape(-1), weight[:, 1].reshape(-1)     # (B * N,)
         index = torch.add(low[:, 1], low[:, 0], alpha=width).long().add_(self.offsets)
-        rows = F.embedding(index.view(-1), self.table).view(batch, -1, 4, channels)
-        a, bx, cy, dxy = rows.unbind(2)
+        a, bx, cy, dxy = self.table.index_select(1, index.view(-1)).view(4, channels, -1)
         slope_x = torch.addcmul(bx, wy, dxy)
         slope_y = torch.addcmul(cy, wx, dxy)
         values = torch.addcmul(torch.addcmul(a, wx, slope_x), wy, cy)
-        return values, slope_y, slope_x, raw == position
+        return values, slope_y, slope_x, raw != position
 
 
 @functools.lru_cache(maxsize=16)
@@ -230,8 +231,8 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
         mind_fixed, mind_moving = mind_ssc(torch.cat((fixed, moving))).split(batch)
         every = settings.sample_every
         table = _BilinearTable(mind_moving)
-        target = mind_fixed[..., ::every, ::every].permute(0, 2, 3, 1).reshape(
-            batch, -1, mind_fixed.shape[1])                                 # (B, N, 6)
+        target = mind_fixed[..., ::every, ::every].transpose(0, 1).reshape(
+            mind_fixed.shape[1], -1)                                        # (6, B * N)
         plan = _sample_plan(height, width, int(stride), float(smooth_sigma_px), every,
                             field.dtype, field.device)
         rows, cols_t, rows_t, cols, smooth_rows, smooth_cols, points, upper, upper_low = plan
@@ -243,11 +244,11 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
         smooth = settings.smooth_weight
         for step in range(1, settings.iterations + 1):
             dense = (rows @ field @ cols_t).view(batch, 2, -1)               # (B, 2, N)
-            values, slope_y, slope_x, free = table.read(dense, points, upper, upper_low)
-            residual = values.sub_(target).mul_(scale)                       # (B, N, 6)
-            grad_dense = torch.stack(((residual * slope_y).sum(-1),
-                                      (residual * slope_x).sum(-1)), 1).mul_(free)
-            grad = rows_t @ grad_dense.view(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
+            values, slope_y, slope_x, clamped = table.read(dense, points, upper, upper_low)
+            residual = values.sub_(target).mul_(scale)                       # (6, B * N)
+            grad_dense = torch.stack(((residual * slope_y).sum(0), (residual * slope_x).sum(0)))
+            grad_dense = grad_dense.view(2, batch, -1).transpose(0, 1).masked_fill_(clamped, 0)
+            grad = rows_t @ grad_dense.reshape(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
             if smooth:
                 grad.add_(smooth_rows @ field, alpha=smooth).add_(field @ smooth_cols,
                                                                   alpha=smooth)
