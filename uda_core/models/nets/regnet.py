@@ -51,7 +51,8 @@ from uda_core.spatial.warp import (
     expected_displacement,
 )
 
-__all__ = ["DiscreteRegNet", "FeatureExtractor", "RegularisingHead", "cost_volume"]
+__all__ = ["DiscreteRegNet", "FeatureExtractor", "RegularisingHead", "cost_volume",
+           "head_logits"]
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -246,6 +247,26 @@ class RegularisingHead(nn.Module):
         return -self.log_gamma.exp() * energy + self.label_bias.view(1, -1, 1, 1)
 
 
+def head_logits(heads: tuple[RegularisingHead, ...], cost: Tensor) -> tuple[Tensor, ...]:
+    """Each head's logits on one cost volume (B, L, Kh, Kw), in one pass over the heads
+    stacked along the batch (the numbers of ``head(cost)`` for each, with half the small
+    ops for two heads); gradients reach every head's own parameters."""
+    batch = cost.shape[0]
+    n_labels = cost.shape[1]
+
+    def scalars(name: str) -> Tensor:       # (H * B, 1, 1, 1): head h's value for its rows
+        values = torch.stack([getattr(head, name) for head in heads]).exp()
+        return values.repeat_interleave(batch).view(-1, 1, 1, 1)
+
+    unary = scalars("log_alpha") * (-cost).repeat(len(heads), 1, 1, 1)
+    regularise = heads[0]._regularise          # no parameters: the same for every head
+    energy = unary + scalars("log_lambda1") * regularise(unary)
+    energy = unary + scalars("log_lambda2") * regularise(energy)
+    bias = torch.stack([head.label_bias for head in heads]).repeat_interleave(batch, 0)
+    logits = -scalars("log_gamma") * energy + bias.view(-1, n_labels, 1, 1)
+    return logits.split(batch)
+
+
 class DiscreteRegNet(nn.Module):
     """2D discrete displacement network: (fixed, moving) -> label logits and displacements.
 
@@ -360,8 +381,7 @@ class DiscreteRegNet(nn.Module):
         callers that keep the features (test-time instance optimisation); ``shape`` is the
         images' (H, W)."""
         cost = cost_volume(feat_fixed, feat_moving, self.candidates, self.stride)
-        logits1 = self.head1(cost)
-        logits2 = self.head2(cost)
+        logits1, logits2 = head_logits((self.head1, self.head2), cost)
         probs1 = torch.softmax(logits1, dim=1)
         probs2 = torch.softmax(logits2, dim=1)
         probs = 0.5 * (probs1 + probs2)
