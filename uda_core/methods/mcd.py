@@ -133,7 +133,8 @@ class MCDRegistration(AdaptationMethod[RegBatch]):
         self.optimisers = [self.opt_g, self.opt_c]
 
     def _head_outputs(self, cost: Tensor) -> tuple[Tensor, Tensor]:
-        return head_logits((self.network.head1, self.network.head2), cost)
+        logits1, logits2 = head_logits((self.network.head1, self.network.head2), cost)
+        return logits1, logits2
 
     def _source_loss(self, cost: Tensor, batch: RegBatch) -> Tensor:
         """The source model's supervised loss of both heads on the source cost volume."""
