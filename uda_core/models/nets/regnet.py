@@ -230,10 +230,9 @@ class RegularisingHead(nn.Module):
         twice = _box_matrix(n, 2, energy.dtype, energy.device)
         view = (twice @ view.reshape(batch, n, -1)).reshape(batch, n, n, kh * kw)
         view = twice @ view
-        # spatial: a 3x3 mean over the control-point grid
-        view = view.reshape(batch * n_labels, kh, kw)
-        view = (_box_matrix(kh, 1, energy.dtype, energy.device) @ view
-                @ _box_matrix(kw, 1, energy.dtype, energy.device).T)
+        # spatial: a 3x3 mean over the control-point grid (along Kw as one 2D product)
+        view = view.reshape(-1, kw) @ _box_matrix(kw, 1, energy.dtype, energy.device).T
+        view = _box_matrix(kh, 1, energy.dtype, energy.device) @ view.view(-1, kh, kw)
         return view.reshape(batch, n_labels, kh, kw)
 
     def forward(self, cost: Tensor) -> Tensor:
