@@ -1,17 +1,21 @@
 """Side-by-side time per 2D pair: network, network + instance optimisation, SimpleITK.
 
 Usage: PYTHONPATH=. python scripts/bench_reg_pair_speed.py MODEL SHIFT N [SETTINGS]
+       [--threads T] [--repeats R]
 
 MODEL a registration bundle; SHIFT t2|pd (demo subjects 100-102 as shipped); N pairs (after
 one warm-up pair), each registered by every method in turn (interleaved, so a loaded machine
-slows all alike); SETTINGS "iterations,lr,smooth[,similarity[,sample_every]];..." of the
-instance-optimisation rows (default: the `uda reg apply` default). Prints the median ms per
-pair (forward + optimisation + warp, 1 thread) and SimpleITK's time over each.
+slows all alike), R rounds over the N pairs; SETTINGS "iterations,lr,smooth[,similarity[,
+sample_every]];..." of the instance-optimisation rows (default: the `uda reg apply`
+default). T threads for torch and for SimpleITK alike (default 1). Prints the median wall ms
+per pair (forward + optimisation + warp), the median process CPU ms, SimpleITK's time over
+each, and the 1-minute load average before and after.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
 import time
 
 import numpy as np
@@ -33,35 +37,52 @@ def settings_of(entry: str) -> InstanceOptimisation:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    model, shift, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    entries = sys.argv[4].split(";") if len(sys.argv) > 4 else []
-    bundle, net = load_registration_model(model)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("shift", choices=("t2", "pd"))
+    parser.add_argument("n", type=int)
+    parser.add_argument("settings", nargs="?", default="")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bundle, net = load_registration_model(args.model)
     net.eval()
-    slices = slices_from_files(*demo_files(shift, (100, 101, 102)), grid=bundle)
+    slices = slices_from_files(*demo_files(args.shift, (100, 101, 102)), grid=bundle)
     rng = np.random.default_rng(7)
-    pairs = pairs_from_slices(slices, rng.choice(len(slices), n + 1, replace=False), rng,
+    pairs = pairs_from_slices(slices, rng.choice(len(slices), args.n + 1, replace=False), rng,
                               displacement_grid=net.grid, stride=net.stride)
+    entries = [e for e in args.settings.split(";") if e]
     runners = {"network": net}
     runners.update({f"io {e}": RefinedRegNet(net, settings_of(e)) for e in entries}
                    if entries else {"io (default)": RefinedRegNet(net)})
-    sitk = SitkRegistration(net.grid, net.stride, tuple(bundle.spacing_mm[:2]), 100)
-    times: dict[str, list[float]] = {k: [] for k in [*runners, "SimpleITK"]}
-    for i in range(n + 1):
-        fixed, moving = pairs.fixed[i:i + 1], pairs.moving[i:i + 1]
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            with torch.no_grad():
-                warp_image(moving, runner(fixed, moving)["disp"])
-            if i:
-                times[name].append(time.perf_counter() - start)
-        if i:
-            start = time.perf_counter()
-            sitk(fixed, moving)
-            times["SimpleITK"].append(time.perf_counter() - start)
-    median = {k: 1000 * float(np.median(v)) for k, v in times.items()}
-    for name, ms in median.items():
-        print(f"{name}: {ms:.1f} ms per pair, SimpleITK / this {median['SimpleITK'] / ms:.1f}x")
+    sitk = SitkRegistration(net.grid, net.stride, tuple(bundle.spacing_mm[:2]), 100,
+                            threads=args.threads)
+    methods = [*runners, "SimpleITK"]
+    wall: dict[str, list[float]] = {k: [] for k in methods}
+    cpu: dict[str, list[float]] = {k: [] for k in methods}
+    load_before = os.getloadavg()[0]
+    for round_ in range(args.repeats):
+        for i in range(args.n + 1):
+            fixed, moving = pairs.fixed[i:i + 1], pairs.moving[i:i + 1]
+            for name in methods:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                if name == "SimpleITK":
+                    sitk(fixed, moving)
+                else:
+                    with torch.no_grad():
+                        warp_image(moving, runners[name](fixed, moving)["disp"])
+                if i or round_:            # the first pair warms up
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
+    print(f"threads {args.threads}, {len(wall['SimpleITK'])} pairs, load average "
+          f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    median = {k: 1000 * float(np.median(v)) for k, v in wall.items()}
+    median_cpu = {k: 1000 * float(np.median(v)) for k, v in cpu.items()}
+    for name in methods:
+        print(f"{name}: {median[name]:.1f} ms per pair (CPU {median_cpu[name]:.1f} ms), "
+              f"SimpleITK / this {median['SimpleITK'] / median[name]:.1f}x "
+              f"(CPU {median_cpu['SimpleITK'] / median_cpu[name]:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -198,3 +198,32 @@ def test_instance_optimisation_refuses_an_unknown_similarity():
 
     with pytest.raises(ValueError, match="similarity"):
         InstanceOptimisation(similarity="ncc")
+
+
+def test_constants_cached_at_inference_serve_training_later():
+    """The heads' averaging matrices and the dense-field matrices are cached; the first use
+    under torch.inference_mode (RefinedRegNet) must not leave inference tensors that a
+    later training step (autograd) cannot use."""
+    from uda_core.models.instance_optimisation import RefinedRegNet
+
+    torch.manual_seed(0)
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=5, stride=4, features=4, width=4)
+    fixed, moving = torch.rand(1, 1, 52, 44), torch.rand(1, 1, 52, 44)  # a shape of its own
+    RefinedRegNet(net)(fixed, moving)
+    out = net(fixed, moving)
+    (out["disp"].square().mean() + out["logits1"].mean()).backward()
+    assert net.head1.log_alpha.grad is not None
+
+
+def test_heads_in_one_pass_equal_each_head_alone():
+    from uda_core.models.nets.regnet import head_logits
+
+    torch.manual_seed(1)
+    net = DiscreteRegNet(radius_px=3.0, n_per_axis=5, stride=4, features=4, width=4).double()
+    cost = -torch.rand(3, 25, 6, 7, dtype=torch.float64)
+    one, two = head_logits((net.head1, net.head2), cost)
+    torch.testing.assert_close(one, net.head1(cost))
+    torch.testing.assert_close(two, net.head2(cost))
+    (one.square().sum() + 2 * two.sum()).backward()
+    for head in (net.head1, net.head2):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())

@@ -150,9 +150,10 @@ class SitkRegistration:
     network: ``(fixed, moving) -> {"probs", "disp_cp", "disp"}``; "probs" is the one-hot label
     of the block-mean displacement at each control point. Keeps each pair's seconds."""
 
-    def __init__(self, grid, stride: int, spacing_mm, iterations: int):
+    def __init__(self, grid, stride: int, spacing_mm, iterations: int, threads: int = 1):
         self.grid, self.stride = grid, stride
         self.spacing_mm, self.iterations = tuple(spacing_mm), iterations
+        self.threads = int(threads)
         self.seconds: list[float] = []
 
     def eval(self) -> SitkRegistration:
@@ -163,7 +164,8 @@ class SitkRegistration:
         fields = []
         for f, m in zip(fixed.cpu().numpy(), moving.cpu().numpy(), strict=True):
             _, disp, seconds = register_bspline_2d(f[0], m[0], spacing=self.spacing_mm,
-                                                   iterations=self.iterations, threads=1)
+                                                   iterations=self.iterations,
+                                                   threads=self.threads)
             fields.append(disp)
             self.seconds.append(seconds)
         dense = torch.from_numpy(np.stack(fields))

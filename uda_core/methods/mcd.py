@@ -44,7 +44,7 @@ from uda_core.methods.base import AdaptationMethod, set_trainable
 from uda_core.methods.batches import RegBatch
 from uda_core.methods.catalogue import REG_DISCREPANCIES
 from uda_core.methods.registration_source import control_point_weights, source_supervised_loss
-from uda_core.models.nets.regnet import DiscreteRegNet
+from uda_core.models.nets.regnet import DiscreteRegNet, head_logits
 from uda_core.spatial.warp import expected_displacement
 
 __all__ = ["DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
@@ -133,7 +133,8 @@ class MCDRegistration(AdaptationMethod[RegBatch]):
         self.optimisers = [self.opt_g, self.opt_c]
 
     def _head_outputs(self, cost: Tensor) -> tuple[Tensor, Tensor]:
-        return self.network.head1(cost), self.network.head2(cost)
+        logits1, logits2 = head_logits((self.network.head1, self.network.head2), cost)
+        return logits1, logits2
 
     def _source_loss(self, cost: Tensor, batch: RegBatch) -> Tensor:
         """The source model's supervised loss of both heads on the source cost volume."""

@@ -32,6 +32,7 @@ Conventions of :mod:`uda_core.spatial.warp` (pixels of the model grid, channels 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -142,8 +143,10 @@ class _BilinearTable:
 
     The numbers of the bilinear :func:`~uda_core.spatial.warp.warp_image` plus its exact
     slopes, for an image read many times: each pixel's four bilinear coefficients (a, b - a,
-    c - a, a - b - c + d of its neighbours a b / c d) are stored once, pixel-major, so one
-    read is a single row gather (B * H * W rows of 4 C values) and a few products."""
+    c - a, a - b - c + d of its neighbours a b / c d) are stored once, channel-major
+    (4 C rows of B * H * W pixels), so one read is a single column gather and a few products
+    along the points (vectorised; a pixel-major table made every product and the sum over
+    the C = 6 channels run along a 6-long axis)."""
 
     def __init__(self, image: Tensor):
         batch, channels, height, width = image.shape
@@ -153,33 +156,56 @@ class _BilinearTable:
         b = padded[..., :-1, 1:]
         c = padded[..., 1:, :-1]
         d = padded[..., 1:, 1:]
-        table = torch.stack((a, b - a, c - a, a - b - c + d), dim=1)    # (B, 4, C, H, W)
-        self.table = table.permute(0, 3, 4, 1, 2).reshape(batch * height * width,
-                                                           4 * channels).contiguous()
+        table = torch.stack((a, b - a, c - a, a - b - c + d))           # (4, B, C, H, W)
+        self.table = table.transpose(1, 2).reshape(4 * channels, -1).contiguous()
         self.offsets = (torch.arange(batch, device=image.device) * height * width).view(-1, 1)
 
-    def read(self, dense: Tensor, points_y: Tensor, points_x: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The image at ``points + dense`` for N sample pixels: ``points_y``, ``points_x`` (N,)
-        pixel indices, ``dense`` (B, 2, N) their displacements (pixels). Returns values
-        (B, N, C), slopes d/dy and d/dx (B, N, C), and (B, N) masks of the points not
-        clamped to the border (where the true slope is 0)."""
-        batch, channels, height, width = self.shape
-        raw_y = points_y + dense[:, 0]
-        raw_x = points_x + dense[:, 1]
-        y = raw_y.clamp(0, height - 1)
-        x = raw_x.clamp(0, width - 1)
-        y0 = y.floor().clamp_(max=max(height - 2, 0))
-        x0 = x.floor().clamp_(max=max(width - 2, 0))
-        wy = (y - y0).unsqueeze(-1)
-        wx = (x - x0).unsqueeze(-1)
-        index = (y0 * width + x0).long().add_(self.offsets).view(-1)
-        rows = F.embedding(index, self.table).view(batch, -1, 4, channels)
-        a, bx, cy, dxy = rows.unbind(2)
+    def read(self, dense: Tensor, points: Tensor, upper: Tensor, upper_low: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The image at ``points + dense`` for N sample pixels: ``points`` (2, N) pixel
+        indices (y; x), ``dense`` (B, 2, N) their displacements (pixels); ``upper`` (2, 1)
+        the last pixel (H - 1; W - 1), ``upper_low`` (2, 1) the last bilinear cell's corner.
+        Returns values, slopes d/dy and d/dx, each (C, B * N) (pair-major points), and the
+        (B, 2, N) mask of the coordinates clamped to the border (where the true slope is
+        0)."""
+        batch, channels, _, width = self.shape
+        raw = dense + points                                            # (B, 2, N)
+        position = torch.minimum(raw.clamp(min=0), upper)
+        low = torch.minimum(position.floor(), upper_low)
+        weight = position - low
+        wy, wx = weight[:, 0].reshape(-1), weight[:, 1].reshape(-1)     # (B * N,)
+        index = torch.add(low[:, 1], low[:, 0], alpha=width).long().add_(self.offsets)
+        a, bx, cy, dxy = self.table.index_select(1, index.view(-1)).view(4, channels, -1)
         slope_x = torch.addcmul(bx, wy, dxy)
         slope_y = torch.addcmul(cy, wx, dxy)
         values = torch.addcmul(torch.addcmul(a, wx, slope_x), wy, cy)
-        return values, slope_y, slope_x, raw_y == y, raw_x == x
+        return values, slope_y, slope_x, raw != position
+
+
+@functools.lru_cache(maxsize=16)
+def _sample_plan(height: int, width: int, stride: int, sigma_px: float, every: int,
+                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """The constants of :func:`refine_control_field_mind` for one image shape (cached, never
+    modified): ``rows`` (Hs, Kh) and ``cols_t`` (Kw, Ws), the dense field at the Hs x Ws
+    sample pixels, their transposes ``rows_t`` and ``cols``, the smoothness gradient's
+    ``smooth_rows`` and ``smooth_cols``, the sample pixels ``points`` (2, N) (y; x), the
+    last pixel ``upper`` (2, 1) and the last bilinear cell's corner ``upper_low`` (2, 1)."""
+    with torch.inference_mode(False):     # normal tensors: the cache outlives the call
+        rows, cols_t = dense_from_control_matrices((height, width), stride, sigma_px, dtype,
+                                                   device)
+        rows, cols_t = rows[::every].contiguous(), cols_t[:, ::every].contiguous()
+        smooth_rows, smooth_cols = _smoothness_operators(height // stride, width // stride,
+                                                         dtype, device)
+        ys = torch.arange(0, height, every, dtype=dtype, device=device)
+        xs = torch.arange(0, width, every, dtype=dtype, device=device)
+        points = torch.stack([p.reshape(-1) for p in torch.meshgrid(ys, xs, indexing="ij")])
+
+        def column(y: float, x: float) -> Tensor:
+            return torch.tensor([[y], [x]], dtype=dtype, device=device)
+
+        return (rows, cols_t, rows.T.contiguous(), cols_t.T.contiguous(), smooth_rows,
+                smooth_cols, points, column(height - 1, width - 1),
+                column(max(height - 2, 0), max(width - 2, 0)))
 
 
 def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stride: int,
@@ -197,47 +223,40 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
     the update is torch.optim.Adam's (betas 0.9, 0.999, eps 1e-8), so the numbers equal the
     autograd version's (``tests/models/test_regnet.py``). Each pair's energy is its own mean
     (a batch's is their sum), so a pair's result does not depend on its batch."""
-    field = start.detach().clone()
     if settings.iterations == 0:
-        return field
-    with torch.no_grad():
+        return start.detach().clone()
+    with torch.inference_mode():          # fewer per-op costs than no_grad for ~40 small ops
+        field = start.detach().clone()
         batch, _, height, width = fixed.shape
         mind_fixed, mind_moving = mind_ssc(torch.cat((fixed, moving))).split(batch)
         every = settings.sample_every
         table = _BilinearTable(mind_moving)
-        target = mind_fixed[..., ::every, ::every].permute(0, 2, 3, 1).reshape(
-            batch, -1, mind_fixed.shape[1])                                 # (B, N, 6)
-        rows, cols_t = dense_from_control_matrices((height, width), stride,
-                                                   float(smooth_sigma_px), field.dtype,
-                                                   field.device)
-        rows, cols_t = rows[::every].contiguous(), cols_t[:, ::every].contiguous()
-        rows_t, cols = rows.T.contiguous(), cols_t.T.contiguous()
-        smooth_rows, smooth_cols = _smoothness_operators(field.shape[-2], field.shape[-1],
-                                                         field.dtype, field.device)
+        target = mind_fixed[..., ::every, ::every].transpose(0, 1).reshape(
+            mind_fixed.shape[1], -1)                                        # (6, B * N)
+        plan = _sample_plan(height, width, int(stride), float(smooth_sigma_px), every,
+                            field.dtype, field.device)
+        rows, cols_t, rows_t, cols, smooth_rows, smooth_cols, points, upper, upper_low = plan
         sample_shape = (rows.shape[0], cols_t.shape[1])
-        points_y = torch.arange(0, height, every, dtype=field.dtype, device=field.device)
-        points_x = torch.arange(0, width, every, dtype=field.dtype, device=field.device)
-        points_y, points_x = (p.reshape(-1) for p in torch.meshgrid(points_y, points_x,
-                                                                    indexing="ij"))
         scale = 2.0 * batch / target.numel()       # each pair's own mean: batch-independent
         first = torch.zeros_like(field)
         second = torch.zeros_like(field)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
+        smooth = settings.smooth_weight
         for step in range(1, settings.iterations + 1):
             dense = (rows @ field @ cols_t).view(batch, 2, -1)               # (B, 2, N)
-            values, slope_y, slope_x, free_y, free_x = table.read(dense, points_y, points_x)
-            residual = values.sub_(target).mul_(scale)                       # (B, N, 6)
-            grad_dense = torch.stack(((residual * slope_y).sum(-1) * free_y,
-                                      (residual * slope_x).sum(-1) * free_x), 1)
-            grad = rows_t @ grad_dense.view(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
-            if settings.smooth_weight:
-                grad.add_(smooth_rows @ field + field @ smooth_cols,
-                          alpha=settings.smooth_weight)
-            first.mul_(beta1).add_(grad, alpha=1 - beta1)
+            values, slope_y, slope_x, clamped = table.read(dense, points, upper, upper_low)
+            residual = values.sub_(target).mul_(scale)                       # (6, B * N)
+            grad_dense = torch.stack(((residual * slope_y).sum(0), (residual * slope_x).sum(0)))
+            grad_dense = grad_dense.view(2, batch, -1).transpose(0, 1).masked_fill_(clamped, 0)
+            grad = rows_t @ grad_dense.reshape(batch, 2, *sample_shape) @ cols  # (B, 2, Kh, Kw)
+            if smooth:
+                grad.add_(smooth_rows @ field, alpha=smooth).add_(field @ smooth_cols,
+                                                                  alpha=smooth)
+            first.lerp_(grad, 1 - beta1)
             second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = (second / (1 - beta2**step)).sqrt_().add_(eps)
+            denominator = second.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)
             field.addcdiv_(first, denominator, value=-settings.lr / (1 - beta1**step))
-    return field
+    return field.clone()      # a normal tensor (the loop's are inference tensors)
 
 
 class RefinedRegNet:
@@ -259,10 +278,12 @@ class RefinedRegNet:
 
     def __call__(self, fixed: Tensor, moving: Tensor) -> dict[str, Tensor]:
         net = self.network
-        with torch.no_grad():
+        mind = self.settings.similarity == "mind"
+        # inference tensors cannot enter the "features" energy's autograd
+        with torch.inference_mode() if mind else torch.no_grad():
             feat_fixed, feat_moving = net.feature_maps(fixed, moving)
             out = net.from_features(feat_fixed, feat_moving, fixed.shape[-2:])
-        if self.settings.similarity == "mind":
+        if mind:
             field = refine_control_field_mind(fixed, moving, out["disp_cp"], net.stride,
                                               net.smooth_sigma_px, self.settings)
         else:
@@ -273,5 +294,7 @@ class RefinedRegNet:
         out["disp"] = dense_from_control(field, fixed.shape[-2:], net.stride,
                                          net.smooth_sigma_px)
         labels = quantise(field, net.grid)
-        out["probs"] = F.one_hot(labels, net.grid.n_labels).permute(0, 3, 1, 2).to(field.dtype)
+        out["probs"] = torch.zeros(labels.shape[0], net.grid.n_labels, *labels.shape[1:],
+                                   dtype=field.dtype, device=field.device).scatter_(
+                                       1, labels.unsqueeze(1), 1.0)   # one-hot (F.one_hot: slow)
         return out

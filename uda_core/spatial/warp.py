@@ -294,10 +294,13 @@ def dense_from_control_matrices(shape: tuple[int, int], stride: int, sigma_px: f
                                 dtype: torch.dtype,
                                 device: torch.device) -> tuple[Tensor, Tensor]:
     """The two matrices of :func:`dense_from_control`: ``rows`` (H, Kh) and ``cols_t``
-    (Kw, W), so that ``dense = rows @ disp_cp @ cols_t`` (cached per arguments)."""
-    rows = _interpolation_matrix(shape[0], stride, sigma_px).to(dtype=dtype, device=device)
-    cols = _interpolation_matrix(shape[1], stride, sigma_px).to(dtype=dtype, device=device)
-    return rows, cols.T.contiguous()
+    (Kw, W), so that ``dense = rows @ disp_cp @ cols_t`` (cached per arguments; built as
+    normal tensors even when first asked for under torch.inference_mode, so that training
+    can use them later)."""
+    with torch.inference_mode(False):
+        rows = _interpolation_matrix(shape[0], stride, sigma_px).to(dtype=dtype, device=device)
+        cols = _interpolation_matrix(shape[1], stride, sigma_px).to(dtype=dtype, device=device)
+        return rows, cols.T.contiguous()
 
 
 def dense_from_control(
