@@ -7,6 +7,8 @@ standardises the targets first (`uda adapt --standardise`). Each run is `run_ada
 the targets' reference labels (Dice on the scored slices, for evaluation only), scoring every
 25 steps and `select_by last`, so OUT/<name>/metrics.jsonl holds every label-free score beside
 the reference Dice at each scoring; scripts/study_selection.py then compares checkpoint rules.
+``--keep-steps`` also keeps the weights of every scoring step (OUT/<name>/steps/step_NNNN.pt,
+copies of last.pt) for scores computed afterwards (scripts/study_checkpoint_scores.py).
 DATA holds `uda demo-data DATA --subjects 40-42 --domains t1,SHIFT,...`. Never point it at the
 benchmark's held-out subjects (100+).
 """
@@ -23,7 +25,20 @@ from pathlib import Path
 SUBJECTS = (40, 41, 42)
 
 
-def run_one(job: tuple[str, str, str, dict, bool, int | None]) -> str:
+def keep_steps(out: Path):
+    """A listener copying each last.pt the engine writes to steps/step_NNNN.pt."""
+    import shutil
+
+    from uda_core.engine.events import CheckpointEvent
+
+    def listener(event) -> None:
+        if isinstance(event, CheckpointEvent) and not event.is_best:
+            (out / "steps").mkdir(exist_ok=True)
+            shutil.copyfile(event.path, out / "steps" / f"step_{event.step:04d}.pt")
+    return listener
+
+
+def run_one(job: tuple[str, str, str, dict, bool, int | None, bool]) -> str:
     import torch
     torch.set_num_threads(1)
     from uda_core.runs.adapt import run_adaptation
@@ -32,6 +47,8 @@ def run_one(job: tuple[str, str, str, dict, bool, int | None]) -> str:
     targets = [Path(data) / shift / f"sub-{s:03d}_{shift}.nii.gz" for s in SUBJECTS]
     labels = [Path(data) / shift / f"sub-{s:03d}_labels.nii.gz" for s in SUBJECTS]
     engine = {"score_every": 25, "select_by": "last"}
+    if job[6]:
+        engine["checkpoint_every"] = 25
     if steps:
         engine["steps"] = steps
     paired = ([Path(data) / "t1" / f"sub-{s:03d}_t1.nii.gz" for s in SUBJECTS]
@@ -39,7 +56,8 @@ def run_one(job: tuple[str, str, str, dict, bool, int | None]) -> str:
     summary = run_adaptation("demo:brain-t1", name, targets, out, reference=labels,
                              paired=paired,
                              method_settings=settings, engine_settings=engine,
-                             save_masks=False, device="cpu", standardise=std)
+                             save_masks=False, device="cpu", standardise=std,
+                             listeners=[keep_steps(Path(out))] if job[6] else ())
     return f"{out}: {summary.get('status')} {summary.get('steps_done')} steps"
 
 
@@ -49,6 +67,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--keep-steps", action="store_true")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     jobs = []
@@ -63,7 +82,8 @@ def main() -> None:
         out = Path(args.out) / name
         if (out / "run.json").is_file():
             continue
-        jobs.append((args.data, str(out), shift, (method, values), std, args.steps))
+        jobs.append((args.data, str(out), shift, (method, values), std, args.steps,
+                     args.keep_steps))
     os.makedirs(args.out, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(run_one, jobs):
