@@ -9,6 +9,9 @@ the targets' reference labels (Dice on the scored slices, for evaluation only), 
 the reference Dice at each scoring; scripts/study_selection.py then compares checkpoint rules.
 ``--keep-steps`` also keeps the weights of every scoring step (OUT/<name>/steps/step_NNNN.pt,
 copies of last.pt) for scores computed afterwards (scripts/study_checkpoint_scores.py).
+``--hold-out-scored`` trains on every target slice except the engine's scored ones (the
+engine itself trains on all), so the label-free scores are measured on slices held out of
+training; its runs are named ...-heldout.
 DATA holds `uda demo-data DATA --subjects 40-42 --domains t1,SHIFT,...`. Never point it at the
 benchmark's held-out subjects (100+).
 """
@@ -38,9 +41,29 @@ def keep_steps(out: Path):
     return listener
 
 
-def run_one(job: tuple[str, str, str, dict, bool, int | None, bool]) -> str:
+def hold_out_scored_slices() -> None:
+    """Make SegmentationTask train only on the slices it does not score (this process only)."""
+    import numpy as np
+
+    from uda_core.tasks.segmentation import SegmentationTask
+    from uda_core.tasks.segmentation_data import SliceIndex
+    original = SegmentationTask.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        rng = np.random.default_rng(self.config.seed + 1)   # as _build_score_set draws them
+        n = min(self.config.score_slices, len(self.pool.volume))
+        keep = np.setdiff1d(np.arange(len(self.pool.volume)),
+                            rng.choice(len(self.pool.volume), n, replace=False))
+        self.pool = SliceIndex(self.pool.volume[keep], self.pool.slice[keep])
+    SegmentationTask.__init__ = init
+
+
+def run_one(job: tuple[str, str, str, dict, bool, int | None, bool, bool]) -> str:
     import torch
     torch.set_num_threads(1)
+    if job[7]:
+        hold_out_scored_slices()
     from uda_core.runs.adapt import run_adaptation
     data, out, shift, method, std, steps = job[0], job[1], job[2], job[3], job[4], job[5]
     name, settings = method
@@ -68,6 +91,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--keep-steps", action="store_true")
+    parser.add_argument("--hold-out-scored", action="store_true")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     jobs = []
@@ -79,11 +103,12 @@ def main() -> None:
         values = json.loads(settings) if settings else {}
         tag = re.sub(r"[^A-Za-z0-9.]+", "_", settings).strip("_")
         name = f"{shift}-{method}{'-std' if std else ''}{'-' + tag if tag else ''}"
+        name += "-heldout" if args.hold_out_scored else ""
         out = Path(args.out) / name
         if (out / "run.json").is_file():
             continue
         jobs.append((args.data, str(out), shift, (method, values), std, args.steps,
-                     args.keep_steps))
+                     args.keep_steps, args.hold_out_scored))
     os.makedirs(args.out, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(run_one, jobs):
