@@ -115,9 +115,10 @@ class PatchPool:
             patch, position, paired_patch = self.patch(v, centre)
             patches.append(patch)
             positions.append(position)
-            paired.append(paired_patch)
+            if paired_patch is not None:
+                paired.append(paired_patch)
         return (np.stack(patches), np.asarray(positions, dtype=np.float32),
-                None if self.paired is None else np.stack(paired))
+                np.stack(paired) if paired else None)
 
 
 class PatchSegmentationTask(SegmentationTask):
