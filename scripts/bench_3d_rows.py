@@ -4,23 +4,26 @@ user runs it (the numbers `uda bench` reports for the 2D model, for a model it c
     PYTHONPATH=. .venv/bin/python scripts/bench_3d_rows.py --data DIR
         [--model demo:brain-t1-3d] [--shift protocol] [--subjects 100-105]
         [--adapt-subjects 100-102] [--methods adabn,sfda] [--threads 1]
+        [--paired-shift t1] [--select-by last]
 
 DIR holds the held-out demo subjects as `uda demo-data DIR --subjects 100-105 --domains
 t1,protocol` writes them (DIR/<shift>/sub-XXX_<shift>.nii.gz and _labels.nii.gz, 2 mm). Source
 only: every subject of --subjects segmented in this process on its own grid (the path of `uda
 predict`). Adaptation, for each of --methods in turn: `uda adapt --model M --method METHOD
 --out OUT TARGETS` with the method's default steps and settings on --adapt-subjects, in a
-fresh process (files to files:
+fresh process (files to files; ddm also gets `--paired`: each subject's image of
+--paired-shift, DIR/<paired-shift>/sub-XXX_<paired-shift>.nii.gz, on the same grid:
 read, adapt, write the model and masks); its masks are scored against the labels. Prints a
 Markdown table, a row as soon as it is measured (Dice = mean over the foreground classes per
 volume, averaged over the volumes; HD95 likewise, mm) and, for each adaptation, wall time,
-the child's CPU time (user + system), its peak resident memory and the 1-minute load average
-before and after.
+the child's CPU time (user + system), its peak resident memory, the 1-minute load average
+before and after, and the checkpoint the run kept (run.json's outcome and selected_by).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -58,13 +61,19 @@ def main() -> None:
     parser.add_argument("--methods", default="adabn,sfda",
                         help="comma-separated, each run with its defaults")
     parser.add_argument("--threads", type=int, default=1, help="torch threads everywhere")
+    parser.add_argument("--select-by", help="passed to uda adapt (e.g. last: the last step's "
+                                            "weights, to see what a method does when the "
+                                            "label-free choice keeps step 0)")
+    parser.add_argument("--paired-shift", default="t1",
+                        help="ddm: the domain of each subject's paired source-modality image")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the adaptation's process
     torch.set_num_threads(args.threads)
 
-    def files(subject: int) -> tuple[Path, Path]:
-        stem = args.data / args.shift / f"sub-{subject:03d}"
-        return Path(f"{stem}_{args.shift}.nii.gz"), Path(f"{stem}_labels.nii.gz")
+    def files(subject: int, shift: str | None = None) -> tuple[Path, Path]:
+        shift = shift or args.shift
+        stem = args.data / shift / f"sub-{subject:03d}"
+        return Path(f"{stem}_{shift}.nii.gz"), Path(f"{stem}_labels.nii.gz")
 
     bundle = load_model(args.model)
     device = resolve_device("cpu")
@@ -90,6 +99,11 @@ def main() -> None:
             command = [sys.executable, "-m", "uda_core.cli", "adapt", "--model", args.model,
                        "--method", method, "--device", "cpu", "--out", str(out),
                        *[str(files(s)[0]) for s in args.adapt_subjects]]
+            if args.select_by:
+                command += ["--select-by", args.select_by]
+            if method == "ddm":
+                command += ["--paired", *[str(files(s, args.paired_shift)[0])
+                                          for s in args.adapt_subjects]]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             load_before = os.getloadavg()[0]
             start = time.perf_counter()
@@ -101,10 +115,13 @@ def main() -> None:
             adapted = [(read_labels(out / "masks" / f"{files(s)[0].name[:-7]}_seg.nii.gz"),
                         read_labels(files(s)[1])) for s in args.adapt_subjects]
             # peak: the largest child so far (ru_maxrss of all waited-for children)
-            row(method, args.adapt_subjects, "default", adapted,
+            label = method + (f" (select-by {args.select_by})" if args.select_by else "")
+            row(label, args.adapt_subjects, "default", adapted,
                 (wall, cpu, usage.ru_maxrss / 1024))
+            run = json.loads((out / "run.json").read_text())
             print(f"  {method}: load average (1 min) {load_before:.1f} before, "
-                  f"{load_after:.1f} after; {' '.join(command[3:7])} ...", flush=True)
+                  f"{load_after:.1f} after; {' '.join(command[3:7])} ...; "
+                  f"{run['outcome']} (selected by {run['selected_by']})", flush=True)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ def test_a_rank_cuts_only_its_share_of_the_global_3d_batch(tmp_path):
     from uda_core.tasks.segmentation_patches import PatchPool
     bundle = make_seg_bundle_3d()
     pool = PatchPool(load_adaptation_data(bundle, _targets(tmp_path)), bundle.window)
-    images, positions = pool.sample(np.random.default_rng(1), 6)
-    odd, odd_positions = pool.sample(np.random.default_rng(1), 6, lambda k: k[1::2])
+    images, positions, _ = pool.sample(np.random.default_rng(1), 6)
+    odd, odd_positions, _ = pool.sample(np.random.default_rng(1), 6, lambda k: k[1::2])
     np.testing.assert_array_equal(odd, images[1::2])
     np.testing.assert_array_equal(odd_positions, positions[1::2])
     assert not np.array_equal(odd, images[0::2])

@@ -68,23 +68,23 @@ def test_a_streamed_run_writes_its_outputs_and_removes_its_cache(tmp_path, tiny_
 
 def test_streamed_3d_targets_give_the_same_patches_and_scores(tmp_path):
     from uda_core.tasks.segmentation_patches import PatchSegmentationTask
-    targets, _, _ = _files(tmp_path)
+    targets, paired, _ = _files(tmp_path)
     bundle = make_seg_bundle_3d(mirror_axes=())
     config = EngineConfig(batch_size=3, score_slices=4, seed=3)
     tasks = []
     for cache in (None, tmp_path / "cache"):
-        data = load_adaptation_data(bundle, targets, cache_dir=cache)
+        data = load_adaptation_data(bundle, targets, paired=paired, cache_dir=cache)
         method = Tent(bundle.build_network(), bundle, TentConfig(), torch.device("cpu"))
         tasks.append(PatchSegmentationTask(method, data, config))
     in_memory, streamed = tasks
     assert not isinstance(in_memory.patches.volumes[0], np.memmap)
-    for pool in (streamed.patches.volumes, streamed.patches.heads):
+    for pool in (streamed.patches.volumes, streamed.patches.heads, streamed.patches.paired):
         assert isinstance(pool[0], np.memmap)   # read from disk, not held
     rngs = np.random.default_rng(7), np.random.default_rng(7)
     for _ in range(5):
         a, b = (task.sample_batch(rng) for task, rng in zip(tasks, rngs, strict=True))
-        assert a.target.shape == (3, 1, 16, 16, 16)
-        for name in ("target", "positions"):
+        assert a.target.shape == a.paired_source.shape == (3, 1, 16, 16, 16)
+        for name in ("target", "positions", "paired_source"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert torch.equal(in_memory._score_set["images"], streamed._score_set["images"])
 

@@ -362,10 +362,10 @@ def test_adapt_a_monai_network_on_3d_patches(monai_folder, tmp_path, method):
 
 def test_3d_refusals_are_one_line(monai_folder, tmp_path, capsys):
     """A method without a 3D path, a malformed --roi, a multi-channel network."""
-    assert main(["adapt", "--model", str(monai_folder), "--method", "selftrain", "--out",
+    assert main(["adapt", "--model", str(monai_folder), "--method", "early", "--out",
                  str(tmp_path / "st"), str(DEMO_T1)]) == 1
-    assert ("method selftrain needs a 2D (slice) network; 3D networks adapt with sfda, tent, "
-            "adabn") in capsys.readouterr().err
+    assert ("a 2D (slice) network; 3D networks adapt with sfda, tent, adabn, ddm, "
+            "selftrain") in capsys.readouterr().err
     assert main(["predict", "--model", str(monai_folder), "--out", str(tmp_path / "m"),
                  "--roi", "96,96", str(DEMO_T1)]) == 1
     assert "--roi must be three positive integers" in capsys.readouterr().err

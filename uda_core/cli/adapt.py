@@ -54,14 +54,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from uda_core.methods.catalogue import ADAPTS_3D, help_line
     from uda_core.methods.catalogue import SUMMARIES as methods
-    from uda_core.methods.catalogue import help_line
     p = sub.add_parser(
         "adapt", help="adapt a model to unlabelled target scans",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Adapt MODEL to the unlabelled TARGET volumes with one method; writes "
                     "OUT/adapted.pt, OUT/metrics.jsonl, OUT/run.json and OUT/masks/.\n\n"
-                    "methods:\n" + "\n".join(f"  {k:<12} {help_line(k)}" for k in methods))
+                    "methods:\n" + "\n".join(f"  {k:<12} {help_line(k)}" for k in methods)
+                    + "\n\n3D networks adapt on random 3D patches of their window with: "
+                    + ", ".join(ADAPTS_3D) + " (ddm: patches at the same voxels of each "
+                    "target and its --paired image); the others need a 2D (slice) network.")
     p.add_argument("--model", required=True, help="model bundle or built-in name")
     p.add_argument("--method", required=True, choices=["auto", *methods], metavar="NAME",
                    help="one of: " + ", ".join(methods) + "; or auto: the method the "
@@ -76,7 +79,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="reference labels per target, for reporting Dice only (never used "
                         "for training or choosing)")
     p.add_argument("--steps", type=int, help="number of updates (default: per method)")
-    p.add_argument("--batch-size", type=int, help="target slices per update (default 16)")
+    p.add_argument("--batch-size", type=int,
+                   help="target slices (3D models: patches) per update (default 16)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--select-by", help="label-free score that picks the saved checkpoint")
     p.add_argument("--config", help="JSON/TOML file with method settings (and an \"engine\" "

@@ -3,6 +3,10 @@
 The method classes read their `summary` from here, so each line is written once.
 """
 
+#: The methods that adapt a 3D network too, on random 3D patches of its window (the classes
+#: with ``adapts_3d``: uda_core.methods.registry.PATCH_METHODS, checked equal by a test).
+ADAPTS_3D: tuple[str, ...] = ("sfda", "tent", "adabn", "ddm", "selftrain")
+
 # Classifier discrepancies for adapting the registration network (uda_core.methods.mcd).
 REG_DISCREPANCIES: tuple[str, ...] = ("l1", "swd", "pemd")
 

@@ -3,7 +3,8 @@
 Pichler, Dolz, Ben Ayed, Piantanida, MIDL 2020. For each subject the user gives the target
 image x2 (e.g. its T2) and a source-modality image x1 of the same subject (its T1), aligned on
 the same model grid (see uda_core.grid.coregister). The network's per-pixel class
-distributions on the two are pulled together:
+distributions on the two are pulled together, on slices (a 2D network) or on 3D patches taken
+at the same voxels of both volumes (a 3D network, uda_core.tasks.segmentation_patches):
 
     L = anchor + lambda_match * mean_x D( f(x1)(x), f(x2)(x) )
 
@@ -100,8 +101,8 @@ class DDMConfig:
 
 
 class DDM(AdaptationMethod[Batch]):
-    """Pulls the network's output on each target slice towards its output on the aligned
-    source-modality slice of the same subject.
+    """Pulls the network's output on each target slice (or 3D patch) towards its output on
+    the aligned source-modality slice (patch at the same voxels) of the same subject.
 
     Every network parameter is trained (except the early head, which is not on the
     segmentation path) with the network in train mode: BatchNorm normalises with batch
@@ -115,7 +116,8 @@ class DDM(AdaptationMethod[Batch]):
     summary = SUMMARIES["ddm"]
     config_class = DDMConfig
     needs = (TARGET, PAIRED_SOURCE, INTERNALS)
-    optional_needs = (SOURCE_LABELLED,)   # the "labels" anchor ("auto" with them)
+    optional_needs = (SOURCE_LABELLED,)   # the "labels" anchor ("auto" with them; 2D only)
+    adapts_3d = True
 
     def __init__(self, network: nn.Module, bundle: Any, config: DDMConfig,
                  device: torch.device) -> None:
@@ -153,7 +155,8 @@ class DDM(AdaptationMethod[Batch]):
     def teacher_anchor(self, source_logits: Tensor, paired: Tensor) -> Tensor:
         """KL(teacher(x1) || f(x1)) per pixel, mean over batch and pixels (nats).
 
-        source_logits: the network's logits on x1, (B, C, X, Y); paired: x1, (B, 1, X, Y).
+        source_logits: the network's logits on x1, (B, C, *S); paired: x1, (B, 1, *S), with
+        S = (X, Y) for slices or the three axes of 3D patches.
         """
         if self.teacher is None:
             raise RuntimeError("ddm: call setup() before step()")
@@ -167,11 +170,11 @@ class DDM(AdaptationMethod[Batch]):
         anchor + lambda_match * match."""
         cfg = self.config
         if batch.paired_source is None:
-            raise ValueError("ddm needs a paired source-modality slice for every target slice "
-                             "(batch.paired_source)")
+            raise ValueError("ddm needs a paired source-modality slice (or patch) for every "
+                             "target one (batch.paired_source)")
         if batch.paired_source.shape != batch.target.shape:
-            raise ValueError(f"paired source slices {tuple(batch.paired_source.shape)} and "
-                             f"target slices {tuple(batch.target.shape)} differ in shape")
+            raise ValueError(f"paired source images {tuple(batch.paired_source.shape)} and "
+                             f"target images {tuple(batch.target.shape)} differ in shape")
         target_probs = torch.softmax(self.network(batch.target).float(), dim=1)
         with frozen_bn_stats(self.network, cfg.target_bn_stats):
             source_logits = self.network(batch.paired_source)

@@ -1,17 +1,21 @@
 """Source-free self-training with a mean teacher (CoTTA / DPL style; METHODS.md, notes).
 
-Only target images. Each step, on one batch of target slices:
+Only target images. Each step, on one batch of target slices (a 2D network) or random 3D
+patches of the window size (a 3D network, uda_core.tasks.segmentation_patches):
 
 1. the teacher (a copy of the network made in setup, never trained by gradients, always in
-   eval mode) predicts the batch under several views: the identity, the left-right flip
-   (flipped back) and `n_intensity_views` small scale/shift changes of the intensities; the
-   softmaxes are averaged (:func:`~uda_core.methods.pseudo_labels.view_averaged_probs`);
+   eval mode) predicts the batch under several views: the identity, flips (flipped back:
+   `flips`, by default the left-right flip, and on a 3D network also the axes its bundle
+   mirrors at inference, which it was trained to be mirror-invariant on) and
+   `n_intensity_views` small scale/shift changes of the intensities; the softmaxes are
+   averaged (:func:`~uda_core.methods.pseudo_labels.view_averaged_probs`);
 2. pseudo-label = argmax of the average; a pixel is kept only if its averaged confidence is
    >= `confidence` and >= its class's threshold, the `class_quantile`-th quantile of the
    confidences of the batch's pixels of that class (DPL-style class-wise thresholds);
 3. the student (the network, BatchNorm in train mode unless told not) sees a strongly
    changed copy of the batch (gamma, contrast, blur, noise: intensity only, so the labels
-   stay aligned) and is trained by cross-entropy on the kept pixels (one Adam step);
+   stay aligned; on 3D patches the blur is 3D) and is trained by cross-entropy on the kept
+   pixels (one Adam step);
 4. the teacher's parameters move to decay * teacher + (1 - decay) * student; its buffers
    (BatchNorm running statistics) are copied from the student.
 
@@ -61,11 +65,27 @@ from uda_core.methods.pseudo_labels import (
     IGNORE,
     balanced_class_weights,
     denoised_labels,
+    left_right_dim,
     view_averaged_probs,
 )
 from uda_core.methods.tent import batchnorm_layers
 
 PARAM_CHOICES = ("all", "batchnorm")
+FLIP_CHOICES = ("auto", "left-right", "all")
+
+
+def teacher_flip_dims(flips: str, window: dict | None) -> tuple[int, ...]:
+    """The tensor dims (of a batch (B, 1, *S)) the teacher's flipped views flip, one view
+    each: "left-right" the left-right axis alone; "auto" that and, for a 3D network
+    (`window`: its bundle's sliding-window settings), the network axes in its
+    ``mirror_axes``; "all" every spatial axis (2 on a slice, 3 on a patch)."""
+    lr = left_right_dim(window)
+    if flips == "left-right":
+        return (lr,)
+    if flips == "all":
+        return tuple(range(2, 2 + (2 if window is None else len(window["axes"]))))
+    mirrored = [] if window is None else [2 + int(a) for a in window.get("mirror_axes", [])]
+    return (lr, *sorted(set(mirrored) - {lr}))
 
 
 @torch.no_grad()
@@ -80,7 +100,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
 
 @dataclass
 class SelfTrainConfig:
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"params": PARAM_CHOICES}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"params": PARAM_CHOICES,
+                                                     "flips": FLIP_CHOICES}
 
     lr: float = 1e-5               # Adam. Validation subjects 40-42 (protocol, standardised):
                                    # with source statistics, 1e-4 fell 0.736 -> 0.691 by step
@@ -90,8 +111,11 @@ class SelfTrainConfig:
     ema_decay: float = 0.99        # teacher = decay * teacher + (1 - decay) * student after
                                    # each step: a memory of ~100 steps (CoTTA 0.999 over
                                    # far longer runs; ours are a few hundred steps)
+    flips: str = "auto"            # teacher views flipped along: "auto" (left-right, and on
+                                   # a 3D network also its bundle's mirror axes),
+                                   # "left-right", or "all" spatial axes (one view each)
     n_intensity_views: int = 2     # teacher views with scaled/shifted intensities, besides
-                                   # the identity and the left-right flip
+                                   # the identity and the flips
     view_scale: float = 0.1        # those views: intensities x U(1 - 0.1, 1 + 0.1) ...
     view_shift: float = 0.1        # ... + U(-0.1, 0.1) (z-scored units): small changes
     confidence: float = 0.5        # keep a pixel only if its averaged confidence is at least
@@ -123,6 +147,7 @@ class SelfTrain(AdaptationMethod[Batch]):
     summary = SUMMARIES["selftrain"]
     config_class = SelfTrainConfig
     needs = (TARGET, INTERNALS)
+    adapts_3d = True
     default_steps = 100
     # its loss rewards confident predictions that agree across augmentations
     circular_scores = ("entropy", "info_max", "snd", "consistency")
@@ -136,11 +161,16 @@ class SelfTrain(AdaptationMethod[Batch]):
             raise ValueError(f"ema_decay must be in [0, 1], not {cfg.ema_decay}")
         if not 0.0 <= cfg.class_quantile <= 1.0:
             raise ValueError(f"class_quantile must be in [0, 1], not {cfg.class_quantile}")
+        if cfg.flips not in FLIP_CHOICES:
+            raise ValueError(f"flips must be one of {', '.join(FLIP_CHOICES)}, "
+                             f"not {cfg.flips!r}")
         if cfg.n_intensity_views < 0:
             raise ValueError(f"n_intensity_views must be >= 0, not {cfg.n_intensity_views}")
         if cfg.max_class_weight < 1.0:
             raise ValueError(f"max_class_weight must be >= 1, not {cfg.max_class_weight}")
         self.num_classes = len(self.bundle.class_names)
+        self.flip_dims = teacher_flip_dims(
+            cfg.flips, self.bundle.window if self.bundle.dims == 3 else None)
         self.teacher = copy.deepcopy(self.network)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -170,12 +200,13 @@ class SelfTrain(AdaptationMethod[Batch]):
         self.teacher.eval()
 
     def pseudo_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(labels (B, X, Y) int64, keep (B, X, Y) bool) from the teacher's view average."""
+        """(labels (B, *S) int64, keep (B, *S) bool) from the teacher's view average of
+        images (B, 1, *S)."""
         cfg = self.config
         scales, shifts = random_scale_shift_amounts(
             cfg.n_intensity_views, images.shape[0], cfg.view_scale, cfg.view_shift,
             self.view_generator)
-        probs = view_averaged_probs(self.teacher, images, scales, shifts)
+        probs = view_averaged_probs(self.teacher, images, scales, shifts, self.flip_dims)
         return denoised_labels(probs, cfg.confidence, cfg.class_quantile)
 
     def step(self, batch: Batch) -> dict[str, float]:

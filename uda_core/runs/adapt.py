@@ -125,9 +125,10 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         {SOURCE_LABELLED} if source else set()) | (
         {PRIOR} if (method_settings or {}).get("user_prior") is not None else set())
     method_cls = check_method(method_name, bundle, provided)
-    if bundle.dims == 3 and (paired or source):
-        raise UdaError(f"{bundle.source}: a 3D model adapts on target volumes only; paired or "
-                       "labelled source images for 3D models are not supported yet")
+    if bundle.dims == 3 and source:
+        raise UdaError(f"{bundle.source}: labelled source images for a 3D model are not "
+                       "supported yet (3D adaptation takes target volumes, and for ddm their "
+                       "paired source-modality images)")
     try:
         method_config = config_from_dict(method_cls.config_class, method_settings)
         engine_settings = dict(engine_settings or {})

@@ -12,6 +12,7 @@ from uda_core.engine.control import RunControl
 from uda_core.engine.events import PreviewEvent
 from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.methods.base import AdaptationMethod, Batch
+from uda_core.methods.pseudo_labels import left_right_dim
 from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.distributed import shard_of, world_size
 from uda_core.models.inference import predict_slices
@@ -35,6 +36,9 @@ class SegmentationTask:
     """
 
     higher_is_better = label_free.HIGHER_IS_BETTER
+    #: the tensor dim of the left-right axis of a batch (B, 1, X, Y): the flip of the
+    #: consistency score
+    flip_dim = left_right_dim(None)
 
     def __init__(self, method: AdaptationMethod[Batch], data: AdaptationData,
                  config: EngineConfig, control: RunControl | None = None) -> None:
@@ -84,11 +88,16 @@ class SegmentationTask:
         if self.data.reference is not None:
             score_set["reference"] = torch.from_numpy(
                 np.stack([self.data.reference[v][z] for v, z in pairs]))
+        self._add_prior(score_set)
+        return score_set
+
+    def _add_prior(self, score_set: dict[str, Any]) -> None:
+        """score_set["prior"]: the bundle's class-ratio prior (B, C) at the score set's
+        positions, when the bundle has one (for prior_kl and brain_prior_kl)."""
         prior = self.method.bundle.class_ratio_prior
         if prior:
-            score_set["prior"] = torch.from_numpy(
-                prior_for_positions(prior, positions).astype(np.float32)).to(self.device)
-        return score_set
+            score_set["prior"] = torch.from_numpy(prior_for_positions(
+                prior, score_set["positions"]).astype(np.float32)).to(self.device)
 
     @torch.no_grad()
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,7 +114,7 @@ class SegmentationTask:
         images = self._score_set["images"]
         probs = self._probs(images)
         labels = probs.argmax(1)
-        flipped = self._probs(images.flip(-2)).flip(-2).argmax(1)
+        flipped = self._probs(images.flip(self.flip_dim)).flip(self.flip_dim).argmax(1)
         brighter = self._probs(images * 1.1 + 0.1).argmax(1)
         scores = {
             "entropy": label_free.mean_entropy(probs),

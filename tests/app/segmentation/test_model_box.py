@@ -48,9 +48,10 @@ def test_a_monai_bundle_folder_through_the_folder_chooser(box, monai_folder, mon
     assert "Imported from a MONAI bundle (tiny_brain_tissue)." in card
     assert "Original network (not adapted yet)." in card     # importing is no adaptation
     # no class-ratio prior in a MONAI bundle: sfda needs one; 3D: only the patch methods
-    assert "Methods that apply: tent, adabn." in card
+    assert "Methods that apply: tent, adabn, ddm, selftrain." in card
     details = box.details_text.text()
-    assert "selftrain unavailable: needs a 2D (slice) network" in details
+    assert "early unavailable: needs a model bundle with an early-feature head; a 2D " \
+           "(slice) network; 3D networks adapt with sfda, tent, adabn, ddm, selftrain" in details
     assert "Imported from: MONAI bundle" in details
 
 

@@ -24,7 +24,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "demo:brain-t1-3d": (
         "models/brain-t1-3d.pt",
         "3D network (MONAI UNet), T1w brain tissue of whole heads on a 2 mm grid, 48^3 voxel "
-        "windows; adapts with sfda, tent, adabn",
+        "windows; adapts with sfda, tent, adabn, ddm, selftrain",
     ),
     "demo:reg-t1": ("models/reg-t1.pt", "2D discrete registration network, T1-T1"),
 }
