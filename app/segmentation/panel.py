@@ -20,7 +20,9 @@ and holding the GIL, which the run's thread needs between its torch calls. A nap
 second), so the panel shows progress in its own bar only; that bar and the curves are redrawn
 together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come. A method
 is given only the optional inputs it uses (``needs`` and ``optional_needs``): paired scans
-given for ddm are not co-registered and batched for sfda.
+given for ddm are not co-registered and batched for sfda. A run's mask layers are added, empty,
+before its worker starts (:meth:`MaskLayers.prepare_run`): adding napari layers at the step-0
+previews held the GIL for over a second of the engine's timed work.
 """
 
 from __future__ import annotations
@@ -290,6 +292,8 @@ class UdaPanel(QWidget):
         self.save_box.set_summary(None)
         self.run_box.reset_progress()
         run_name = self.layers.begin_run(method, inputs.targets)
+        if engine_settings.get("preview_every"):
+            self.layers.prepare_run()   # before the worker starts: the previews only fill them
         self._on_active_layer()
         self.controller.start(request)
         self.run_box.set_running(True)
@@ -427,12 +431,14 @@ class UdaPanel(QWidget):
 
     def _on_failed(self, message: str, details: str) -> None:
         self._refresh_view()
+        self.layers.discard_unfilled()
         self.run_box.set_running(False)
         self.show_error(message, details)
 
     def _on_stopped(self, message: str) -> None:
         """Stop before the first step: nothing was adapted; no dialog, just the fact."""
         self.run_box.set_running(False)
+        self.layers.discard_unfilled()   # a run stopped before its first step leaves no mask
         self.run_box.reset_progress("stopped")
         self.run_box.status.setText(f"Stopped: {message}.")
 
