@@ -18,7 +18,9 @@ composites the whole window through it on every repaint, on the CPU cores the ru
 and holding the GIL, which the run's thread needs between its torch calls. A napari
 ``progress`` animates an "in progress" indicator in the status bar (about 15 repaints a
 second), so the panel shows progress in its own bar only; that bar and the curves are redrawn
-together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come. A method
+together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come (the bar
+never repaints at once, and the curves' step axis is fixed at the run's length so a redraw
+leaves it as it was: pyqtgraph paints axes in Python, holding the GIL). A method
 is given only the optional inputs it uses (``needs`` and ``optional_needs``): paired scans
 given for ddm are not co-registered and batched for sfda. A run's mask layers are added, empty,
 before its worker starts (:meth:`MaskLayers.prepare_run`): adding napari layers at the step-0
@@ -282,6 +284,7 @@ class UdaPanel(QWidget):
             overwrite=overwrite, standardise=self.method_box.standardise.isChecked(),
             threads=torch.get_num_threads())   # what `uda adapt` uses: torch's default
         self.curves.clear()
+        self.curves.set_steps(int(engine_settings.get("steps") or 0))
         self._refresh.stop()
         self._latest_step = None   # nothing of a previous run is drawn after the reset
         self.show_curves()
