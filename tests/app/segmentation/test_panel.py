@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
@@ -207,6 +208,7 @@ def test_steps_are_drawn_together_at_most_once_per_refresh(panel, qtbot):
     assert list(panel.curves.curve("loss/total").xData) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow   # two demo runs (under a minute on a quiet 2-core machine)
 def test_a_runs_mask_layers_are_added_before_it_starts_and_a_stopped_run_leaves_none(
         panel, qtbot, tmp_path):
     """The run's layers exist, empty, when Start returns (adding a napari layer holds the GUI
