@@ -441,9 +441,11 @@ class UdaPanel(QWidget):
     def _on_stopped(self, message: str) -> None:
         """Stop before the first step: nothing was adapted; no dialog, just the fact."""
         self.run_box.set_running(False)
-        self.layers.discard_unfilled()   # a run stopped before its first step leaves no mask
         self.run_box.reset_progress("stopped")
         self.run_box.status.setText(f"Stopped: {message}.")
+        # a run stopped before its first step leaves no mask; removing napari layers takes
+        # the GUI thread a while (about 0.1 s each), so the stop is shown first
+        QTimer.singleShot(0, self.layers.discard_unfilled)
 
     def _refresh_estimate(self, *_) -> None:
         try:

@@ -239,6 +239,7 @@ def test_a_runs_mask_layers_are_added_before_it_starts_and_a_stopped_run_leaves_
         assert panel.start()
         assert "run 2 · tent · mask sub-100_t2" in panel.viewer.layers
         panel.stop()
+    qtbot.waitUntil(lambda: not [layer for layer in panel.viewer.layers
+                                 if layer.name.startswith("run 2")], timeout=60_000)
     names = [layer.name for layer in panel.viewer.layers]
-    assert not [name for name in names if name.startswith("run 2")]
     assert "run 1 · tent · mask sub-100_t2" in names and "run 1 · tent · before sub-100_t2" in names
