@@ -10,9 +10,12 @@ and reads steps/s and torch threads from each run's run.json (the engine's rate:
 the engine's wall time, scoring and previews included, reading and writing excluded). For an
 app run it also reports the CPU seconds of the window's threads (the GUI thread and Mesa's
 llvmpipe threads, which composite the window under Xvfb) against those of the run's threads,
-read from /proc once a second while it runs.
+read from /proc five times a second while it runs, for the whole process and within the
+engine's timed window (from metrics.jsonl's creation to checkpoints/last.pt's).
 
-    xvfb-run -a .venv/bin/python scripts/bench_app_speed.py --steps 40 --repeats 3
+    xvfb-run -a .venv/bin/python scripts/bench_app_speed.py --steps 60 --repeats 3
+
+(about 7 minutes on a quiet 2-core machine.)
 """
 
 from __future__ import annotations
