@@ -10,9 +10,12 @@ and reads steps/s and torch threads from each run's run.json (the engine's rate:
 the engine's wall time, scoring and previews included, reading and writing excluded). For an
 app run it also reports the CPU seconds of the window's threads (the GUI thread and Mesa's
 llvmpipe threads, which composite the window under Xvfb) against those of the run's threads,
-read from /proc once a second while it runs.
+read from /proc five times a second while it runs, for the whole process and within the
+engine's timed window (from metrics.jsonl's creation to checkpoints/last.pt's).
 
-    xvfb-run -a .venv/bin/python scripts/bench_app_speed.py --steps 40 --repeats 3
+    xvfb-run -a .venv/bin/python scripts/bench_app_speed.py --steps 60 --repeats 3
+
+(about 7 minutes on a quiet 2-core machine.)
 """
 
 from __future__ import annotations
@@ -56,29 +59,47 @@ def thread_cpu(pid: int, seen: dict[int, tuple[str, float]]) -> None:
         seen[int(tid)] = (kind, (int(fields[11]) + int(fields[12])) / tick)
 
 
+def window_cpu(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds by thread kind between two `thread_cpu` readings (threads started in
+    between count from 0)."""
+    cpu: dict[str, float] = collections.defaultdict(float)
+    for tid, (kind, seconds) in after.items():
+        cpu[kind] += seconds - before.get(tid, (kind, 0.0))[1]
+    return dict(cpu)
+
+
 def run_app(out: Path, steps: int, home: Path, root: Path = ROOT) -> dict:
+    """One app run; its run.json with "cpu" (CPU s by thread kind, whole process) and
+    "window_cpu" (the same within the engine's timed work: from metrics.jsonl's creation,
+    just before the engine starts, to the last checkpoint's, just after its last step)."""
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(root)}
     with subprocess.Popen([sys.executable, "-m", "app.main", "--demo", "protocol", "--method",
                            "sfda", "--steps", str(steps), "--out", str(out),
                            "--exit-when-done"], env=env, cwd=root,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as app:
         seen: dict[int, tuple[str, float]] = {}   # threads that ended keep their last reading
+        marks: dict[str, dict] = {}   # "start", "end": copies of `seen` at the window's ends
         deadline = time.monotonic() + 3600
         while app.poll() is None and time.monotonic() < deadline:
             try:
                 thread_cpu(app.pid, seen)
             except OSError:   # the app has just quit
                 pass
-            time.sleep(1.0)
+            for mark, path in (("start", out / "metrics.jsonl"),
+                               ("end", out / "checkpoints" / "last.pt")):
+                if mark not in marks and path.exists():
+                    marks[mark] = dict(seen)
+            time.sleep(0.2)
         if app.poll() is None:
             app.kill()
         stderr = app.stderr.read().decode(errors="replace") if app.stderr else ""
     if app.returncode != 0:
         raise SystemExit(f"the app failed ({app.returncode}): {stderr[-2000:]}")
-    cpu: dict[str, float] = collections.defaultdict(float)
-    for kind, seconds in seen.values():
-        cpu[kind] += seconds
-    return {**json.loads((out / "run.json").read_text()), "cpu": dict(cpu)}
+    summary = json.loads((out / "run.json").read_text())
+    summary["cpu"] = window_cpu({}, seen)
+    if len(marks) == 2:
+        summary["window_cpu"] = window_cpu(marks["start"], marks["end"])
+    return summary
 
 
 def run_cli(out: Path, steps: int, config: Path) -> dict:
@@ -116,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                        if kind == "app@baseline" else run_cli(out, args.steps, config))
             rates[kind].append(summary["steps_per_second"])
             cpu = summary.get("cpu")
-            threads_cpu = (f", CPU s: GUI thread {cpu.get('gui', 0):.0f}, llvmpipe "
-                           f"{cpu.get('llvmpipe', 0):.0f}, others {cpu.get('other', 0):.0f}"
-                           if cpu else "")
+            threads_cpu = "".join(
+                f", {label} CPU s: GUI thread {c.get('gui', 0):.1f}, llvmpipe "
+                f"{c.get('llvmpipe', 0):.1f}, others {c.get('other', 0):.1f}"
+                for label, c in (("process", cpu), ("timed window", summary.get("window_cpu")))
+                if c)
             print(f"{kind} repeat {repeat}: {summary['steps_per_second']:.3f} steps/s, "
                   f"threads {summary.get('threads')}, wall {time.perf_counter() - started:.0f} s, "
                   f"1-min load {load:.1f}{threads_cpu}", flush=True)

@@ -7,6 +7,14 @@ only), "run N · <method> · before <stem>" (the model's mask before adaptation)
 "run N · <method> · mask <stem>" (refreshed during run N; at its end, the mask of the chosen
 checkpoint). A new run adds its own mask layers: earlier runs' stay until the user removes
 them.
+
+Speed: adding a napari layer costs about 0.25 CPU s on the GUI thread (vispy visuals, the
+labels tool overlays, the layer controls widget; BENCHMARKS.md, issue 17), holding the GIL
+that the run's thread needs between its torch calls. A run with previews therefore gets its
+layers, empty, from :meth:`MaskLayers.prepare_run` before its worker starts, and the engine's
+previews only replace their data (a few ms each). The layers a run never filled (it stopped
+or failed before its first previews) are removed by :meth:`MaskLayers.discard_unfilled`, so a
+run leaves only masks it made.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class MaskLayers:
         self.run_number = 0
         self.run_name = ""
         self.run_targets: list[str] = []
+        self._unfilled: set[str] = set()   # the current run's layers that hold no mask yet
 
     def _get(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -71,14 +80,45 @@ class MaskLayers:
         self.run_number += 1
         self.run_name = f"run {self.run_number} · {method}"
         self.run_targets = [str(t) for t in targets]
+        self._unfilled.clear()   # an earlier run's empty layers are its own
         return self.run_name
 
     def mask_name(self, index: int, before: bool = False) -> str:
         stem = self.stem(self.run_targets[index])
         return f"{self.run_name} · {'before' if before else 'mask'} {stem}"
 
+    def prepare_run(self) -> None:
+        """Add the current run's mask layers (before and live, of each target whose image is
+        shown), all background, and make target 0's live mask the active layer (the one the
+        previews show). Call before the run's worker starts (see the module doc)."""
+        for index, path in enumerate(self.run_targets):
+            volume = self.volumes.get(path)
+            if volume is None:
+                continue
+            empty = np.zeros(volume.data.shape, np.uint8)
+            for before in (True, False):
+                if self._get(self.mask_name(index, before)) is None:
+                    self._add_mask(index, empty, before)
+                    self._unfilled.add(self.mask_name(index, before))
+        self.select_mask(0)
+
+    def discard_unfilled(self) -> None:
+        """Remove the current run's layers that never received a mask."""
+        for name in sorted(self._unfilled):
+            layer = self._get(name)
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+        self._unfilled.clear()
+
+    def _add_mask(self, index: int, labels: np.ndarray, before: bool):
+        volume = self.volumes[self.run_targets[index]]
+        return add_layer(self.viewer, labels_layer(
+            labels, volume.affine, self.class_names, self.mask_name(index, before),
+            visible=index == 0 and not before))
+
     def show_mask(self, index: int, labels: np.ndarray, *, before: bool) -> None:
-        """labels: (X, Y, Z) uint8 on the grid of the run's target `index`."""
+        """labels: (X, Y, Z) uint8 on the grid of the run's target `index`. Fills the run's
+        layer (one ``set_data``) or, when the run has none yet, adds it."""
         if not 0 <= index < len(self.run_targets):
             return
         volume = self.volumes.get(self.run_targets[index])
@@ -87,18 +127,17 @@ class MaskLayers:
         name = self.mask_name(index, before)
         layer = self._get(name)
         if layer is None:
-            layer = add_layer(self.viewer, labels_layer(labels, volume.affine, self.class_names,
-                                                         name))
-            layer.opacity = 0.5
-            layer.visible = index == 0 and not before
+            self._add_mask(index, labels, before)
         else:
             layer.data = np.ascontiguousarray(to_display(labels, volume.affine)[0])
+        self._unfilled.discard(name)
 
     def mask_data(self, index: int, before: bool = False) -> np.ndarray | None:
         """The current run's mask of target `index` as displayed, or None."""
         if not 0 <= index < len(self.run_targets):
             return None
-        layer = self._get(self.mask_name(index, before))
+        name = self.mask_name(index, before)
+        layer = None if name in self._unfilled else self._get(name)
         return None if layer is None else np.asarray(layer.data)
 
     def select_mask(self, index: int) -> None:

@@ -18,9 +18,13 @@ composites the whole window through it on every repaint, on the CPU cores the ru
 and holding the GIL, which the run's thread needs between its torch calls. A napari
 ``progress`` animates an "in progress" indicator in the status bar (about 15 repaints a
 second), so the panel shows progress in its own bar only; that bar and the curves are redrawn
-together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come. A method
+together, in one repaint, at most once every GUI_REFRESH_MS however fast steps come (the bar
+never repaints at once, and the curves' step axis is fixed at the run's length so a redraw
+leaves it as it was: pyqtgraph paints axes in Python, holding the GIL). A method
 is given only the optional inputs it uses (``needs`` and ``optional_needs``): paired scans
-given for ddm are not co-registered and batched for sfda.
+given for ddm are not co-registered and batched for sfda. A run's mask layers are added, empty,
+before its worker starts (:meth:`MaskLayers.prepare_run`): adding napari layers at the step-0
+previews held the GIL for over a second of the engine's timed work.
 """
 
 from __future__ import annotations
@@ -280,6 +284,7 @@ class UdaPanel(QWidget):
             overwrite=overwrite, standardise=self.method_box.standardise.isChecked(),
             threads=torch.get_num_threads())   # what `uda adapt` uses: torch's default
         self.curves.clear()
+        self.curves.set_steps(int(engine_settings.get("steps") or 0))
         self._refresh.stop()
         self._latest_step = None   # nothing of a previous run is drawn after the reset
         self.show_curves()
@@ -290,6 +295,8 @@ class UdaPanel(QWidget):
         self.save_box.set_summary(None)
         self.run_box.reset_progress()
         run_name = self.layers.begin_run(method, inputs.targets)
+        if engine_settings.get("preview_every"):
+            self.layers.prepare_run()   # before the worker starts: the previews only fill them
         self._on_active_layer()
         self.controller.start(request)
         self.run_box.set_running(True)
@@ -427,6 +434,7 @@ class UdaPanel(QWidget):
 
     def _on_failed(self, message: str, details: str) -> None:
         self._refresh_view()
+        self.layers.discard_unfilled()
         self.run_box.set_running(False)
         self.show_error(message, details)
 
@@ -435,6 +443,9 @@ class UdaPanel(QWidget):
         self.run_box.set_running(False)
         self.run_box.reset_progress("stopped")
         self.run_box.status.setText(f"Stopped: {message}.")
+        # a run stopped before its first step leaves no mask; removing napari layers takes
+        # the GUI thread a while (about 0.1 s each), so the stop is shown first
+        QTimer.singleShot(0, self.layers.discard_unfilled)
 
     def _refresh_estimate(self, *_) -> None:
         try:

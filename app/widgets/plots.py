@@ -227,12 +227,21 @@ class LiveCurves(QWidget):
         self.markers.append(("rollback", step))
         self._place_rollback_labels()
 
+    def set_steps(self, total: int) -> None:
+        """Fix the step axis at 0..total (a run's length), so the curves grow across it:
+        with the axis following the points, each redraw also redrew both step axes
+        (pyqtgraph paints its axes in Python, holding the GIL the run's thread needs).
+        Until clear(), the axis no longer follows the points."""
+        self.loss_plot.setXRange(0, max(int(total), 1), padding=0.02)
+
     def clear(self) -> None:
-        """Forget every curve and marker (a new run)."""
+        """Forget every curve and marker (a new run); the step axis follows the points
+        again."""
         for legend in (self.loss_legend, self.score_legend):
             legend.clear_entries()
         for plot in (self.loss_plot, self.score_plot):
             plot.clear()
+            plot.enableAutoRange(x=True)
         self.loss_plot.addItem(self.zero_line, ignoreBounds=True)
         self._series: dict[str, Series] = {}
         self._items: dict[str, tuple[pg.PlotDataItem, ...]] = {}

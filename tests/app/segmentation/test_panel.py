@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.bundle import load_model
@@ -205,3 +206,40 @@ def test_steps_are_drawn_together_at_most_once_per_refresh(panel, qtbot):
     qtbot.waitUntil(lambda: panel.run_box.progress.value() == 5, timeout=10_000)
     assert "step 5 / 10" in panel.run_box.progress.text()
     assert list(panel.curves.curve("loss/total").xData) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow   # two demo runs (under a minute on a quiet 2-core machine)
+def test_a_runs_mask_layers_are_added_before_it_starts_and_a_stopped_run_leaves_none(
+        panel, qtbot, tmp_path):
+    """The run's layers exist, empty, when Start returns (adding a napari layer holds the GUI
+    thread for a fraction of a second, which the run's thread would wait for); the engine's
+    previews only fill them. A run stopped before its first step leaves no mask layer, and
+    the earlier run's stay."""
+    load_one_demo_subject(panel, qtbot)
+    panel.method_box.select("tent")
+    panel.method_box.engine_form.set_values({"steps": 2, "score_every": 1, "batch_size": 4,
+                                             "preview_every": 1, "select_by": "last"})
+    panel.run_box.out_dir.setText(str(tmp_path / "run1"))
+    inserted = []
+    with qtbot.waitSignal(panel.controller.finished, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+        names = [layer.name for layer in panel.viewer.layers]
+        assert "run 1 · tent · before sub-100_t2" in names
+        assert "run 1 · tent · mask sub-100_t2" in names
+        assert panel.viewer.layers.selection.active.name == "run 1 · tent · mask sub-100_t2"
+        assert panel.layers.mask_data(0) is None          # no mask in it yet
+        panel.viewer.layers.events.inserted.connect(inserted.append)
+    qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
+    panel.viewer.layers.events.inserted.disconnect(inserted.append)
+    assert inserted == []                         # the previews and final masks added none
+    assert panel.layers.mask_data(0, before=True).any() and panel.layers.mask_data(0).any()
+
+    panel.run_box.out_dir.setText(str(tmp_path / "run2"))
+    with qtbot.waitSignal(panel.controller.stopped, timeout=RUN_TIMEOUT_MS):
+        assert panel.start()
+        assert "run 2 · tent · mask sub-100_t2" in panel.viewer.layers
+        panel.stop()
+    qtbot.waitUntil(lambda: not [layer for layer in panel.viewer.layers
+                                 if layer.name.startswith("run 2")], timeout=60_000)
+    names = [layer.name for layer in panel.viewer.layers]
+    assert "run 1 · tent · mask sub-100_t2" in names and "run 1 · tent · before sub-100_t2" in names

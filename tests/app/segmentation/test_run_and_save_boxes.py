@@ -21,6 +21,35 @@ def test_a_new_run_does_not_show_the_last_runs_progress(qtbot):
     assert "loading" in box.progress.text()
 
 
+def test_progress_is_drawn_with_the_next_repaint_not_at_once(qtbot):
+    """QProgressBar.setValue repaints at once: in a main window, a synchronous paint of the
+    whole window (under Xvfb composited on the CPU with napari's canvas) beside the one
+    that follows anyway. The step is drawn with the window's next repaint instead."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QMainWindow
+
+    class Paints(QObject):
+        count = 0
+
+        def eventFilter(self, watched, event):  # noqa: N802 (Qt name)
+            self.count += event.type() in (QEvent.Paint, QEvent.UpdateRequest)
+            return False
+
+    window, box = QMainWindow(), RunBox()
+    window.setCentralWidget(box)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(100)
+    paints = Paints()
+    for watched in (window, box.progress):
+        watched.installEventFilter(paints)
+    box.show_progress(5, 10, 2.0)
+    assert paints.count == 0
+    qtbot.waitUntil(lambda: paints.count > 0, timeout=5_000)   # drawn with the next repaint
+    assert box.progress.value() == 5 and "step 5 / 10" in box.progress.text()
+
+
 def test_declining_to_replace_masks_replaces_the_last_saved_message(qtbot, tmp_path,
                                                                    monkeypatch):
     mask = tmp_path / "run" / "masks" / "a_seg.nii.gz"

@@ -179,3 +179,24 @@ def test_without_a_redraw_interval_points_are_drawn_only_by_flush(qtbot):
     assert widget.curve("loss/total").xData is None or len(widget.curve("loss/total").xData) == 0
     widget.flush()
     assert list(widget.curve("loss/total").xData) == [1, 2]
+
+
+def test_a_runs_length_fixes_the_step_axis_until_cleared(qtbot):
+    """With set_steps the step axis stays at 0..total as points come (a redraw then leaves
+    both step axes as they were); clear() lets it follow the points again."""
+    widget = LiveCurves(redraw_ms=None)
+    qtbot.addWidget(widget)
+    widget.set_steps(100)
+    for step in range(1, 6):
+        widget.add_losses(step, {"total": 1.0 / step})
+        widget.add_scores(step, {"entropy": 0.1 * step}, is_best=True, selection=0.1 * step)
+        widget.flush()
+    for plot in (widget.loss_plot, widget.score_plot):
+        low, high = plot.viewRange()[0]
+        assert low <= 0 < 100 <= high < 105, (low, high)
+    widget.clear()
+    widget.add_losses(1, {"total": 1.0})
+    widget.add_losses(2, {"total": 0.5})
+    widget.flush()
+    high = widget.loss_plot.getViewBox().childrenBounds()[0][1]
+    assert 2 <= high < 2.1 and widget.loss_plot.getViewBox().autoRangeEnabled()[0]
