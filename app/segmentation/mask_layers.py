@@ -100,7 +100,17 @@ class MaskLayers:
                 if self._get(self.mask_name(index, before)) is None:
                     self._add_mask(index, empty, before)
                     self._unfilled.add(self.mask_name(index, before))
+        if self.run_targets:
+            self.show_only_image(self.run_targets[0])
         self.select_mask(0)
+
+    def show_only_image(self, path) -> None:
+        """Make the image of target `path` the one visible image (the live mask shown is
+        run target 0's; the first image shown is whichever target finished reading first)."""
+        for shown in self.volumes:
+            layer = self._get(self.stem(shown))
+            if layer is not None:
+                layer.visible = shown == str(path)
 
     def discard_unfilled(self) -> None:
         """Remove the current run's layers that never received a mask."""
@@ -128,6 +138,8 @@ class MaskLayers:
         layer = self._get(name)
         if layer is None:
             self._add_mask(index, labels, before)
+            if index == 0 and not before:   # a run without prepared layers
+                self.show_only_image(self.run_targets[0])
         else:
             layer.data = np.ascontiguousarray(to_display(labels, volume.affine)[0])
         self._unfilled.discard(name)

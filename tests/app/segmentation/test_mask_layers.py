@@ -38,3 +38,18 @@ def test_prepared_layers_are_filled_in_place_and_unfilled_ones_discarded(make_na
 
     layers.discard_unfilled()   # the run ended: only the mask it made stays
     assert [layer.name for layer in viewer.layers][2:] == ["run 1 · sfda · mask a"]
+
+
+def test_the_visible_image_is_the_run_target_whose_mask_is_shown(make_napari_viewer):
+    """Targets finish reading in any order: the image shown first may be another subject's
+    than run target 0, whose live mask is the visible one. A run shows target 0's image."""
+    viewer = make_napari_viewer()
+    layers = MaskLayers(viewer)
+    targets = ["/data/a.nii.gz", "/data/b.nii.gz"]
+    for path in reversed(targets):   # b was read first
+        layers.show_target(path, _volume())
+    assert viewer.layers["b"].visible and not viewer.layers["a"].visible
+    layers.begin_run("sfda", targets)
+    layers.prepare_run()
+    assert viewer.layers["a"].visible and not viewer.layers["b"].visible
+    assert viewer.layers["run 1 · sfda · mask a"].visible
