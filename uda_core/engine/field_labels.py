@@ -66,6 +66,7 @@ FIELD_LABELS: dict[str, str] = {
     # selftrain
     "ema_decay": "Teacher memory (averaging)",
     "n_intensity_views": "Brightness variants the teacher sees",
+    "flips": "Mirror images the teacher sees",
     "view_scale": "Brightness scaling of those variants",
     "view_shift": "Brightness shift of those variants",
     "confidence": "Least confidence to learn from a pixel",
