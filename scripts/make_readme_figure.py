@@ -3,6 +3,10 @@ the run's loss curves, from a `uda bench --work DIR` folder.
 
     .venv/bin/python scripts/make_readme_figure.py --work /tmp/bench --shift t2 --run ddm-seed0
 
+--work may also be any folder laid out the same way: data/<shift>/ (the scans and labels) and
+runs/<shift>/<run>/ (a `uda adapt` run folder: masks/ and metrics.jsonl); the README's figure
+of 2026-12-01 links the app demo run's folder there.
+
 Writes docs/adaptation_<shift>_<run>.png (or --out): the axial slice with the most white
 matter, shown as stored (RAS: the patient's right on the image's right, anterior at the top).
 """
