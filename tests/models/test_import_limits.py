@@ -11,20 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.real_formats import make_monai_bundle, make_nnunet_folder
 from uda_core.cli import main
 from uda_core.errors import ModelError
 from uda_core.models.imports import import_model
-
-
-@pytest.fixture(scope="module")
-def monai_folder(tmp_path_factory) -> Path:
-    return make_monai_bundle(tmp_path_factory.mktemp("monai") / "tiny_bundle")
-
-
-@pytest.fixture(scope="module")
-def nnunet_folder(tmp_path_factory) -> Path:
-    return make_nnunet_folder(tmp_path_factory.mktemp("nnunet"))
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import torch
 from tests.models.real_formats import (
     DEMO_T1,
     RESENC_ARCH,
-    make_monai_bundle,
     make_nnunet_folder,
 )
 from uda_core.cli import main
@@ -43,16 +42,6 @@ class _RunsCode:
         return (open, (self.path, "w"))
 
 
-@pytest.fixture(scope="module")
-def monai_folder(tmp_path_factory) -> Path:
-    return make_monai_bundle(tmp_path_factory.mktemp("monai") / "tiny_bundle")
-
-
-@pytest.fixture(scope="module")
-def nnunet_folder(tmp_path_factory) -> Path:
-    return make_nnunet_folder(tmp_path_factory.mktemp("nnunet"))
-
-
 def _copy(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / folder.name))
 
@@ -67,32 +56,22 @@ def _edit_inference(folder: Path, change) -> None:
 # ---------------------------------------------------------------- networks and windows
 
 
-def test_plain_unet_computes_what_nnunets_own_network_computes():
-    """The reference output was computed by dynamic-network-architectures itself
+@pytest.mark.parametrize("network, reference, encoder_key", [
+    (PlainConvUNet, "nnunet_plainconvunet_reference.pt", "n_conv_per_stage"),
+    # ResidualEncoderUNet: the reference has blocks that stride, that change channels, both
+    # and neither
+    (ResidualEncoderUNet, "nnunet_resencunet_reference.pt", "n_blocks_per_stage"),
+])
+def test_our_unets_compute_what_nnunets_own_networks_compute(network, reference, encoder_key):
+    """The reference outputs were computed by dynamic-network-architectures itself
     (scripts/make_nnunet_reference.py)."""
-    ref = torch.load(DATA / "nnunet_plainconvunet_reference.pt", weights_only=True)
+    ref = torch.load(DATA / reference, weights_only=True)
     plan = ref["plan"]
-    net = PlainConvUNet(in_channels=1, num_classes=ref["num_classes"], dims=3,
-                        features_per_stage=plan["features_per_stage"],
-                        kernel_sizes=plan["kernel_sizes"], strides=plan["strides"],
-                        n_conv_per_stage=plan["n_conv_per_stage"],
-                        n_conv_per_stage_decoder=plan["n_conv_per_stage_decoder"]).eval()
-    net.load_state_dict(ref["state_dict"], strict=True)
-    with torch.no_grad():
-        out = net(ref["input"])
-    torch.testing.assert_close(out, ref["output"], rtol=1e-5, atol=1e-5)
-
-
-def test_resenc_unet_computes_what_nnunets_own_network_computes():
-    """The same check for nnU-Net's ResidualEncoderUNet: the reference has blocks that
-    stride, that change channels, both and neither (scripts/make_nnunet_reference.py)."""
-    ref = torch.load(DATA / "nnunet_resencunet_reference.pt", weights_only=True)
-    plan = ref["plan"]
-    net = ResidualEncoderUNet(in_channels=1, num_classes=ref["num_classes"], dims=3,
-                              features_per_stage=plan["features_per_stage"],
-                              kernel_sizes=plan["kernel_sizes"], strides=plan["strides"],
-                              n_blocks_per_stage=plan["n_blocks_per_stage"],
-                              n_conv_per_stage_decoder=plan["n_conv_per_stage_decoder"]).eval()
+    net = network(in_channels=1, num_classes=ref["num_classes"], dims=3,
+                  features_per_stage=plan["features_per_stage"],
+                  kernel_sizes=plan["kernel_sizes"], strides=plan["strides"],
+                  n_conv_per_stage_decoder=plan["n_conv_per_stage_decoder"],
+                  **{encoder_key: plan[encoder_key]}).eval()
     net.load_state_dict(ref["state_dict"], strict=True)
     with torch.no_grad():
         out = net(ref["input"])
