@@ -59,6 +59,39 @@ def test_cost_volume_of_shifted_features():
     assert (cost[0, :, 1:-2, 2:-1].argmax(0) == target).all()
 
 
+def _sampled_cost_volume(feat_fixed, feat_moving, candidates_px, stride):
+    """The definition: fM sampled at k + d / stride cells by grid_sample (border padding)."""
+    batch, channels, kh, kw = feat_fixed.shape
+    offsets = candidates_px.to(feat_fixed.dtype) / stride
+    cell_y, cell_x = torch.meshgrid(torch.arange(kh, dtype=feat_fixed.dtype),
+                                    torch.arange(kw, dtype=feat_fixed.dtype), indexing="ij")
+    sample_y = cell_y.reshape(1, -1) + offsets[:, 0:1]
+    sample_x = cell_x.reshape(1, -1) + offsets[:, 1:2]
+    grid = torch.stack((sample_x * (2.0 / (kw - 1)) - 1.0, sample_y * (2.0 / (kh - 1)) - 1.0),
+                       dim=-1).unsqueeze(0).expand(batch, -1, -1, -1)
+    sampled = torch.nn.functional.grid_sample(feat_moving, grid, mode="bilinear",
+                                              padding_mode="border", align_corners=True)
+    fixed = feat_fixed.reshape(batch, channels, 1, kh * kw)
+    return -((fixed - sampled) ** 2).mean(dim=1).reshape(batch, -1, kh, kw)
+
+
+@pytest.mark.parametrize("radius_px, n_per_axis, stride", [(6.0, 11, 4), (3.0, 7, 2),
+                                                            (10.0, 5, 4), (2.5, 3, 8)])
+def test_cost_volume_equals_bilinear_sampling_and_its_gradients(radius_px, n_per_axis, stride):
+    g = torch.Generator().manual_seed(5)
+    grid = DisplacementGrid(radius_px, n_per_axis)
+    fixed = torch.randn(2, 3, 6, 7, dtype=torch.float64, generator=g).requires_grad_()
+    moving = torch.randn(2, 3, 6, 7, dtype=torch.float64, generator=g).requires_grad_()
+    fast = cost_volume(fixed, moving, grid.candidates, stride)
+    reference = _sampled_cost_volume(fixed, moving, grid.candidates, stride)
+    torch.testing.assert_close(fast, reference)           # borders included
+    weights = torch.randn(reference.shape, dtype=torch.float64, generator=g)
+    grads = torch.autograd.grad((fast * weights).sum(), (fixed, moving))
+    expected = torch.autograd.grad((reference * weights).sum(), (fixed, moving))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_gradients_reach_generator_and_both_heads():
     torch.manual_seed(1)
     model = DiscreteRegNet(radius_px=3.0, n_per_axis=7, features=8, width=8)

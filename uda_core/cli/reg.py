@@ -43,7 +43,7 @@ def cmd_reg_train_source(args: argparse.Namespace) -> int:
     config = RegTrainingConfig(subjects=args.subjects, val_subjects=args.val_subjects,
                                eval_subjects=args.eval_subjects, eval_domain=args.eval_domain,
                                steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               seed=args.seed)
+                               seed=args.seed, width=args.width, features=args.features)
     device = resolve_device(args.device)
     say(f"simulating demo subjects {_range_text(config.subjects)}, then training "
          f"{config.steps} steps ({device})")
@@ -215,6 +215,11 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--steps", type=int, default=1200, help="updates (default 1200)")
     p.add_argument("--batch-size", type=int, default=8, help="pairs per update (default 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--width", type=int, default=16,
+                   help="channels of the feature net's first layer, doubled per stride-2 "
+                        "stage up to 4x (default 16)")
+    p.add_argument("--features", type=int, default=16,
+                   help="channels of the matched features (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
