@@ -2,9 +2,10 @@
 
 Usage: PYTHONPATH=. python scripts/tune_instance_optimisation.py SHIFT CHECKPOINT [GRID] [DATA]
 
-SHIFT t2|pd; CHECKPOINT an engine checkpoint (checkpoints/best.pt) of a pemd run adapted on
-subjects 40-42 (`uda reg bench --subjects 40-42 --methods pemd --work-dir W`), or "none" for
-demo:reg-t1 as shipped; GRID "iterations,lr,smooth[,similarity[,sample_every]];..." (similarity
+SHIFT t2|pd; CHECKPOINT a registration bundle (e.g. `uda reg adapt`'s OUT/adapted.pt), an
+engine checkpoint (checkpoints/best.pt) of a pemd run of demo:reg-t1 adapted on subjects 40-42
+(`uda reg bench --subjects 40-42 --methods pemd --work-dir W`), or "none" for demo:reg-t1 as
+shipped; GRID "iterations,lr,smooth[,similarity[,sample_every]];..." (similarity
 mind or features, default mind; default grid 2 x 3) or the word "sitk" for SimpleITK on the same
 pairs; DATA the demo folder of subjects 40-42 (default /tmp/regval/work/demo, i.e. W/demo).
 Scores every third bench pair of 40-42 (the bench's pairs: every 2nd head slice, seed 1234).
@@ -36,9 +37,12 @@ def main() -> None:
     grid = (sys.argv[3].split(";") if len(sys.argv) > 3 else
             [f"20,{lr},{w}" for lr in (0.1, 0.3) for w in (0.01, 0.1, 1.0)])
     data = sys.argv[4] if len(sys.argv) > 4 else "/tmp/regval/work/demo"
-    bundle, net = load_registration_model("demo:reg-t1")
-    if checkpoint != "none":
-        net.load_state_dict(torch.load(checkpoint, weights_only=True)["network"])
+    state = None if checkpoint == "none" else torch.load(checkpoint, weights_only=True)
+    if isinstance(state, dict) and "network" in state:        # an engine checkpoint
+        bundle, net = load_registration_model("demo:reg-t1")
+        net.load_state_dict(state["network"])
+    else:
+        bundle, net = load_registration_model("demo:reg-t1" if state is None else checkpoint)
     net.eval()
     slices = slices_from_files(*demo_files(shift, (40, 41, 42), data), grid=bundle)
     pairs = pairs_from_slices(slices, np.arange(0, len(slices), 2),

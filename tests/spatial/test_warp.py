@@ -232,3 +232,25 @@ def test_dense_from_control_equals_grid_sample_then_gaussian():
                                   padding_mode="border", align_corners=True)
         torch.testing.assert_close(warp.dense_from_control(disp_cp, shape, stride, sigma),
                                    warp.gaussian_smooth(upsampled, sigma))
+
+
+@pytest.mark.parametrize("sigma, shape", [(0.8, (2, 6, 9, 11)), (4.0, (1, 2, 24, 28)),
+                                          (2.0, (1, 1, 3, 4))])
+def test_gaussian_smooth_equals_a_depthwise_convolution_with_replicated_edges(sigma, shape):
+    from uda_core.spatial import warp
+
+    field = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    field.requires_grad_()
+    kernel = warp._gaussian_kernel(sigma, torch.float64, None)
+    radius, channels = kernel.numel() // 2, shape[1]
+    reference = torch.nn.functional.pad(field, (0, 0, radius, radius), mode="replicate")
+    reference = torch.nn.functional.conv2d(
+        reference, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    reference = torch.nn.functional.pad(reference, (radius, radius, 0, 0), mode="replicate")
+    reference = torch.nn.functional.conv2d(
+        reference, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    smoothed = warp.gaussian_smooth(field, sigma)
+    torch.testing.assert_close(smoothed, reference)
+    weights = torch.randn(shape, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad((smoothed * weights).sum(), field)[0],
+                               torch.autograd.grad((reference * weights).sum(), field)[0])

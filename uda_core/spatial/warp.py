@@ -250,20 +250,34 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype, device) -> Tensor:
     return kernel / kernel.sum()
 
 
+@functools.lru_cache(maxsize=32)
+def _gaussian_taps(sigma: float) -> tuple[float, ...]:
+    """The normalised taps of :func:`_gaussian_kernel` (float64) as Python numbers."""
+    return tuple(_gaussian_kernel(sigma, torch.float64, None).tolist())
+
+
 def gaussian_smooth(field: Tensor, sigma_px: float) -> Tensor:
-    """Separable Gaussian filter (sigma in pixels) of each channel; edges replicated."""
+    """Separable Gaussian filter (sigma in pixels) of the last two axes of ``field`` (B, C, H,
+    W) per channel; edges replicated.
+
+    Each axis is one replicate pad and a weighted sum of its 2r + 1 shifted views (r = ceil(3
+    sigma)): the numbers of a depthwise convolution, several times faster on the CPU for the
+    small maps here."""
     if sigma_px <= 0:
         return field
-    kernel = _gaussian_kernel(float(sigma_px), field.dtype, field.device)
-    radius = kernel.numel() // 2
-    channels = field.shape[1]
-    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    taps = _gaussian_taps(float(sigma_px))
+    radius = len(taps) // 2
+    height, width = field.shape[-2:]
     # replicate padding accepts pads larger than the image; this keeps constant fields constant
-    out = F.pad(field, (0, 0, radius, radius), mode="replicate")
-    out = F.conv2d(out, rows, groups=channels)
-    out = F.pad(out, (radius, radius, 0, 0), mode="replicate")
-    return F.conv2d(out, cols, groups=channels)
+    padded = F.pad(field, (0, 0, radius, radius), mode="replicate")
+    out = padded[..., :height, :] * taps[0]
+    for shift in range(1, len(taps)):
+        out = out.add_(padded[..., shift:shift + height, :], alpha=taps[shift])
+    padded = F.pad(out, (radius, radius, 0, 0), mode="replicate")
+    out = padded[..., :width] * taps[0]
+    for shift in range(1, len(taps)):
+        out = out.add_(padded[..., shift:shift + width], alpha=taps[shift])
+    return out
 
 
 def _interpolation_matrix(n_pixels: int, stride: int, sigma_px: float) -> Tensor:
