@@ -62,16 +62,17 @@ Log = Callable[[str], None]
 
 @dataclass
 class RegBenchConfig:
-    """What `uda reg bench` runs (defaults: the full benchmark, < 25 min on 2 CPU cores)."""
+    """What `uda reg bench` runs (defaults: the full benchmark; 12 MCD runs of ~4 min, two at a
+    time, on 2 CPU cores)."""
 
     shifts: tuple[str, ...] = REG_SHIFTS
     methods: tuple[str, ...] = REG_METHODS
     subjects: tuple[int, ...] = DEMO_SUBJECTS   # scored; 40-42 for tuning
     slice_every: int = 2               # every k-th head slice is an evaluation pair
     pair_seed: int = 1234              # the evaluation pairs' random fields
-    steps: int = 100                   # MCD steps per run (`uda reg adapt`: 150; 100 keeps
-                                       # the whole benchmark near 25 min on a shared 2-core
-                                       # CPU, about 15 min on an idle one)
+    steps: int = 300                   # MCD steps per run, as `uda reg adapt` (session 8: the
+                                       # width-8 demo:reg-t1 runs 300 steps in ~4 min on one
+                                       # core; T2 pemd chose step 225 on validation)
     seeds: tuple[int, ...] = (0, 1)
     method_settings: dict = field(default_factory=dict)   # MCDConfig fields, every run
     engine_settings: dict = field(default_factory=dict)   # EngineConfig fields, every run

@@ -215,9 +215,9 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--steps", type=int, default=1200, help="updates (default 1200)")
     p.add_argument("--batch-size", type=int, default=8, help="pairs per update (default 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--width", type=int, default=16,
+    p.add_argument("--width", type=int, default=8,
                    help="channels of the feature net's first layer, doubled per stride-2 "
-                        "stage up to 4x (default 16)")
+                        "stage up to 4x (default 8, as demo:reg-t1)")
     p.add_argument("--features", type=int, default=16,
                    help="channels of the matched features (default 16)")
     p.add_argument("--seed", type=int, default=0)

@@ -81,7 +81,7 @@ def add_reg_adapt_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--demo-domain", default="t2", choices=["t2", "pd"],
                    help="moving modality of the demo pairs when no --fixed is given "
                         "(default t2)")
-    p.add_argument("--steps", type=int, help="MCD steps (default 150)")
+    p.add_argument("--steps", type=int, help="MCD steps (default 300)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--select-by", help="label-free score that picks the kept step: "
                                        "mutual_info (default), discrepancy, entropy or last")
