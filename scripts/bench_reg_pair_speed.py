@@ -1,13 +1,15 @@
 """Side-by-side time per 2D pair: network, network + instance optimisation, SimpleITK.
 
 Usage: PYTHONPATH=. python scripts/bench_reg_pair_speed.py MODEL SHIFT N [SETTINGS]
-       [--threads T] [--repeats R]
+       [--threads T] [--repeats R] [--batch B]
 
 MODEL a registration bundle; SHIFT t2|pd (demo subjects 100-102 as shipped); N pairs (after
 one warm-up pair), each registered by every method in turn (interleaved, so a loaded machine
 slows all alike), R rounds over the N pairs; SETTINGS "iterations,lr,smooth[,similarity[,
 sample_every]];..." of the instance-optimisation rows (default: the `uda reg apply`
-default). T threads for torch and for SimpleITK alike (default 1). Prints the median wall ms
+default). T threads for torch and for SimpleITK alike (default 1). B > 1: the learned rows
+register B pairs in one call (`uda reg apply` sends 8 slices per batch) and report the call's
+time / B, per pair; SimpleITK stays one pair at a time. Prints the median wall ms
 per pair (forward + optimisation + warp), the median process CPU ms, SimpleITK's time over
 each, and the 1-minute load average before and after.
 """
@@ -44,14 +46,17 @@ def main() -> None:
     parser.add_argument("settings", nargs="?", default="")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle, net = load_registration_model(args.model)
     net.eval()
     slices = slices_from_files(*demo_files(args.shift, (100, 101, 102)), grid=bundle)
     rng = np.random.default_rng(7)
-    pairs = pairs_from_slices(slices, rng.choice(len(slices), args.n + 1, replace=False), rng,
-                              displacement_grid=net.grid, stride=net.stride)
+    batch = max(1, args.batch)
+    pairs = pairs_from_slices(slices, rng.choice(len(slices), (args.n + 1) * batch,
+                                                 replace=(args.n + 1) * batch > len(slices)),
+                              rng, displacement_grid=net.grid, stride=net.stride)
     entries = [e for e in args.settings.split(";") if e]
     runners = {"network": net}
     runners.update({f"io {e}": RefinedRegNet(net, settings_of(e)) for e in entries}
@@ -64,18 +69,21 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     for round_ in range(args.repeats):
         for i in range(args.n + 1):
-            fixed, moving = pairs.fixed[i:i + 1], pairs.moving[i:i + 1]
+            fixed, moving = (pairs.fixed[i * batch:(i + 1) * batch],
+                             pairs.moving[i * batch:(i + 1) * batch])
             for name in methods:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 if name == "SimpleITK":
-                    sitk(fixed, moving)
+                    sitk(fixed[:1], moving[:1])
+                    count = 1
                 else:
                     with torch.no_grad():
                         warp_image(moving, runners[name](fixed, moving)["disp"])
+                    count = batch
                 if i or round_:            # the first pair warms up
-                    wall[name].append(time.perf_counter() - start)
-                    cpu[name].append(time.process_time() - start_cpu)
-    print(f"threads {args.threads}, {len(wall['SimpleITK'])} pairs, load average "
+                    wall[name].append((time.perf_counter() - start) / count)
+                    cpu[name].append((time.process_time() - start_cpu) / count)
+    print(f"threads {args.threads}, batch {batch}, {len(wall['SimpleITK'])} pairs, load average "
           f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     median = {k: 1000 * float(np.median(v)) for k, v in wall.items()}
     median_cpu = {k: 1000 * float(np.median(v)) for k, v in cpu.items()}

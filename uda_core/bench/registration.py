@@ -10,8 +10,9 @@ For each shift (the moving modality: "t2", "pd"; the fixed image is always T1):
   the same subjects' slices with fresh random fields (transductive, as in ``uda bench``: the
   true fields of the evaluation pairs are never seen), once per seed, files to files;
   ``sitk``: :func:`~uda_core.spatial.sitk_bspline.register_bspline_2d` on every pair;
-  ``io`` (on request): the model followed by test-time instance optimisation with the
-  settings ``refine`` (default: those of `uda reg apply`);
+  ``io``: the model followed by test-time instance optimisation with the settings
+  ``refine`` (default: those of `uda reg apply`), and with it an ``mcd-<d>+io`` row for every
+  adapted model (adapted network + optimisation: what `uda reg apply` runs);
 - scores (:func:`~uda_core.scores.registration.evaluate_registration`, the same code for all):
   accuracy (share of head control points whose label is the true quantised displacement),
   endpoint error at the head control points (mm), Dice of the warped tissue labels (CSF, GM,
@@ -51,7 +52,7 @@ from uda_core.tasks.registration_data import (
 )
 
 REG_SHIFTS = ("t2", "pd")
-REG_METHODS = ("none", "l1", "swd", "pemd", "sitk")
+REG_METHODS = ("none", "io", "l1", "swd", "pemd", "sitk")
 # also offered: "io", the model followed by test-time instance optimisation (the default of
 # `uda reg apply`; :mod:`uda_core.models.instance_optimisation`)
 DEMO_SUBJECTS = (100, 101, 102)   # the subjects shipped in resources/demo
@@ -307,9 +308,9 @@ def _run_shifts(config, result, network, bundle, runs, root, device, log) -> Non
         middle = len(pairs) // 2
         one = pairs.subset(slice(middle, middle + 1))
         overlay = {"before": _overlay_images({"disp": torch.zeros_like(one.disp)}, one)}
-        result.rows[shift] = [_run_method(config, method, shift, network, pairs, runs,
-                                          device, spacing, overlay, one, log)
-                              for method in config.methods]
+        result.rows[shift] = [row for method in config.methods
+                              for row in _run_method(config, method, shift, network, pairs,
+                                                     runs, device, spacing, overlay, one, log)]
         result.overlay[shift] = overlay
 
 
@@ -349,9 +350,11 @@ def _evaluate(net, pairs, spacing, device) -> dict:
 
 
 def _run_method(config, method, shift, network, pairs, runs, device, spacing, overlay,
-                one: RegPairs, log) -> RegRow:
-    """One row: evaluate the method on `pairs`, time it, and add its warp of the pair `one`
-    to `overlay`."""
+                one: RegPairs, log) -> list[RegRow]:
+    """The method's row: evaluate it on `pairs`, time it, and add its warp of the pair `one`
+    to `overlay`; for an MCD method with "io" among the methods, also the row of each adapted
+    model followed by the instance optimisation ("mcd-pemd+io": what `uda reg apply` runs)."""
+    refined_row = None
     if method == "none":
         row = RegRow("none", seeds=[0], scores=[_evaluate(network, pairs, spacing, device)])
         with torch.no_grad():
@@ -387,10 +390,17 @@ def _run_method(config, method, shift, network, pairs, runs, device, spacing, ov
             row.steps_per_s.append(summary["steps_per_second"])
             row.chosen_steps.append(summary["chosen_step"])
             row.statuses.append(summary["status"])
+            if "io" in config.methods:
+                refined_row = refined_row or RegRow(f"mcd-{method}+io")
+                refined_row.seeds.append(seed)
+                refined_row.scores.append(_evaluate(_refined(adapted, config), pairs, spacing,
+                                                    device))
             if seed == config.seeds[0]:
                 with torch.no_grad():
                     out = adapted(one.fixed.to(device), one.moving.to(device))
                 overlay[method] = _overlay_images({"disp": out["disp"].cpu()}, one)
-    log(f"{shift} {row.method}: accuracy {row.mean('accuracy'):.3f}, EPE "
-        f"{row.mean('epe_mm'):.2f} mm, Dice {row.mean('dice_after'):.3f}")
-    return row
+    rows = [row] + ([refined_row] if refined_row else [])
+    for done_row in rows:
+        log(f"{shift} {done_row.method}: accuracy {done_row.mean('accuracy'):.3f}, EPE "
+            f"{done_row.mean('epe_mm'):.2f} mm, Dice {done_row.mean('dice_after'):.3f}")
+    return rows

@@ -63,7 +63,7 @@ def claims(result: RegBenchResult) -> list[tuple[str, bool | None, str]]:
         return row if row is not None and row.scores else None
 
     pemd, swd, none = scored("mcd-pemd"), scored("mcd-swd"), scored("none")
-    refined = scored("io")
+    refined = scored("mcd-pemd+io") or scored("io")    # the `uda reg apply` default
     sitk = scored("SimpleITK")
     if pemd and swd:
         a, b = pemd.mean("accuracy"), swd.mean("accuracy")
@@ -81,15 +81,21 @@ def claims(result: RegBenchResult) -> list[tuple[str, bool | None, str]]:
     timing = result.timing
     if timing:
         ratio = timing["sitk_s"] / timing["learned_s"]
-        out.append(("learned registration of one 2D pair >= 50x faster than SimpleITK",
-                    ratio >= 50, f"{ratio:.0f}x ({timing['learned_s'] * 1000:.1f} ms vs "
-                                 f"{timing['sitk_s'] * 1000:.0f} ms)"))
+        out.append(("learned registration of one 2D pair >= 50x faster than SimpleITK "
+                    "(network alone)", ratio >= 50,
+                    f"{ratio:.0f}x ({timing['learned_s'] * 1000:.1f} ms vs "
+                    f"{timing['sitk_s'] * 1000:.0f} ms)"))
+        if timing.get("learned_io_s"):
+            ratio = timing["sitk_s"] / timing["learned_io_s"]
+            out.append(("the same with the instance optimisation (the `uda reg apply` "
+                        "default)", ratio >= 50,
+                        f"{ratio:.0f}x ({timing['learned_io_s'] * 1000:.1f} ms)"))
     if refined and sitk:
         for key, name, better in (("accuracy", "accuracy", 1), ("epe_mm", "EPE", -1),
                                   ("dice_after", "warped Dice", 1)):
             a, b = refined.mean(key), sitk.mean(key)
-            out.append((f"T1->T2: io {name} at least SimpleITK's", better * (a - b) >= 0,
-                        f"{a:.3f} vs {b:.3f}"))
+            out.append((f"T1->T2: {refined.method} {name} at least SimpleITK's",
+                        better * (a - b) >= 0, f"{a:.3f} vs {b:.3f}"))
     best = pemd or none
     if best and sitk:
         gap = sitk.mean("dice_after") - best.mean("dice_after")

@@ -169,8 +169,9 @@ def add_reg_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a tiny run (one subject, T1->T2, 2 steps, few pairs) in seconds")
     p.add_argument("--shifts", help="comma-separated moving domains (default t2,pd)")
-    p.add_argument("--methods", help="comma-separated: none,l1,swd,pemd,sitk (default), and "
-                                     "io (the model + test-time instance optimisation)")
+    p.add_argument("--methods", help="comma-separated, default none,io,l1,swd,pemd,sitk (io: "
+                                     "the model + test-time instance optimisation, and each "
+                                     "adapted model + it: the `uda reg apply` default)")
     p.add_argument("--steps", type=int, help="MCD steps per run")
     p.add_argument("--seeds", help="comma-separated seeds of the adapted runs (default 0,1)")
     p.add_argument("--subjects", help="demo subjects, e.g. 100-102 (default); tune on 40-42")
