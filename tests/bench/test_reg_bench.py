@@ -33,8 +33,10 @@ def test_quick_bench_writes_a_table_with_every_row(tiny_reg_model, tmp_path, cap
     out = capsys.readouterr().out
     assert code == 0
     for row in ("| before registration |", "| none |", "| mcd-l1 |", "| mcd-swd |",
-                "| mcd-pemd |", "| SimpleITK |", "| io |"):
+                "| mcd-pemd |", "| SimpleITK |", "| io |", "| mcd-l1+io |", "| mcd-swd+io |",
+                "| mcd-pemd+io |"):
         assert row in out, row
+    assert "mcd-pemd+io accuracy at least SimpleITK's" in out   # the default's claim
     assert "failed" not in out
     text = benchmarks.read_text()
     assert "seg table" in text and text.count(START_MARKER) == 1 and END_MARKER in text
