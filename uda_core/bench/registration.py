@@ -399,6 +399,9 @@ def _run_method(config, method, shift, network, pairs, runs, device, spacing, ov
                 with torch.no_grad():
                     out = adapted(one.fixed.to(device), one.moving.to(device))
                 overlay[method] = _overlay_images({"disp": out["disp"].cpu()}, one)
+                if refined_row:
+                    out = _refined(adapted, config)(one.fixed.to(device), one.moving.to(device))
+                    overlay[f"{method}+io"] = _overlay_images({"disp": out["disp"].cpu()}, one)
     rows = [row] + ([refined_row] if refined_row else [])
     for done_row in rows:
         log(f"{shift} {done_row.method}: accuracy {done_row.mean('accuracy'):.3f}, EPE "

@@ -175,7 +175,8 @@ def update_reg_section(path: str | os.PathLike, section: str) -> Path:
 
 def write_overlay(result: RegBenchResult, path: str | os.PathLike) -> Path:
     """Checkerboards of the fixed T1 and the warped moving slice of one pair (the first
-    shift): before registration, no adaptation, MCD pemd (first seed) and SimpleITK."""
+    shift): before registration, no adaptation, MCD pemd (first seed), pemd + the instance
+    optimisation (the `uda reg apply` default) and SimpleITK."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -183,6 +184,7 @@ def write_overlay(result: RegBenchResult, path: str | os.PathLike) -> Path:
     shift = next(iter(result.overlay))
     panels = [(k, t) for k, t in (("before", "before registration"),
                                   ("none", "no adaptation"), ("pemd", "MCD pemd"),
+                                  ("pemd+io", "pemd + io (default)"),
                                   ("sitk", "SimpleITK")) if k in result.overlay[shift]]
     fig = Figure(figsize=(3.0 * len(panels), 3.4), dpi=110)
     FigureCanvasAgg(fig)
