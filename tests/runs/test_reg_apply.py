@@ -151,3 +151,20 @@ def test_demo_model_recovers_a_translation(demo):
     overlap_before = (moving_labels.data == labels.data)[brain].mean()
     overlap_after = (result.labels_warped.data == labels.data)[brain].mean()
     assert overlap_after > overlap_before + 0.1
+
+
+def test_refinement_in_3d_keeps_the_outputs_on_the_fixed_grid_and_says_so(tiny_reg_bundle):
+    from uda_core.spatial.volume_refine import VolumeRefinement
+
+    affine = oblique_affine()
+    fixed = Volume(head(), affine, source="f.nii.gz")
+    moving = Volume(np.roll(head(seed=1), 1, axis=2), affine, source="m.nii.gz")
+    labels = Volume((moving.data > 50).astype(np.int16), affine)
+    result = register_volumes(tiny_reg_bundle, fixed, moving, labels, prealign="off",
+                              refine=None, fallback=False,
+                              refine_3d=VolumeRefinement(iterations=5))
+    for volume in (result.warped, result.labels_warped, result.field_mm):
+        assert volume.shape[:3] == fixed.shape and np.array_equal(volume.affine, fixed.affine)
+    assert np.isfinite(result.field_mm.data).all()
+    assert {"before_3d", "after_3d"} <= set(result.similarity)
+    assert any(note.startswith("3D refinement (5 steps") for note in result.notes)

@@ -63,6 +63,7 @@ from uda_core.models.bundle import ModelBundle
 from uda_core.models.bundle.registration import modality_mismatch, network_from_bundle
 from uda_core.models.instance_optimisation import InstanceOptimisation, RefinedRegNet
 from uda_core.scores.registration import normalised_mutual_information
+from uda_core.spatial.volume_refine import VolumeRefinement, compose_residual, refine_residual
 from uda_core.spatial.warp import jacobian_determinant, warp_image
 
 __all__ = ["DEFAULT_REFINE", "METHODS", "OUTPUT_SUFFIXES", "PREALIGN_MODES", "RegistrationResult",
@@ -98,7 +99,8 @@ class RegistrationResult:
     prealign_ras: the pre-alignment A used (4x4, fixed RAS mm -> moving RAS mm) or None.
     similarity: normalised mutual information (1..2, higher = more similar) of the fixed
         image and the moving one on the model grid's registered head pixels: "prealigned"
-        (after step 1, no deformation) and "registered" (the field returned).
+        (after step 1, no deformation) and "registered" (the slice-wise field); with the 3D
+        refinement also "before_3d" and "after_3d", on the fixed grid's head voxels.
     fallback: the network's deformable step was dropped because it lowered the similarity.
     notes: one-line messages for the user (pre-alignment decisions, modality mismatch,
         do-no-harm flags).
@@ -297,6 +299,7 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
                      refine: InstanceOptimisation | None = DEFAULT_REFINE,
                      fallback: bool = True, moving_modality: str | None = None,
                      fixed_modality: str | None = None, seed: int = 0,
+                     refine_3d: VolumeRefinement | None = None,
                      progress: Progress | None = None,
                      cancel: Callable[[], bool] | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` slice by slice (see the module doc).
@@ -315,6 +318,10 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         moving_modality, fixed_modality: the images' modalities (e.g. "T2w"); None: read from
             the file names when they tell. A mismatch with the bundle's record is a note.
         seed: the pre-alignment's sampling seed.
+        refine_3d: after the slice-wise field, a 3D instance optimisation on the fixed grid
+            (:mod:`uda_core.spatial.volume_refine`: moves tissue across slices too); with
+            ``fallback`` it is dropped, with a note, when it lowers the mutual information.
+            None (default): off.
         progress: progress(done, total) after each batch of slices.
         cancel: checked between batches; when it returns True, UdaError("cancelled").
     """
@@ -406,6 +413,11 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     field_mm = np.ascontiguousarray(np.moveaxis(field_on_fixed, 0, -1), dtype=np.float32)
     if affine is not None:
         field_mm = compose_with_affine(field_mm, fixed, affine)
+    if refine_3d is not None:
+        if cancel is not None and cancel():
+            raise UdaError("cancelled")
+        field_mm = _refine_in_3d(fixed, moving, field_mm, refine_3d, fallback, similarity,
+                                 notes)
     jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
                         fixed.shape, order=1, fill=1.0)
     warped = _sample_through(moving, fixed, field_mm, order=1)
@@ -422,6 +434,32 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         folding=folding, method=method, seconds=time.perf_counter() - start,
         slices=int(len(keep)), prealign_ras=affine, similarity=similarity,
         fallback=fell_back, notes=notes)
+
+
+def _refine_in_3d(fixed: Volume, moving: Volume, field_mm: np.ndarray,
+                  settings: VolumeRefinement, fallback: bool, similarity: dict,
+                  notes: list) -> np.ndarray:
+    """``field_mm`` refined in 3D (see :func:`register_volumes`); fills ``similarity`` and
+    ``notes``."""
+    begin = time.perf_counter()
+    first = _sample_through(moving, fixed, field_mm, order=1)
+    voxel_mm = tuple(float(v) for v in np.linalg.norm(fixed.affine[:3, :3], axis=0))
+    residual = refine_residual(np.asarray(fixed.data, np.float32), first, voxel_mm, settings)
+    refined = compose_residual(field_mm, residual, fixed.affine)
+    second = _sample_through(moving, fixed, refined, order=1)
+    head = foreground_mask(np.asarray(fixed.data, np.float32))
+    similarity["before_3d"] = normalised_mutual_information(fixed.data, first, head)
+    similarity["after_3d"] = normalised_mutual_information(fixed.data, second, head)
+    moved = float(np.linalg.norm(np.tensordot(fixed.affine[:3, :3], residual, 1),
+                                 axis=0)[head].mean()) if head.any() else 0.0
+    what = (f"3D refinement ({settings.iterations} steps, {time.perf_counter() - begin:.0f} s): "
+            f"tissue moved {moved:.1f} mm on average, mutual information "
+            f"{similarity['before_3d']:.3f} -> {similarity['after_3d']:.3f}")
+    if similarity["after_3d"] < similarity["before_3d"] and fallback:
+        notes.append(f"{what}: it lowered the similarity, kept the slice-wise result")
+        return field_mm
+    notes.append(what)
+    return refined
 
 
 def output_paths(folder: Path, moving: Path, with_labels: bool) -> dict[str, Path]:

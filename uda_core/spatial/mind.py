@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uda_core.spatial.warp import gaussian_smooth
+from uda_core.spatial.warp import gaussian_smooth, gaussian_smooth_axis
 
-__all__ = ["MIND_CHANNELS", "mind_ssc"]
+__all__ = ["MIND_CHANNELS", "MIND_CHANNELS_3D", "mind_ssc", "mind_ssc_3d"]
 
 _PAIRS = ((0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3))
 MIND_CHANNELS = len(_PAIRS)
@@ -52,5 +52,42 @@ def mind_ssc(image: Tensor, dilation: int = 1, sigma_px: float = 0.8) -> Tensor:
     distance = gaussian_smooth(distance, sigma_px)
     variance = distance.mean(1, keepdim=True)
     mean = variance.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    variance = torch.maximum(torch.minimum(variance, mean * 1000.0), mean * 0.001)
+    return torch.exp(-distance / variance)
+
+
+# the six neighbours (+-d along each of the three axes) and the twelve pairs of them that are
+# not opposite (3D MIND-SSC: each pair at distance sqrt(2) d)
+_OFFSETS_3D = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+_PAIRS_3D = tuple((a, b) for a in range(6) for b in range(a + 1, 6) if b != a + 1 or a % 2)
+MIND_CHANNELS_3D = len(_PAIRS_3D)
+
+
+def mind_ssc_3d(volume: Tensor, dilation: int = 1, sigma_px: float = 0.8) -> Tensor:
+    """3D MIND-SSC of ``volume`` (B, 1, D, H, W): (B, 12, D, H, W) descriptors in (0, 1].
+
+    Heinrich's self-similarity context: the squared differences of the twelve non-opposite
+    pairs of a voxel's six neighbours at +-``dilation`` voxels, Gaussian-smoothed
+    (``sigma_px`` voxels, separable, edges replicated), divided by their mean over the
+    twelve (clamped to [1e-3, 1e3] x its volume mean) and passed through exp(-x).
+    """
+    if volume.dim() != 5 or volume.shape[1] != 1:
+        raise ValueError(f"volume must be (B, 1, D, H, W), got {tuple(volume.shape)}")
+    if int(dilation) < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    d = int(dilation)
+    size = volume.shape[-3:]
+    padded = F.pad(volume, (d,) * 6, mode="replicate")
+
+    def shifted(offset: tuple[int, int, int]) -> Tensor:
+        (a, b, c) = (d + d * o for o in offset)
+        return padded[..., a:a + size[0], b:b + size[1], c:c + size[2]]
+
+    neighbours = [shifted(o) for o in _OFFSETS_3D]
+    distance = torch.cat([(neighbours[a] - neighbours[b]).square() for a, b in _PAIRS_3D], 1)
+    for axis in (2, 3, 4):
+        distance = gaussian_smooth_axis(distance, sigma_px, axis)
+    variance = distance.mean(1, keepdim=True)
+    mean = variance.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-12)
     variance = torch.maximum(torch.minimum(variance, mean * 1000.0), mean * 0.001)
     return torch.exp(-distance / variance)
