@@ -7,7 +7,7 @@ registration (B's labels as they are: the demo volumes share one grid) and after
 notes the command printed. Usage:
 
     PYTHONPATH=. python scripts/check_cross_subject_reg.py [--domain pd] [--model demo:reg-t1]
-        [--pairs 100:101,101:102,102:100] [--extra "--method sitk"]
+        [--pairs 100:101,101:102,102:100] [--extra="--method sitk"] [--data DIR]
 """
 
 from __future__ import annotations
@@ -37,12 +37,16 @@ def main_check() -> None:
     parser.add_argument("--domain", default="pd")
     parser.add_argument("--model", default="demo:reg-t1")
     parser.add_argument("--pairs", default="100:101,101:102,102:100")
-    parser.add_argument("--extra", default="", help="more `uda reg apply` options")
+    parser.add_argument("--extra", default="", help="more `uda reg apply` options (as "
+                        "--extra=--refine-3d)")
+    parser.add_argument("--data", default=None,
+                        help="a demo folder (default resources/demo/brains), e.g. the "
+                             "validation subjects 40-42 with --pairs 40:41,41:42,42:40")
     args = parser.parse_args()
     for item in args.pairs.split(","):
         a, b = (int(s) for s in item.split(":"))
-        t1, _, labels_a = demo_files("t1", (a,))
-        _, other, labels_b = demo_files(args.domain, (b,))
+        t1, _, labels_a = demo_files("t1", (a,), args.data)
+        _, other, labels_b = demo_files(args.domain, (b,), args.data)
         fixed_labels = read_labels(labels_a[0]).data
         moving_labels = read_labels(labels_b[0]).data
         with tempfile.TemporaryDirectory() as out:
