@@ -27,8 +27,10 @@ B-spline + Mattes MI baseline, :func:`~uda_core.spatial.sitk_bspline.register_bs
    dropped (the pre-aligned result is returned). A model trained or adapted on other
    modalities than the images' (``moving_modality``, or read from the file name) is noted too;
 5. the field is turned into world millimetres, resampled (trilinear) onto the fixed grid and
-   composed with A; the ORIGINAL moving image (and labels) are sampled once through the
-   composed field: trilinear for the image, nearest neighbour for the labels, edge values
+   composed with A; with ``refine_3d`` a 3D residual r is then optimised on the fixed grid
+   and composed in (u'(p) = r(p) + u(p + r(p)), :mod:`uda_core.spatial.volume_refine`; it
+   has an S component); the ORIGINAL moving image (and labels) are sampled once through the
+   final field: trilinear for the image, nearest neighbour for the labels, edge values
    beyond the moving volume.
 
 Field convention (``<stem>_field.nii.gz``): float32 (X, Y, Z, 3) on the fixed grid (same
@@ -36,7 +38,7 @@ affine), the displacement u in RAS world mm (components R, A, S) such that
 ``warped(p) = moving(p + u(p))`` for the world point p of every fixed voxel (a backward /
 "pull" field, like ITK's fixed-to-moving transform, but in RAS rather than ITK's LPS). With
 pre-alignment u is the composition: ``p + u(p) = A (p + d(p))`` with d the in-plane
-deformable field (its S component 0); without it u = d.
+deformable field (its S component 0 unless ``refine_3d``); without it u = d.
 """
 
 from __future__ import annotations
