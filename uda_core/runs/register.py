@@ -418,11 +418,12 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     if refine_3d is not None:
         if cancel is not None and cancel():
             raise UdaError("cancelled")
-        field_mm = _refine_in_3d(fixed, moving, field_mm, refine_3d, fallback, similarity,
-                                 notes)
+        field_mm, warped = _refine_in_3d(fixed, moving, field_mm, refine_3d, fallback,
+                                         similarity, notes)
+    else:
+        warped = _sample_through(moving, fixed, field_mm, order=1)
     jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
                         fixed.shape, order=1, fill=1.0)
-    warped = _sample_through(moving, fixed, field_mm, order=1)
     labels_warped = None
     if moving_labels is not None:
         labels_warped = fixed.with_data(_sample_through(moving_labels, fixed, field_mm, 0),
@@ -440,9 +441,9 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
 
 def _refine_in_3d(fixed: Volume, moving: Volume, field_mm: np.ndarray,
                   settings: VolumeRefinement, fallback: bool, similarity: dict,
-                  notes: list) -> np.ndarray:
-    """``field_mm`` refined in 3D (see :func:`register_volumes`); fills ``similarity`` and
-    ``notes``."""
+                  notes: list) -> tuple[np.ndarray, np.ndarray]:
+    """(field, warped moving image): ``field_mm`` refined in 3D (see
+    :func:`register_volumes`), or kept; fills ``similarity`` and ``notes``."""
     begin = time.perf_counter()
     first = _sample_through(moving, fixed, field_mm, order=1)
     voxel_mm = tuple(float(v) for v in np.linalg.norm(fixed.affine[:3, :3], axis=0))
@@ -459,9 +460,9 @@ def _refine_in_3d(fixed: Volume, moving: Volume, field_mm: np.ndarray,
             f"{similarity['before_3d']:.3f} -> {similarity['after_3d']:.3f}")
     if similarity["after_3d"] < similarity["before_3d"] and fallback:
         notes.append(f"{what}: it lowered the similarity, kept the slice-wise result")
-        return field_mm
+        return field_mm, first
     notes.append(what)
-    return refined
+    return refined, second
 
 
 def output_paths(folder: Path, moving: Path, with_labels: bool) -> dict[str, Path]:

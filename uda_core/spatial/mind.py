@@ -49,9 +49,14 @@ def mind_ssc(image: Tensor, dilation: int = 1, sigma_px: float = 0.8) -> Tensor:
 
     neighbours = [shifted(0, d), shifted(d, 0), shifted(0, -d), shifted(-d, 0)]
     distance = torch.cat([(neighbours[a] - neighbours[b]).square() for a, b in _PAIRS], 1)
-    distance = gaussian_smooth(distance, sigma_px)
+    return _descriptors(gaussian_smooth(distance, sigma_px))
+
+
+def _descriptors(distance: Tensor) -> Tensor:
+    """exp(-D / V) of smoothed patch distances D (B, P, ...): V the mean over the P pairs,
+    clamped to [1e-3, 1e3] x its mean over each image."""
     variance = distance.mean(1, keepdim=True)
-    mean = variance.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    mean = variance.mean(dim=tuple(range(1, variance.dim())), keepdim=True).clamp_min(1e-12)
     variance = torch.maximum(torch.minimum(variance, mean * 1000.0), mean * 0.001)
     return torch.exp(-distance / variance)
 
@@ -87,7 +92,4 @@ def mind_ssc_3d(volume: Tensor, dilation: int = 1, sigma_px: float = 0.8) -> Ten
     distance = torch.cat([(neighbours[a] - neighbours[b]).square() for a, b in _PAIRS_3D], 1)
     for axis in (2, 3, 4):
         distance = gaussian_smooth_axis(distance, sigma_px, axis)
-    variance = distance.mean(1, keepdim=True)
-    mean = variance.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-12)
-    variance = torch.maximum(torch.minimum(variance, mean * 1000.0), mean * 0.001)
-    return torch.exp(-distance / variance)
+    return _descriptors(distance)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import map_coordinates
 
+from uda_core.io.intensity import normalise
 from uda_core.spatial.mind import mind_ssc_3d
 
 __all__ = ["VolumeRefinement", "compose_residual", "refine_residual"]
@@ -58,14 +59,9 @@ class VolumeRefinement:
 
 
 def _normalised(volume: np.ndarray) -> torch.Tensor:
-    """(1, 1, X, Y, Z) float32 in [0, 1]: the 0.5th-99.5th percentiles of the voxels above
-    the volume's median (the head), clipped."""
-    data = np.asarray(volume, dtype=np.float32)
-    finite = data[np.isfinite(data)]
-    head = finite[finite > np.median(finite)] if finite.size else finite
-    low, high = np.percentile(head, [0.5, 99.5]) if head.size else (0.0, 1.0)
-    scaled = np.clip((np.nan_to_num(data) - low) / max(high - low, 1e-6), 0.0, 1.0)
-    return torch.from_numpy(scaled.astype(np.float32))[None, None]
+    """(1, 1, X, Y, Z) float32: :func:`~uda_core.io.intensity.normalise` (clipped to the
+    head's percentiles, z-scored: MIND only sees the clipping)."""
+    return torch.from_numpy(normalise(np.nan_to_num(np.asarray(volume, np.float32))))[None, None]
 
 
 def refine_residual(fixed: np.ndarray, warped: np.ndarray, voxel_mm: tuple[float, ...],
@@ -115,17 +111,26 @@ def refine_residual(fixed: np.ndarray, warped: np.ndarray, voxel_mm: tuple[float
     return dense[0].numpy().astype(np.float32)
 
 
-def compose_residual(field_mm: np.ndarray, residual: np.ndarray,
-                     affine: np.ndarray) -> np.ndarray:
+def compose_residual(field_mm: np.ndarray, residual: np.ndarray, affine: np.ndarray,
+                     slab: int = 16) -> np.ndarray:
     """``u'(p) = r_mm(p) + u(p + r(p))``: the field that samples the moving image where the
     refined result does.
 
     field_mm: u, (X, Y, Z, 3) RAS mm on the fixed grid; residual: r, (3, X, Y, Z) voxels of
-    that grid; affine: its voxel -> RAS mm matrix. Returns (X, Y, Z, 3) float32 RAS mm."""
-    shape = field_mm.shape[:3]
-    index = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))
-    points = (index + residual).reshape(3, -1)
-    moved = np.stack([map_coordinates(field_mm[..., c], points, order=1, mode="nearest")
-                      for c in range(3)])                                   # (3, N)
-    step_mm = affine[:3, :3] @ residual.reshape(3, -1)
-    return np.ascontiguousarray((moved + step_mm).T.reshape(*shape, 3), dtype=np.float32)
+    that grid; affine: its voxel -> RAS mm matrix. Returns (X, Y, Z, 3) float32 RAS mm,
+    computed ``slab`` slices at a time (the index grids of a 1 mm head are large)."""
+    nx, ny, nz = field_mm.shape[:3]
+    out = np.empty(field_mm.shape, np.float32)
+    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        part = residual[:, :, :, z0:z1]
+        index = np.stack([np.broadcast_to(ii[..., None], part.shape[1:]),
+                          np.broadcast_to(jj[..., None], part.shape[1:]),
+                          np.broadcast_to(np.arange(z0, z1), part.shape[1:])])
+        points = (index + part).reshape(3, -1)
+        moved = np.stack([map_coordinates(field_mm[..., c], points, order=1, mode="nearest")
+                          for c in range(3)])                               # (3, N)
+        moved += affine[:3, :3] @ part.reshape(3, -1)
+        out[:, :, z0:z1] = moved.T.reshape(nx, ny, z1 - z0, 3)
+    return out
