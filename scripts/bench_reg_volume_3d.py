@@ -5,10 +5,10 @@ B's tissue labels; the demo volumes, 2 mm, or --data for another demo folder), r
 
 * ``learned``: `uda reg apply --model MODEL` with its defaults (3D affine pre-alignment, then
   the network + instance optimisation slice by slice), the whole command timed;
-* ``sitk-3d``: SimpleITK alone, in 3D: centred rigid then affine (Mattes MI, the
-  pre-alignment's multi-resolution recipe), then a cubic B-spline transform over the whole
-  volume (Mattes MI, 32 bins, 20 % of the voxels sampled, gradient descent with line search,
-  at most ITERATIONS per level, shrink 4/2/1 with the mesh refined x2 per level to MESH
+* ``sitk-3d``: SimpleITK alone, in 3D: the pre-alignment of `uda reg apply`
+  (:func:`~uda_core.grid.coregister.prealign_transform`), then a cubic B-spline transform
+  over the whole volume (Mattes MI, 32 bins, 20 % of the voxels sampled, gradient descent
+  with line search, at most ITERATIONS per level, shrink 4/2/1 with the mesh refined x2 per level to MESH
   cells per axis: the 2D baseline's settings carried to 3D), the labels resampled through
   the composed transform (nearest neighbour);
 
@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from uda_core.cli import main
+from uda_core.grid.coregister import prealign_transform
 
 
 def dice(a: np.ndarray, b: np.ndarray, classes=(1, 2, 3)) -> float:
@@ -39,43 +40,22 @@ def dice(a: np.ndarray, b: np.ndarray, classes=(1, 2, 3)) -> float:
                           / max((a == c).sum() + (b == c).sum(), 1) for c in classes]))
 
 
-def _mattes(method: sitk.ImageRegistrationMethod, voxels: int, shrink, samples: float,
-            seed: int) -> None:
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentagePerLevel(
-        [min(1.0, samples * f**3 / voxels) for f in shrink], seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel(list(shrink))
-    method.SetSmoothingSigmasPerLevel([f / 2 if f > 1 else 0.0 for f in shrink])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-
-
 def sitk_3d(fixed: sitk.Image, moving: sitk.Image, mesh: int, iterations: int,
             threads: int) -> sitk.Transform:
-    """Rigid, affine, then B-spline, all SimpleITK in 3D; returns the composed transform
-    (fixed physical points -> moving physical points)."""
+    """The pre-alignment of `uda reg apply` (coregister.prealign_transform), then a B-spline,
+    all SimpleITK in 3D; returns the composed transform (fixed points -> moving points)."""
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
-    voxels = int(np.prod(fixed.GetSize()))
-    rigid = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    affine = sitk.AffineTransform(3)
-    for transform in (rigid, affine):
-        if transform is affine:
-            affine.SetCenter(rigid.GetCenter())
-            affine.SetMatrix(rigid.GetMatrix())
-            affine.SetTranslation(rigid.GetTranslation())
-        method = sitk.ImageRegistrationMethod()
-        _mattes(method, voxels, (4, 2), 20000, 1)
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=2.0, minStep=1e-3, numberOfIterations=100, relaxationFactor=0.5,
-            gradientMagnitudeTolerance=1e-6)
-        method.SetOptimizerScalesFromPhysicalShift()
-        method.SetInitialTransform(transform, inPlace=True)
-        method.Execute(fixed, moving)
+    affine = prealign_transform(fixed, moving, seed=0)
     bspline = sitk.BSplineTransformInitializer(fixed, [max(1, mesh // 4)] * 3, order=3)
     method = sitk.ImageRegistrationMethod()
-    _mattes(method, voxels, (4, 2, 1), 0.2 * voxels, 1)
+    shrink = (4, 2, 1)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentagePerLevel([min(1.0, 0.2 * f**3) for f in shrink], 1)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetShrinkFactorsPerLevel(list(shrink))
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetOptimizerAsGradientDescentLineSearch(
         learningRate=5.0, numberOfIterations=int(iterations), convergenceMinimumValue=1e-4,
         convergenceWindowSize=5)

@@ -21,7 +21,8 @@ from uda_core.errors import InputError
 from uda_core.io.readers import LPS_TO_RAS, _sitk_array, _sitk_geometry
 from uda_core.io.volume import Volume
 
-__all__ = ["align_affine", "prealign_affine", "sitk_to_volume", "volume_to_sitk"]
+__all__ = ["align_affine", "prealign_affine", "prealign_transform", "sitk_to_volume",
+           "volume_to_sitk"]
 
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:
@@ -193,6 +194,27 @@ def _prealign_method(fixed_image: sitk.Image, seed: int) -> sitk.ImageRegistrati
     return method
 
 
+def prealign_transform(fixed_image: sitk.Image, moving_image: sitk.Image, *,
+                       seed: int = 0) -> sitk.AffineTransform:
+    """The recipe of :func:`prealign_affine` on SimpleITK images: the optimised
+    sitk.AffineTransform (fixed physical points -> moving physical points, ITK's LPS).
+    SimpleITK errors propagate (RuntimeError)."""
+    rigid = sitk.CenteredTransformInitializer(
+        fixed_image, moving_image, sitk.Euler3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = _prealign_method(fixed_image, seed)
+    method.SetInitialTransform(rigid, inPlace=True)
+    method.Execute(fixed_image, moving_image)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(rigid.GetMatrix())
+    affine.SetTranslation(rigid.GetTranslation())
+    method = _prealign_method(fixed_image, seed)
+    method.SetInitialTransform(affine, inPlace=True)
+    method.Execute(fixed_image, moving_image)
+    return affine
+
+
 def prealign_affine(fixed: Volume, moving: Volume, *, seed: int = 0) -> np.ndarray:
     """The affine map from ``fixed``'s world to ``moving``'s (4x4, RAS mm -> RAS mm).
 
@@ -208,22 +230,8 @@ def prealign_affine(fixed: Volume, moving: Volume, *, seed: int = 0) -> np.ndarr
     (A = the result). A SimpleITK failure (e.g. the images do not overlap at all once
     centred) is an InputError naming the moving image.
     """
-    fixed_image = volume_to_sitk(fixed)
-    moving_image = volume_to_sitk(moving)
     try:
-        rigid = sitk.CenteredTransformInitializer(
-            fixed_image, moving_image, sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.MOMENTS)
-        method = _prealign_method(fixed_image, seed)
-        method.SetInitialTransform(rigid, inPlace=True)
-        method.Execute(fixed_image, moving_image)
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(rigid.GetCenter())
-        affine.SetMatrix(rigid.GetMatrix())
-        affine.SetTranslation(rigid.GetTranslation())
-        method = _prealign_method(fixed_image, seed)
-        method.SetInitialTransform(affine, inPlace=True)
-        method.Execute(fixed_image, moving_image)
+        affine = prealign_transform(volume_to_sitk(fixed), volume_to_sitk(moving), seed=seed)
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
         raise InputError(f"affine pre-alignment onto {fixed.source or 'the fixed image'} "
