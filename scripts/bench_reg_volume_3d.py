@@ -9,8 +9,8 @@ B's tissue labels; the demo volumes, 2 mm, or --data for another demo folder), r
   (:func:`~uda_core.grid.coregister.prealign_transform`), then a cubic B-spline transform
   over the whole volume (Mattes MI, 32 bins, 20 % of the voxels sampled, gradient descent
   with line search, at most ITERATIONS per level, shrink 4/2/1 with the mesh refined x2
-  per level to MESH cells per axis: the 2D baseline's settings carried to 3D), the labels resampled through
-  the composed transform (nearest neighbour);
+  per level to MESH cells per axis: the 2D baseline's settings carried to 3D), the labels
+  resampled through the composed transform (nearest neighbour);
 
 and prints the seconds of each and the warped-label Dice (mean of CSF, GM, WM against A's
 labels) before and after. Usage:
