@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -106,7 +107,7 @@ _NEIGHBOURS = ((0, 0), (0, 1), (1, 0), (1, 1), (1, -1))   # offsets e of the pro
 
 
 @functools.lru_cache(maxsize=16)
-def _cost_plan(candidates: tuple[tuple[float, float], ...], stride: int, dtype: torch.dtype,
+def _cost_plan(candidates_key: bytes, stride: int, dtype: torch.dtype,
                device: torch.device) -> tuple[Tensor, int]:
     """The (L, 6 * W * W) matrix of :func:`cost_volume` and the shift reach R (W = 2R + 1).
 
@@ -117,7 +118,8 @@ def _cost_plan(candidates: tuple[tuple[float, float], ...], stride: int, dtype: 
     [-R, R]^2. Column (kind, sy + R, sx + R), kind 0 = G, kind 1 + i = N of neighbour i.
     Cached; normal tensors even when first built under torch.inference_mode."""
     with torch.inference_mode(False):
-        offsets = torch.tensor(candidates, dtype=torch.float64) / stride      # (L, 2) cells
+        candidates = np.frombuffer(candidates_key, dtype=np.float64).reshape(-1, 2)  # (L, 2) px
+        offsets = torch.from_numpy(candidates.copy()) / stride                     # cells
         whole = torch.floor(offsets)
         frac = offsets - whole
         reach = int(max(-whole.min().item(), whole.max().item() + 1))
@@ -167,7 +169,7 @@ def cost_volume(feat_fixed: Tensor, feat_moving: Tensor, candidates_px: Tensor,
             f"{tuple(feat_fixed.shape)} and {tuple(feat_moving.shape)}"
         )
     batch, channels, kh, kw = feat_fixed.shape
-    key = tuple((float(dy), float(dx)) for dy, dx in candidates_px.tolist())
+    key = candidates_px.detach().to("cpu", torch.float64).numpy().tobytes()   # cheap, hashable
     matrix, reach = _cost_plan(key, int(stride), feat_fixed.dtype, feat_fixed.device)
     padded = F.pad(feat_moving, (reach + 1,) * 4, mode="replicate")
     inner = padded[:, :, 1:-1, 1:-1]                     # padded by R: index k + s + R
