@@ -109,7 +109,8 @@ _NEIGHBOURS = ((0, 0), (0, 1), (1, 0), (1, 1), (1, -1))   # offsets e of the pro
 @functools.lru_cache(maxsize=16)
 def _cost_plan(candidates_key: bytes, stride: int, dtype: torch.dtype,
                device: torch.device) -> tuple[Tensor, int]:
-    """The (L, 6 * W * W) matrix of :func:`cost_volume` and the shift reach R (W = 2R + 1).
+    """The (L, 6 * W * W) matrix of :func:`cost_volume` and the shift reach R (W = 2R + 1);
+    ``candidates_key``: the (L, 2) candidate displacements (pixels, float64) as bytes.
 
     Candidate l sits at cell offset o = n + t (n integer, 0 <= t < 1 per axis); its bilinear
     sample is ``b = sum_corners w_a fM(k + n + a)``, so ``-2 fF . b`` is a combination of the
