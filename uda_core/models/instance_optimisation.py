@@ -149,7 +149,7 @@ def _sample_plan(height: int, width: int, stride: int, sigma_px: float, every: i
     2) (x, y); ``cols`` = the dense field's column matrix (x) the pixels -> normalised
     scaling; ``base`` (Hs, Ws * 2) the sample pixels); their transposes ``rows_t`` and
     ``cols_t`` for the gradient; the smoothness gradient's ``smooth_rows`` (Kh, Kh) and
-    ``smooth_cols`` (Kw * 2, Kw * 2); ``to_norm`` (2,), normalised units per pixel (x, y)."""
+    ``smooth_cols`` (Kw * 2, Kw * 2)."""
     with torch.inference_mode(False):     # normal tensors: the cache outlives the call
         rows, cols_t = dense_from_control_matrices((height, width), stride, sigma_px,
                                                    torch.float64, torch.device("cpu"))
@@ -164,7 +164,7 @@ def _sample_plan(height: int, width: int, stride: int, sigma_px: float, every: i
         y, x = torch.meshgrid(ys, xs, indexing="ij")
         base = (torch.stack((x, y), dim=-1) * to_norm - 1.0).reshape(len(ys), -1)
         constants = (rows, cols, rows.T, cols.T, smooth_rows,
-                     torch.kron(smooth_cols, torch.eye(2, dtype=torch.float64)), base, to_norm)
+                     torch.kron(smooth_cols, torch.eye(2, dtype=torch.float64)), base)
         return tuple(c.to(dtype=dtype, device=device).contiguous() for c in constants)
 
 
@@ -200,31 +200,37 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
         mind_moving = mind_moving.contiguous()
         plan = _sample_plan(height, width, int(stride), float(smooth_sigma_px), every,
                             start.dtype, start.device)
-        rows, cols, rows_t, cols_t, smooth_rows, smooth_cols, base, to_norm = plan
+        rows, cols, rows_t, cols_t, smooth_rows, smooth_cols, base = plan
         sample_shape = (batch, target.shape[2], target.shape[3], 2)
+        # the row matrices as batches of one matrix (stride 0): bmm takes them as they are
+        rows, rows_t, smooth_rows = (m.expand(batch, *m.shape)
+                                     for m in (rows, rows_t, smooth_rows))
         field = start.detach().flip(1).permute(0, 2, 3, 1).reshape(batch, kh, 2 * kw)
         # E = scale * sum (values - target) ** 2 / 2 per batch: Adam runs on grad / scale
         scale = 2.0 * batch / target.numel()
         smooth = settings.smooth_weight / scale
         first = torch.zeros_like(field)
         second = torch.zeros_like(field)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8 / scale
+        beta1, beta2 = 0.9, 0.999
         for step in range(1, settings.iterations + 1):
-            grid = (rows @ (field.view(-1, 2 * kw) @ cols).view(batch, kh, -1)).add_(base)
+            grid = torch.baddbmm(base, rows, (field.view(-1, 2 * kw) @ cols).view(batch, kh, -1))
             grid = grid.view(sample_shape)                                  # (B, Hs, Ws, 2)
             values = F.grid_sample(mind_moving, grid, mode="bilinear", padding_mode="border",
                                    align_corners=True)                     # (B, 6, Hs, Ws)
             grad_grid = torch.ops.aten.grid_sampler_2d_backward(
                 values.sub_(target), mind_moving, grid, 0, 1, True, (False, True))[1]
-            grad = (rows_t @ grad_grid.view(batch, grid.shape[1], -1)).view(-1, cols.shape[1])
-            grad = (grad @ cols_t).view(batch, kh, -1)                      # (B, Kh, Kw * 2)
+            grad = torch.bmm(rows_t, grad_grid.view(batch, grid.shape[1], -1))
+            grad = (grad.view(-1, cols.shape[1]) @ cols_t).view(batch, kh, -1)  # (B, Kh, Kw 2)
             if smooth:
-                grad.add_(smooth_rows @ field, alpha=smooth).view(-1, 2 * kw).addmm_(
+                grad.add_(torch.bmm(smooth_rows, field), alpha=smooth).view(-1, 2 * kw).addmm_(
                     field.view(-1, 2 * kw), smooth_cols, alpha=smooth)
+            # Adam: lr m_hat / (sqrt(v_hat) + eps), with both bias corrections moved into
+            # the step size and eps (1e-8 / scale) scaled by sqrt(1 - beta2 ** t) to match
             first.lerp_(grad, 1 - beta1)
             second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = second.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)
-            field.addcdiv_(first, denominator, value=-settings.lr / (1 - beta1**step))
+            correction = (1 - beta2**step) ** 0.5
+            field.addcdiv_(first, second.sqrt().add_(1e-8 / scale * correction),
+                           value=-settings.lr * correction / (1 - beta1**step))
     # back to (B, 2, Kh, Kw) (dy, dx): a normal tensor (the loop's are inference tensors)
     return field.view(batch, kh, kw, 2).permute(0, 3, 1, 2).flip(1).contiguous()
 
