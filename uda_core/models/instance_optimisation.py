@@ -258,7 +258,7 @@ class RefinedRegNet:
         # inference tensors cannot enter the "features" energy's autograd
         with torch.inference_mode() if mind else torch.no_grad():
             feat_fixed, feat_moving = net.feature_maps(fixed, moving)
-            out = net.from_features(feat_fixed, feat_moving, fixed.shape[-2:])
+            out = net.from_features(feat_fixed, feat_moving, fixed.shape[-2:], dense=False)
         if mind:
             field = refine_control_field_mind(fixed, moving, out["disp_cp"], net.stride,
                                               net.smooth_sigma_px, self.settings)
