@@ -260,3 +260,16 @@ def test_heads_in_one_pass_equal_each_head_alone():
     (one.square().sum() + 2 * two.sum()).backward()
     for head in (net.head1, net.head2):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+
+def test_fewer_instance_optimisation_steps_take_larger_ones():
+    from uda_core.models.instance_optimisation import InstanceOptimisation
+
+    default = InstanceOptimisation()
+    fast = default.with_iterations(5)              # 20 -> 5 steps: lr x sqrt(4)
+    assert fast.iterations == 5 and fast.lr == pytest.approx(2 * default.lr)
+    assert fast.smooth_weight == default.smooth_weight
+    assert default.with_iterations(20) == default
+    assert default.with_iterations(0).iterations == 0
+    with pytest.raises(ValueError, match="iterations"):
+        default.with_iterations(-1)

@@ -156,15 +156,13 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    import dataclasses
-
     from uda_core.runs.register import DEFAULT_REFINE
     from uda_core.spatial.volume_refine import VolumeRefinement
     iterations = args.refine_iterations
     if iterations is not None and iterations < 0:
         raise UdaError(f"--refine-iterations must be >= 0, got {iterations}")
     refine = (DEFAULT_REFINE if iterations is None else None if iterations == 0 else
-              dataclasses.replace(DEFAULT_REFINE, iterations=iterations))
+              DEFAULT_REFINE.with_iterations(iterations))
     try:
         result = register_volumes(bundle, fixed, moving, labels, device=device,
                                   method=args.method, network=network,
@@ -261,7 +259,8 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--refine-iterations", type=int, default=None, metavar="N",
                    help="test-time instance optimisation of the network's field (Adam on "
                         "MIND-SSC descriptors, contrast-invariant): steps per batch "
-                        "(default 20; 0: off)")
+                        "(default 20; 0: off); fewer steps take larger ones (8: about twice "
+                        "as fast, still above SimpleITK's accuracy on the demo shifts)")
     p.add_argument("--refine-3d", action="store_true",
                    help="after the slice-wise field, a 3D instance optimisation over the whole "
                         "volume (MIND-SSC, ~30 s for a 2 mm head): moves tissue across slices "

@@ -32,7 +32,9 @@ Conventions of :mod:`uda_core.spatial.warp` (pixels of the model grid, channels 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +75,20 @@ class InstanceOptimisation:
     smooth_weight: float = 0.01
     similarity: str = "mind"
     sample_every: int = 2
+
+    def with_iterations(self, iterations: int) -> InstanceOptimisation:
+        """These settings with another number of steps and the learning rate scaled by
+        sqrt(old steps / new steps), so that fewer steps go as far. On validation subjects
+        40-42 (demo:reg-t1 adapted with pemd) the rule matched the best hand-picked rates:
+        T1->T2 / T1->PD accuracy 0.432 / 0.495 at 8 steps (lr 0.47; hand-picked 0.5: 0.431
+        / 0.493), 0.455 / 0.515 at 10 (0.42; 0.5: 0.455 / 0.510), all above SimpleITK's
+        0.378 / 0.318 (BENCHMARKS.md, "Session 9")."""
+        if iterations < 0:
+            raise ValueError(f"need iterations >= 0, got {iterations}")
+        if iterations in (0, self.iterations):
+            return dataclasses.replace(self, iterations=iterations)
+        lr = self.lr * math.sqrt(self.iterations / iterations)
+        return dataclasses.replace(self, iterations=iterations, lr=lr)
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or self.smooth_weight < 0:

@@ -179,9 +179,11 @@ def cost_volume(feat_fixed: Tensor, feat_moving: Tensor, candidates_px: Tensor,
         (inner * padded[:, :, 1 + ey:rows + 1 + ey, 1 + ex:cols + 1 + ex]).sum(1)
         for ey, ex in _NEIGHBOURS])                       # (5, B, Kh + 2R, Kw + 2R)
     shifted_n = products.unfold(2, kh, 1).unfold(3, kw, 1)   # (5, B, W, W, Kh, Kw) views
-    shifted_m = inner.unfold(2, kh, 1).unfold(3, kw, 1)      # (B, C, W, W, Kh, Kw) views
-    dots = (shifted_m * feat_fixed.view(batch, channels, 1, 1, kh, kw)).sum(1)
-    maps = torch.cat((dots.unsqueeze(1), shifted_n.transpose(0, 1)), 1)  # (B, 6, W, W, ...)
+    width = rows - kh + 1
+    dots = torch.stack([(inner[:, :, sy:sy + kh, sx:sx + kw] * feat_fixed).sum(1)
+                        for sy in range(width) for sx in range(width)], 1)  # one per shift
+    dots = dots.view(batch, 1, width, width, kh, kw)  # (a 6D broadcast product was 1.6x slower)
+    maps = torch.cat((dots, shifted_n.transpose(0, 1)), 1)              # (B, 6, W, W, ...)
     cost = matrix @ maps.reshape(batch, matrix.shape[1], kh * kw)         # (B, L, K)
     squared = feat_fixed.square().sum(1).view(batch, 1, kh * kw)
     return ((cost + squared) * (-1.0 / channels)).view(batch, -1, kh, kw)
