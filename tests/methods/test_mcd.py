@@ -175,3 +175,11 @@ def test_select_by_must_be_a_registration_score(tmp_path):
     method, task = make_method()
     with pytest.raises(ValueError, match="select_by"):
         Engine(method, task, EngineConfig(select_by="consistency"))
+
+
+def test_each_discrepancy_has_its_own_default_learning_rate():
+    from uda_core.methods.mcd import DEFAULT_LRS
+
+    assert MCDConfig(discrepancy="swd").learning_rate == DEFAULT_LRS["swd"] == 5e-4
+    assert MCDConfig(discrepancy="pemd").learning_rate == DEFAULT_LRS["pemd"] == 2e-3
+    assert MCDConfig(discrepancy="swd", lr=1e-3).learning_rate == 1e-3

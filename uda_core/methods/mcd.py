@@ -47,7 +47,7 @@ from uda_core.methods.registration_source import control_point_weights, source_s
 from uda_core.models.nets.regnet import DiscreteRegNet, head_logits
 from uda_core.spatial.warp import expected_displacement
 
-__all__ = ["DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
 
 DISCREPANCIES = REG_DISCREPANCIES   # named in the torch-free catalogue, for help texts
 
@@ -61,6 +61,16 @@ DISCREPANCIES = REG_DISCREPANCIES   # named in the torch-free catalogue, for hel
 # uniform), so they follow the rule.
 DEFAULT_WEIGHTS = {"l1": 1e3, "swd": 1e6, "pemd": 10.0}
 
+# Adam learning rate of G and the heads when MCDConfig.lr is None (ours, validation subjects
+# 40-42, demo:reg-t1 of session 8, 300 steps). 2e-3 for l1 and pemd (the reference 2e-4 with
+# w = 1 changed nothing in 40 steps). swd at 2e-3 collapsed on T1->PD (the guard rolled back
+# four times and kept the source weights; weights 1e5, 3e5, 1e4 did no better) and kept step
+# 75 on T2; at 5e-4 it kept step 25 on PD (network accuracy / EPE / Dice 0.223 / 2.51 mm /
+# 0.756 against 0.169 / 6.50 / 0.681 unadapted) and step 100 on T2 (0.169 / 2.95 / 0.673
+# against 0.131 / 3.35 / 0.654 at 2e-3). Its heads grow less confident (normalised entropy
+# ~0.9), so the expected displacements shrink: swd helps less than pemd (BENCHMARKS.md).
+DEFAULT_LRS = {"l1": 2e-3, "swd": 5e-4, "pemd": 2e-3}
+
 
 @dataclass
 class MCDConfig:
@@ -68,8 +78,7 @@ class MCDConfig:
     "ours": our choice, tuned on the validation subjects 40-42 where it says so."""
 
     discrepancy: str = "pemd"       # "l1" | "swd" | "pemd"
-    lr: float = 2e-3                # Adam, G and heads (ours, tuned; the reference 2e-4
-                                    # with w = 1 changed nothing in 40 steps)
+    lr: float | None = None         # Adam, G and heads; None: DEFAULT_LRS (ours, tuned)
     weight_decay: float = 5e-4      # Adam weight decay (reference)
     num_k: int = 4                  # generator updates per step, step C (reference)
     n_projections: int = 128        # swd: random directions per call (reference, SWD code)
@@ -88,6 +97,13 @@ class MCDConfig:
         if self.discrepancy_weight is not None:
             return float(self.discrepancy_weight)
         return DEFAULT_WEIGHTS.get(self.discrepancy, 1.0)
+
+    @property
+    def learning_rate(self) -> float:
+        """The Adam learning rate in use."""
+        if self.lr is not None:
+            return float(self.lr)
+        return DEFAULT_LRS.get(self.discrepancy, 2e-3)
 
 
 def discrepancy(p1: Tensor, p2: Tensor, config: MCDConfig, grid_shape: tuple[int, int]
@@ -127,10 +143,10 @@ class MCDRegistration(AdaptationMethod[RegBatch]):
         set_trainable(net, True)
         self.heads = [net.head1, net.head2]
         self.grid_shape = net.grid.shape
-        self.opt_g = torch.optim.Adam(net.generator.parameters(), lr=cfg.lr,
+        self.opt_g = torch.optim.Adam(net.generator.parameters(), lr=cfg.learning_rate,
                                       weight_decay=cfg.weight_decay)
         self.opt_c = torch.optim.Adam([p for h in self.heads for p in h.parameters()],
-                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+                                      lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.optimisers = [self.opt_g, self.opt_c]
 
     def _head_outputs(self, cost: Tensor) -> tuple[Tensor, Tensor]:
