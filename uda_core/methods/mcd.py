@@ -47,7 +47,8 @@ from uda_core.methods.registration_source import control_point_weights, source_s
 from uda_core.models.nets.regnet import DiscreteRegNet, head_logits
 from uda_core.spatial.warp import expected_displacement
 
-__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration", "discrepancy"]
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHTS", "DISCREPANCIES", "MCDConfig", "MCDRegistration",
+           "discrepancy"]
 
 DISCREPANCIES = REG_DISCREPANCIES   # named in the torch-free catalogue, for help texts
 
