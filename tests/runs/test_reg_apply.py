@@ -168,3 +168,10 @@ def test_refinement_in_3d_keeps_the_outputs_on_the_fixed_grid_and_says_so(tiny_r
     assert np.isfinite(result.field_mm.data).all()
     assert {"before_3d", "after_3d"} <= set(result.similarity)
     assert any(note.startswith("3D refinement (5 steps") for note in result.notes)
+    # the Jacobian is the written map's own 3D determinant, on the fixed grid
+    from uda_core.spatial.jacobian_3d import jacobian_determinant_mm
+
+    assert result.jacobian.shape == fixed.shape
+    np.testing.assert_allclose(result.jacobian.data,
+                               jacobian_determinant_mm(result.field_mm.data, affine))
+    assert 0.0 <= result.folding <= 1.0

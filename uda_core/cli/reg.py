@@ -183,8 +183,9 @@ def cmd_reg_apply(args: argparse.Namespace) -> int:
     write_outputs(result, targets, inputs, replace=targets.values() if args.overwrite else ())
     for target in targets.values():
         print(target)
+    where = "head voxels (3D)" if args.refine_3d else "head pixels"
     say(f"{args.method}: {result.slices} slices in {result.seconds:.1f} s, folding "
-         f"{100 * result.folding:.2f} % of head pixels")
+        f"{100 * result.folding:.2f} % of {where}")
     return 0
 
 

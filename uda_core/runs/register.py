@@ -65,6 +65,7 @@ from uda_core.models.bundle import ModelBundle
 from uda_core.models.bundle.registration import modality_mismatch, network_from_bundle
 from uda_core.models.instance_optimisation import InstanceOptimisation, RefinedRegNet
 from uda_core.scores.registration import normalised_mutual_information
+from uda_core.spatial.jacobian_3d import jacobian_determinant_mm
 from uda_core.spatial.volume_refine import VolumeRefinement, compose_residual, refine_residual
 from uda_core.spatial.warp import jacobian_determinant, warp_image
 
@@ -94,9 +95,12 @@ class RegistrationResult:
     warped: the moving image through the field, float32 (X, Y, Z).
     labels_warped: the moving labels (nearest neighbour, their own integer dtype), or None.
     field_mm: (X, Y, Z, 3) float32 displacement in RAS mm (see the module doc).
-    jacobian: (X, Y, Z) float32 determinant of the in-plane map p -> p + u(p) (1 = no area
-        change, <= 0 = folded), 1 outside the registered slices.
-    folding: share (0..1) of head pixels of the registered model-grid slices with det <= 0.
+    jacobian: (X, Y, Z) float32 determinant of the in-plane deformable map p -> p + u(p) (1 =
+        no area change, <= 0 = folded), 1 outside the registered slices; with the 3D
+        refinement, the 3D determinant of the whole written map (pre-alignment included:
+        :func:`~uda_core.spatial.jacobian_3d.jacobian_determinant_mm`).
+    folding: share (0..1) of head pixels of the registered model-grid slices with det <= 0;
+        with the 3D refinement, of the fixed image's foreground voxels.
     method: "network" or "sitk"; seconds: wall time; slices: slices registered.
     prealign_ras: the pre-alignment A used (4x4, fixed RAS mm -> moving RAS mm) or None.
     similarity: normalised mutual information (1..2, higher = more similar) of the fixed
@@ -418,12 +422,16 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     if refine_3d is not None:
         if cancel is not None and cancel():
             raise UdaError("cancelled")
+        head_3d = foreground_mask(np.asarray(fixed.data, np.float32))
         field_mm, warped = _refine_in_3d(fixed, moving, field_mm, refine_3d, fallback,
-                                         similarity, notes)
+                                         similarity, notes, head_3d)
+        # the written map moves tissue across slices now: its own 3D determinant
+        jacobian = jacobian_determinant_mm(field_mm, fixed.affine)
+        folding = float((jacobian[head_3d] <= 0).mean()) if head_3d.any() else 0.0
     else:
         warped = _sample_through(moving, fixed, field_mm, order=1)
-    jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
-                        fixed.shape, order=1, fill=1.0)
+        jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
+                            fixed.shape, order=1, fill=1.0)
     labels_warped = None
     if moving_labels is not None:
         labels_warped = fixed.with_data(_sample_through(moving_labels, fixed, field_mm, 0),
@@ -441,16 +449,16 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
 
 def _refine_in_3d(fixed: Volume, moving: Volume, field_mm: np.ndarray,
                   settings: VolumeRefinement, fallback: bool, similarity: dict,
-                  notes: list) -> tuple[np.ndarray, np.ndarray]:
+                  notes: list, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(field, warped moving image): ``field_mm`` refined in 3D (see
-    :func:`register_volumes`), or kept; fills ``similarity`` and ``notes``."""
+    :func:`register_volumes`), or kept; fills ``similarity`` and ``notes``; ``head``: the
+    fixed image's foreground (X, Y, Z) bool, where the similarity is measured."""
     begin = time.perf_counter()
     first = _sample_through(moving, fixed, field_mm, order=1)
     voxel_mm = tuple(float(v) for v in np.linalg.norm(fixed.affine[:3, :3], axis=0))
     residual = refine_residual(np.asarray(fixed.data, np.float32), first, voxel_mm, settings)
     refined = compose_residual(field_mm, residual, fixed.affine)
     second = _sample_through(moving, fixed, refined, order=1)
-    head = foreground_mask(np.asarray(fixed.data, np.float32))
     similarity["before_3d"] = normalised_mutual_information(fixed.data, first, head)
     similarity["after_3d"] = normalised_mutual_information(fixed.data, second, head)
     moved = float(np.linalg.norm(np.tensordot(fixed.affine[:3, :3], residual, 1),
