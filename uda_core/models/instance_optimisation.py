@@ -208,6 +208,9 @@ def refine_control_field_mind(fixed: Tensor, moving: Tensor, start: Tensor, stri
     mean (a batch's is their sum), so a pair's result does not depend on its batch."""
     if settings.iterations == 0:
         return start.detach().clone()
+    if start.device.type not in ("cpu", "cuda"):  # grid_sample's backward kernel: CPU, CUDA
+        return refine_control_field_mind(fixed.cpu(), moving.cpu(), start.cpu(), stride,
+                                         smooth_sigma_px, settings).to(start.device)
     with torch.inference_mode():          # fewer per-op costs than no_grad for ~15 small ops
         batch, _, height, width = fixed.shape
         kh, kw = start.shape[-2:]
