@@ -5,7 +5,9 @@
 #   2. a short adaptation (tent, bfloat16 autocast on CUDA) on the demo protocol scans: the
 #      engine's steps/s on CUDA vs the CPU;
 #   3. GPU memory back to its baseline after a run (torch.cuda.memory_allocated before, after
-#      the predict and after the adaptation, with the network and tensors released).
+#      the predict and after the adaptation, with the network and tensors released);
+#   4. the registration path (demo:reg-t1 + the MIND instance optimisation, grid_sample's
+#      backward kernel) on 8 demo T1/T2 slice pairs: CUDA vs CPU fields agree, milliseconds.
 # Prints one "gpu_check: ..." line per result and exits non-zero if a check fails. Without a
 # CUDA device it prints "no CUDA device: skipped" and exits 0.
 #   scripts/gpu_check.sh [STEPS]      (default 40 adaptation steps per device)
@@ -100,6 +102,39 @@ after_adapt = torch.cuda.memory_allocated()
 print(f"gpu_check: GPU memory after adapt {after_adapt - baseline} bytes above baseline")
 if after_adapt > baseline:
     failures.append(f"adaptation left {after_adapt - baseline} bytes allocated on the GPU")
+
+# 4. registration: the refined network on 8 slice pairs, CUDA vs the CPU
+from uda_core.models.bundle.registration import load_registration_model  # noqa: E402
+from uda_core.models.instance_optimisation import RefinedRegNet  # noqa: E402
+from uda_core.tasks.registration_data import (  # noqa: E402
+    demo_files, pairs_from_slices, slices_from_files)
+
+reg_bundle, reg_net = load_registration_model("demo:reg-t1")
+slices = slices_from_files(*demo_files("t2", (100,)), grid=reg_bundle)
+rng = np.random.default_rng(0)
+pairs = pairs_from_slices(slices, rng.choice(len(slices), 8, replace=False), rng,
+                          displacement_grid=reg_net.grid, stride=reg_net.stride)
+fields = {}
+for name in ("cuda", "cpu"):
+    net = reg_net.to(name).eval()
+    refined = RefinedRegNet(net)
+    fixed, moving = pairs.fixed.to(name), pairs.moving.to(name)
+    refined(fixed, moving)                                   # warm-up
+    if name == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fields[name] = refined(fixed, moving)["disp_cp"].cpu()
+    if name == "cuda":
+        torch.cuda.synchronize()
+    print(f"gpu_check: register 8 slice pairs on {name}: "
+          f"{1000 * (time.perf_counter() - start) / 8:.2f} ms per pair")
+gap = float((fields["cuda"] - fields["cpu"]).abs().max())
+print(f"gpu_check: registration fields CUDA vs CPU differ by at most {gap:.3f} px")
+if gap > 0.5:
+    failures.append(f"registration fields differ by {gap:.3f} px between CUDA and CPU")
+del reg_net, net, refined, fixed, moving
+gc.collect()
+torch.cuda.empty_cache()
 
 for failure in failures:
     print(f"gpu_check: FAILED: {failure}")
