@@ -175,3 +175,29 @@ def test_refinement_in_3d_keeps_the_outputs_on_the_fixed_grid_and_says_so(tiny_r
     np.testing.assert_allclose(result.jacobian.data,
                                jacobian_determinant_mm(result.field_mm.data, affine))
     assert 0.0 <= result.folding <= 1.0
+
+
+def test_the_3d_refinement_reports_its_steps_and_stops_on_cancel(tiny_reg_bundle):
+    from uda_core.errors import UdaError
+    from uda_core.spatial.volume_refine import VolumeRefinement
+
+    affine = oblique_affine()
+    fixed = Volume(head(), affine, source="f.nii.gz")
+    moving = Volume(np.roll(head(seed=1), 1, axis=2), affine, source="m.nii.gz")
+    calls = []
+    result = register_volumes(tiny_reg_bundle, fixed, moving, prealign="off", refine=None,
+                              refine_3d=VolumeRefinement(iterations=4),
+                              progress=lambda done, total: calls.append((done, total)))
+    slices, total = result.slices, result.slices + 4
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert [d for d, _ in calls][-4:] == [slices + 1, slices + 2, slices + 3, slices + 4]
+
+    def cancel() -> bool:               # True once the 3D refinement's second step is done
+        return bool(calls) and calls[-1][0] >= slices + 2
+
+    calls.clear()
+    with pytest.raises(UdaError, match="cancelled"):
+        register_volumes(tiny_reg_bundle, fixed, moving, prealign="off", refine=None,
+                         refine_3d=VolumeRefinement(iterations=50), cancel=cancel,
+                         progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1][0] == slices + 2           # stopped inside the 3D step, not after 50

@@ -328,8 +328,10 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             (:mod:`uda_core.spatial.volume_refine`: moves tissue across slices too); with
             ``fallback`` it is dropped, with a note, when it lowers the mutual information.
             None (default): off.
-        progress: progress(done, total) after each batch of slices.
-        cancel: checked between batches; when it returns True, UdaError("cancelled").
+        progress: progress(done, total) after each batch of slices and each step of the 3D
+            refinement (total = the slices + its iterations).
+        cancel: checked between batches and between 3D steps; when it returns True,
+            UdaError("cancelled").
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -370,13 +372,15 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
                          moving.source)
     fixed_slices = model_input.slices
     done = [0]
+    # progress counts the slices, then the 3D refinement's steps
+    total = len(keep) + (refine_3d.iterations if refine_3d is not None else 0)
 
     def step(n: int) -> None:
         if cancel is not None and cancel():
             raise UdaError("cancelled")
         done[0] += n
         if progress is not None:
-            progress(done[0], len(keep))
+            progress(done[0], total)
 
     disp = np.zeros((fixed_slices.shape[0], 2, *fixed_slices.shape[1:]), np.float32)
     similarity: dict[str, float] = {}
@@ -424,7 +428,7 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             raise UdaError("cancelled")
         head_3d = foreground_mask(np.asarray(fixed.data, np.float32))
         field_mm, warped = _refine_in_3d(fixed, moving, field_mm, refine_3d, fallback,
-                                         similarity, notes, head_3d)
+                                         similarity, notes, head_3d, lambda _: step(1))
         # the written map moves tissue across slices now: its own 3D determinant
         jacobian = jacobian_determinant_mm(field_mm, fixed.affine)
         folding = float((jacobian[head_3d] <= 0).mean()) if head_3d.any() else 0.0
@@ -449,14 +453,17 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
 
 def _refine_in_3d(fixed: Volume, moving: Volume, field_mm: np.ndarray,
                   settings: VolumeRefinement, fallback: bool, similarity: dict,
-                  notes: list, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  notes: list, head: np.ndarray,
+                  after_step: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
     """(field, warped moving image): ``field_mm`` refined in 3D (see
     :func:`register_volumes`), or kept; fills ``similarity`` and ``notes``; ``head``: the
-    fixed image's foreground (X, Y, Z) bool, where the similarity is measured."""
+    fixed image's foreground (X, Y, Z) bool, where the similarity is measured; after_step:
+    called after each Adam step (progress, cancel)."""
     begin = time.perf_counter()
     first = _sample_through(moving, fixed, field_mm, order=1)
     voxel_mm = tuple(float(v) for v in np.linalg.norm(fixed.affine[:3, :3], axis=0))
-    residual = refine_residual(np.asarray(fixed.data, np.float32), first, voxel_mm, settings)
+    residual = refine_residual(np.asarray(fixed.data, np.float32), first, voxel_mm, settings,
+                               after_step)
     refined = compose_residual(field_mm, residual, fixed.affine)
     second = _sample_through(moving, fixed, refined, order=1)
     similarity["before_3d"] = normalised_mutual_information(fixed.data, first, head)

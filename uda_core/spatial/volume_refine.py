@@ -22,6 +22,7 @@ Chosen on the validation pair of demo subjects 40 <- 41 (T1 <- T2, 2 mm; BENCHMA
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +72,14 @@ def _normalised(volume: np.ndarray) -> torch.Tensor:
 
 
 def refine_residual(fixed: np.ndarray, warped: np.ndarray, voxel_mm: tuple[float, ...],
-                    settings: VolumeRefinement = VolumeRefinement()) -> np.ndarray:
+                    settings: VolumeRefinement = VolumeRefinement(),
+                    after_step: Callable[[int], None] | None = None) -> np.ndarray:
     """The residual field r (3, X, Y, Z) float32, in voxels of ``fixed``'s grid along its three
     axes, such that ``warped(p + r(p))`` matches ``fixed`` (see the module doc).
 
-    fixed, warped: (X, Y, Z) arrays on one grid; voxel_mm: its voxel sizes (mm)."""
+    fixed, warped: (X, Y, Z) arrays on one grid; voxel_mm: its voxel sizes (mm);
+    after_step(k): called after Adam step k = 1..iterations (progress; it may raise to stop
+    the refinement, e.g. on a cancel)."""
     if fixed.shape != warped.shape or fixed.ndim != 3:
         raise ValueError(f"need two (X, Y, Z) volumes of one shape; got {fixed.shape} and "
                          f"{warped.shape}")
@@ -96,7 +100,7 @@ def refine_residual(fixed: np.ndarray, warped: np.ndarray, voxel_mm: tuple[float
     axes = [torch.arange(n, dtype=torch.float32) for n in size]
     base = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]          # (1, 3, X, Y, Z)
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in size]).view(1, 3, 1, 1, 1)
-    for _ in range(settings.iterations):
+    for step in range(1, settings.iterations + 1):
         dense = F.interpolate(control, size=tuple(size), mode="trilinear", align_corners=True)
         # grid_sample's grid is (x, y, z) = the LAST axis first
         grid = ((base + dense) * scale - 1.0).flip(1).permute(0, 2, 3, 4, 1)
@@ -109,6 +113,8 @@ def refine_residual(fixed: np.ndarray, warped: np.ndarray, voxel_mm: tuple[float
         optimiser.zero_grad()
         energy.backward()
         optimiser.step()
+        if after_step is not None:
+            after_step(step)
     with torch.no_grad():
         dense = F.interpolate(control, size=tuple(size), mode="trilinear", align_corners=True)
         if any(k > 1 for k in factors):
