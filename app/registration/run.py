@@ -20,13 +20,15 @@ from uda_core.scores.registration import CONTRAST_MISMATCH_R, pair_similarity
 
 SITK = "sitk"  # the model choice that means SimpleITK's B-spline baseline (no network)
 RESAMPLE_LABEL = "Resample moving onto fixed grid when they differ"
+REFINE_3D_LABEL = "Refine in 3D (scans of different subjects)"
 
 
 @dataclass
 class RegistrationRequest:
     """One run's inputs: files, the model ("sitk", a built-in name or a bundle path), the
-    torch device ("auto", "cpu", "cuda", "mps") and whether to resample a moving image that
-    is not on the fixed grid."""
+    torch device ("auto", "cpu", "cuda", "mps"), whether to resample a moving image that
+    is not on the fixed grid, and whether to refine the result in 3D (`uda reg apply
+    --refine-3d`: for scans of different subjects)."""
 
     fixed: Path
     moving: Path
@@ -34,6 +36,7 @@ class RegistrationRequest:
     model: str = SITK
     device: str = "auto"
     resample_moving: bool = False
+    refine_3d: bool = False
 
     def inputs(self) -> list[Path]:
         """The files this run reads (never to be written)."""
@@ -107,8 +110,10 @@ def run_registration(request: RegistrationRequest,
 
     Args:
         request: files, model, device, resampling choice.
-        progress: progress(done, total) in slices, from this (background) thread.
-        cancel: polled between slices; True stops the run with UdaError("cancelled").
+        progress: progress(done, total) in slices (then the 3D refinement's steps), from
+            this (background) thread.
+        cancel: polled between slices and 3D steps; True stops the run with
+            UdaError("cancelled").
         make_layers: outcome -> layer tuples, run here so the GUI thread only adds them.
 
     Raises:
@@ -128,9 +133,12 @@ def run_registration(request: RegistrationRequest,
         device = resolve_device(request.device)
         bundle, network = load_registration_model(request.model, device)
     before = pair_similarity(fixed.data, moving.data)
+    from uda_core.spatial.volume_refine import VolumeRefinement
+
     result = register_volumes(bundle, fixed, moving, labels, device=device or "cpu",
                               method=method, network=network, progress=progress,
-                              cancel=cancel)
+                              cancel=cancel,
+                              refine_3d=VolumeRefinement() if request.refine_3d else None)
     outcome = RegistrationOutcome(request, fixed, moving_as_read, result,
                                   similarity_before=before,
                                   similarity_after=pair_similarity(fixed.data,

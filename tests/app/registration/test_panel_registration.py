@@ -489,3 +489,44 @@ def test_a_stop_before_the_first_step_says_so_and_writes_no_model(panel, qtbot, 
     assert "no model was written" in panel.adapt.status.text()
     assert not list((tmp_path / "runs").rglob("adapted.pt"))
     assert panel.adapt.start_button.isEnabled() and panel.register_button.isEnabled()
+
+
+def test_refine_in_3d_counts_its_steps_and_says_what_it_did(panel, qtbot, pair, bundle_path):
+    choose(panel, *pair, model=bundle_path)
+    assert not panel.refine_3d.isChecked()          # off by default: ~30-60 s more a head
+    panel.refine_3d.setChecked(True)
+    assert panel.request().refine_3d
+    seen = []                                        # after the panel's own handler
+    panel.progressed.connect(lambda done, total: seen.append(
+        (done, total, panel.progress.format())))
+    outcome = register(panel, qtbot)
+    slices = outcome.result.slices
+    assert seen[-1][:2] == (slices + 50, slices + 50)   # the slices, then the 3D steps
+    assert all("then 3D steps" in shown for _, _, shown in seen)
+    assert any(note.startswith("3D refinement (50 steps") for note in outcome.result.notes)
+    assert {"before_3d", "after_3d"} <= set(outcome.result.similarity)
+    assert outcome.result.jacobian.shape == outcome.fixed.shape
+    assert "• 3D refinement (50 steps" in panel.status.text()     # the core's notes shown
+    assert "head voxels (3D)" in panel.status.text()
+
+
+def test_a_dropped_learned_step_is_flagged_in_the_panel(panel, qtbot, pair, bundle_path,
+                                                        monkeypatch):
+    import dataclasses
+
+    import app.registration.run as run_module
+
+    real = run_module.register_volumes
+
+    def dropped(*args, **kwargs):
+        result = real(*args, **kwargs)
+        return dataclasses.replace(result, fallback=True, notes=[
+            *result.notes, "the learned deformation lowered the mutual information: kept the "
+            "pre-aligned result instead"])
+
+    monkeypatch.setattr(run_module, "register_volumes", dropped)
+    choose(panel, *pair, model=bundle_path)
+    register(panel, qtbot)
+    assert panel.warning.isVisibleTo(panel)
+    assert "pre-aligned result is shown instead" in panel.warning.text()
+    assert "• the learned deformation lowered" in panel.status.text()
