@@ -226,6 +226,13 @@ class RegistrationPanel(QWidget):
         self.adapt.toggled.connect(lambda _: self._fit_width())
         self._fit_width()
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """Fit the width again once shown: the style and fonts of the window the panel
+        lands in make its content wider than it measured when it was built (26 px at the
+        app's 1280 x 800, cutting the right edge)."""
+        super().showEvent(event)
+        self._fit_width()
+
     def _fit_width(self) -> None:
         """As wide as the content needs plus the vertical scroll bar: the panel never
         scrolls sideways, so nothing may be cut on the right."""

@@ -175,3 +175,23 @@ def test_the_registration_tab_hides_the_adaptation_curves(qtbot):
         assert note.visible and "Radiological" in note.text
     finally:
         viewer.close()
+
+
+def test_the_registration_tab_fits_the_window_without_cutting_its_right_edge(qtbot):
+    """uda-studio at 1280 x 800 with the registration tab in front: its content is no wider
+    than what the dock shows (it measured narrower before the window's style applied)."""
+    from app.main import build_parser, open_studio
+
+    viewer, panel = open_studio(build_parser().parse_args(["--window-size", "1280x800"]))
+    try:
+        panel.registration_dock.raise_()
+        settle(qtbot)
+        registration = panel.registration
+        content, viewport = registration.scroll.widget(), registration.scroll.viewport()
+        qtbot.waitUntil(lambda: content.minimumSizeHint().width() <= viewport.width(),
+                        timeout=5_000)
+        assert content.width() <= viewport.width()
+        assert visible_in_panel(registration, registration.save_button)
+        assert registration.width() <= WINDOW[0] // 3
+    finally:
+        viewer.close()
