@@ -151,11 +151,13 @@ class RegistrationPanel(QWidget):
         self.resample.setToolTip("Untick to refuse a moving scan on another voxel grid "
                                  "instead of resampling it (trilinear; labels: nearest)")
         self.refine_3d = QCheckBox(REFINE_3D_LABEL)
+        self.refine_3d.setChecked(True)   # as `uda reg apply`: --refine-3d auto
         self.refine_3d.setToolTip(
-            "After the slice-wise registration, a 3D optimisation over the whole volume "
-            "(MIND-SSC descriptors) moves tissue across slices too: for two subjects' scans "
-            "it raised the demo pairs' warped-label Dice from 0.58-0.70 to 0.78-0.82. About "
-            "30-60 s more for a head; dropped, with a note, when it lowers the similarity")
+            "When the pair needed pre-alignment (scans of different subjects or grids), a 3D "
+            "optimisation over the whole volume (MIND-SSC descriptors) follows the slice-wise "
+            "registration and moves tissue across slices too: it raised the demo pairs' "
+            "warped-label Dice from 0.58-0.70 to 0.78-0.82. About 30-60 s more for a head; "
+            "dropped, with a note, when it lowers the similarity. Untick to skip it")
         self.register_button = QPushButton("Register")
         self.register_button.setStyleSheet("font-weight: bold")
         self.cancel_button = QPushButton("Cancel")
@@ -364,7 +366,7 @@ class RegistrationPanel(QWidget):
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        self.progress.setFormat("%v / %m slices, then 3D steps" if self._refining_3d
+        self.progress.setFormat("%v / %m: slices, then any 3D steps" if self._refining_3d
                                 else "%v / %m slices")
 
     def _on_registered(self, outcome) -> None:

@@ -20,15 +20,16 @@ from uda_core.scores.registration import CONTRAST_MISMATCH_R, pair_similarity
 
 SITK = "sitk"  # the model choice that means SimpleITK's B-spline baseline (no network)
 RESAMPLE_LABEL = "Resample moving onto fixed grid when they differ"
-REFINE_3D_LABEL = "Refine in 3D (scans of different subjects)"
+REFINE_3D_LABEL = "Refine in 3D when pre-aligned (different subjects)"
 
 
 @dataclass
 class RegistrationRequest:
     """One run's inputs: files, the model ("sitk", a built-in name or a bundle path), the
     torch device ("auto", "cpu", "cuda", "mps"), whether to resample a moving image that
-    is not on the fixed grid, and whether to refine the result in 3D (`uda reg apply
-    --refine-3d`: for scans of different subjects)."""
+    is not on the fixed grid, and whether to refine the result in 3D when the pair needed
+    pre-alignment (`uda reg apply --refine-3d auto`, its default: scans of different
+    subjects; False: `--refine-3d off`)."""
 
     fixed: Path
     moving: Path
@@ -36,7 +37,7 @@ class RegistrationRequest:
     model: str = SITK
     device: str = "auto"
     resample_moving: bool = False
-    refine_3d: bool = False
+    refine_3d: bool = True
 
     def inputs(self) -> list[Path]:
         """The files this run reads (never to be written)."""
@@ -138,7 +139,8 @@ def run_registration(request: RegistrationRequest,
     result = register_volumes(bundle, fixed, moving, labels, device=device or "cpu",
                               method=method, network=network, progress=progress,
                               cancel=cancel,
-                              refine_3d=VolumeRefinement() if request.refine_3d else None)
+                              refine_3d=VolumeRefinement() if request.refine_3d else None,
+                              refine_3d_mode="auto")
     outcome = RegistrationOutcome(request, fixed, moving_as_read, result,
                                   similarity_before=before,
                                   similarity_after=pair_similarity(fixed.data,

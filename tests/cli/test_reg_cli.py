@@ -181,3 +181,15 @@ def test_bad_apply_arguments(tmp_path, capsys, reg_model, pair):
                        "--overwrite")
     assert code == 1 and "would overwrite the input" in one_line(err)
     assert clash.read_bytes() == before
+
+
+def test_refine_3d_bare_flag_forces_it_and_off_skips_it(tmp_path, capsys, reg_model, pair):
+    fixed, moving, _, _ = pair
+    base = ("reg", "apply", "--model", reg_model, "--fixed", fixed, "--moving", moving,
+            "--device", "cpu", "--refine-iterations", "0")
+    code, _, forced = run(capsys, *base, "--out", tmp_path / "on", "--refine-3d")
+    assert code == 0, forced
+    assert "note: 3D refinement (50 steps" in forced and "head voxels (3D)" in forced
+    code, _, skipped = run(capsys, *base, "--out", tmp_path / "off", "--refine-3d", "off")
+    assert code == 0, skipped
+    assert "3D refinement" not in skipped and "not refined in 3D" not in skipped

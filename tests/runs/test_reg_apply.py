@@ -201,3 +201,21 @@ def test_the_3d_refinement_reports_its_steps_and_stops_on_cancel(tiny_reg_bundle
                          refine_3d=VolumeRefinement(iterations=50), cancel=cancel,
                          progress=lambda done, total: calls.append((done, total)))
     assert calls[-1][0] == slices + 2           # stopped inside the 3D step, not after 50
+
+
+def test_refine_3d_auto_only_refines_pairs_that_needed_pre_alignment(tiny_reg_bundle):
+    from uda_core.spatial.volume_refine import VolumeRefinement
+
+    affine = oblique_affine()
+    fixed = Volume(head(), affine, source="f.nii.gz")
+    settings = VolumeRefinement(iterations=3)
+    aligned = register_volumes(tiny_reg_bundle, fixed, Volume(head(), affine), refine=None,
+                               refine_3d=settings, refine_3d_mode="auto")
+    assert aligned.prealign_ras is None and "after_3d" not in aligned.similarity
+    assert any(note.startswith("not refined in 3D") for note in aligned.notes)
+    forced = register_volumes(tiny_reg_bundle, fixed, Volume(head(), affine), refine=None,
+                              refine_3d=settings, refine_3d_mode="on", fallback=False)
+    assert "after_3d" in forced.similarity
+    with pytest.raises(ValueError, match="refine_3d_mode"):
+        register_volumes(tiny_reg_bundle, fixed, fixed, refine_3d=settings,
+                         refine_3d_mode="always")
