@@ -38,7 +38,7 @@ def main_check() -> None:
     parser.add_argument("--model", default="demo:reg-t1")
     parser.add_argument("--pairs", default="100:101,101:102,102:100")
     parser.add_argument("--extra", default="", help="more `uda reg apply` options (as "
-                        "--extra=--refine-3d)")
+                        "--extra='--refine-3d off': the slice-wise field alone)")
     parser.add_argument("--data", default=None,
                         help="a demo folder (default resources/demo/brains), e.g. the "
                              "validation subjects 40-42 with --pairs 40:41,41:42,42:40")
