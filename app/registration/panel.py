@@ -375,7 +375,7 @@ class RegistrationPanel(QWidget):
         result = outcome.result
         what = "SimpleITK B-spline" if result.method == "sitk" else Path(
             outcome.request.model).name
-        where = "head voxels (3D)" if outcome.request.refine_3d else "head pixels"
+        where = "head voxels (3D)" if "after_3d" in result.similarity else "head pixels"
         # the core's notes (pre-alignment, 3D refinement, do-no-harm decisions), one a line
         notes = "".join(f"\n• {note}" for note in result.notes)
         self.status.setText(f"{what}: {result.slices} slices in {result.seconds:.1f} s. "
