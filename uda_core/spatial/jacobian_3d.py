@@ -39,7 +39,7 @@ def jacobian_determinant_mm(field_mm: np.ndarray, affine: np.ndarray,
         chunk = np.asarray(field_mm[lo:hi], np.float64)
         # (..., 3 components, 3 index axes): d u_c / d index_a; along X the slab's own
         # neighbours give the whole volume's central differences (one-sided at its faces)
-        d_index = np.stack(np.gradient(chunk, axis=(0, 1, 2)), axis=-1)
+        d_index = np.stack([np.gradient(chunk, axis=a) for a in (0, 1, 2)], axis=-1)
         inner = slice(start - lo, start - lo + (stop - start))
         jac = d_index[inner] @ to_index + np.eye(3)                   # (..., 3, 3)
         out[start:stop] = _det3(jac)
