@@ -216,6 +216,10 @@ def test_refine_3d_auto_only_refines_pairs_that_needed_pre_alignment(tiny_reg_bu
     forced = register_volumes(tiny_reg_bundle, fixed, Volume(head(), affine), refine=None,
                               refine_3d=settings, refine_3d_mode="on", fallback=False)
     assert "after_3d" in forced.similarity
+    moved = Volume(np.roll(head(seed=1), 2, axis=0), affine)
+    baseline = register_volumes(None, fixed, moved, method="sitk", prealign="on",
+                                refine_3d=settings, refine_3d_mode="auto")
+    assert "after_3d" not in baseline.similarity      # SimpleITK's result stays its own
     with pytest.raises(ValueError, match="refine_3d_mode"):
         register_volumes(tiny_reg_bundle, fixed, fixed, refine_3d=settings,
                          refine_3d_mode="always")

@@ -269,10 +269,11 @@ def add_reg_parser(sub) -> argparse._SubParsersAction:
                    const="on",
                    help="after the slice-wise field, a 3D instance optimisation over the whole "
                         "volume (MIND-SSC, ~30-60 s for a head): moves tissue across slices "
-                        "too. auto (default): for pairs that were pre-aligned (different "
-                        "subjects or grids: the demo pairs' warped-label Dice 0.58-0.70 -> "
-                        "0.78-0.82); on (or the bare flag): always; off: never. Dropped, with "
-                        "a note, when it lowers the mutual information")
+                        "too. auto (default): for the network's pairs that were pre-aligned "
+                        "(different subjects or grids: the demo pairs' warped-label Dice "
+                        "0.58-0.70 -> 0.78-0.82; --method sitk stays SimpleITK's alone); on "
+                        "(or the bare flag): always; off: never. Dropped, with a note, when it "
+                        "lowers the mutual information")
     p.add_argument("--keep-learned", action="store_true",
                    help="keep the network's deformation even when it lowers the mutual "
                         "information of F and the warped image (default: flagged and "

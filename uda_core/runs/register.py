@@ -332,9 +332,10 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             ``fallback`` it is dropped, with a note, when it lowers the mutual information.
             None (default): off.
         refine_3d_mode: "on" (default): the 3D refinement whenever ``refine_3d`` is given;
-            "auto": only when step 1 pre-aligned the pair (scans of different subjects or
-            grids, where it raised the demo pairs' warped-label Dice from 0.58-0.70 to
-            0.78-0.82; two scans of one session are already aligned in 3D).
+            "auto": only for the network and only when step 1 pre-aligned the pair (scans
+            of different subjects or grids, where it raised the demo pairs' warped-label
+            Dice from 0.58-0.70 to 0.78-0.82; two scans of one session are already aligned
+            in 3D; the SimpleITK baseline is left as SimpleITK makes it).
         progress: progress(done, total) after each batch of slices and each step of the 3D
             refinement (total = the slices + its iterations).
         cancel: checked between batches and between 3D steps; when it returns True,
@@ -383,10 +384,13 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
     fixed_slices = model_input.slices
     done = [0]
     # progress counts the slices, then the 3D refinement's steps
-    if refine_3d is not None and refine_3d_mode == "auto" and affine is None:
-        notes.append("not refined in 3D: the pair needed no pre-alignment (one session's "
-                     "scans); --refine-3d on refines it anyway")
-        refine_3d = None
+    if refine_3d is not None and refine_3d_mode == "auto":
+        if method != "network":        # the SimpleITK baseline stays SimpleITK's alone
+            refine_3d = None
+        elif affine is None:
+            notes.append("not refined in 3D: the pair needed no pre-alignment (one session's "
+                         "scans); --refine-3d on refines it anyway")
+            refine_3d = None
     total = len(keep) + (refine_3d.iterations if refine_3d is not None else 0)
 
     def step(n: int) -> None:
