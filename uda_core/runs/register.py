@@ -383,7 +383,6 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
                          moving.source)
     fixed_slices = model_input.slices
     done = [0]
-    # progress counts the slices, then the 3D refinement's steps
     if refine_3d is not None and refine_3d_mode == "auto":
         if method != "network":        # the SimpleITK baseline stays SimpleITK's alone
             refine_3d = None
@@ -391,6 +390,7 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             notes.append("not refined in 3D: the pair needed no pre-alignment (one session's "
                          "scans); --refine-3d on refines it anyway")
             refine_3d = None
+    # progress counts the slices, then the 3D refinement's steps
     total = len(keep) + (refine_3d.iterations if refine_3d is not None else 0)
 
     def step(n: int) -> None:
@@ -427,12 +427,6 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
             else:
                 notes.append(f"{what}; kept as asked")
 
-    det = jacobian_determinant(torch.from_numpy(disp)).numpy()  # (Z, X - 1, Y - 1)
-    det = np.pad(det, ((0, 0), (0, 1), (0, 1)), mode="edge")  # (Z, X, Y)
-    brain = np.zeros_like(head)
-    brain[keep] = head[keep]
-    folding = float((det[brain] <= 0).mean()) if brain.any() else 0.0
-
     # pixels (dy, dx) along model axes (X, Y) -> world mm, then onto the fixed grid
     linear = model_input.grid_affine[:3, :3]
     model_field = np.einsum("wa,zaxy->wxyz", linear[:, :2], disp)  # (3, X, Y, Z) mm
@@ -450,8 +444,13 @@ def register_volumes(bundle: ModelBundle | None, fixed: Volume, moving: Volume,
         # the written map moves tissue across slices now: its own 3D determinant
         jacobian = jacobian_determinant_mm(field_mm, fixed.affine)
         folding = float((jacobian[head_3d] <= 0).mean()) if head_3d.any() else 0.0
-    else:
+    else:       # the in-plane map's determinant on the model grid's slices
         warped = _sample_through(moving, fixed, field_mm, order=1)
+        det = jacobian_determinant(torch.from_numpy(disp)).numpy()  # (Z, X - 1, Y - 1)
+        det = np.pad(det, ((0, 0), (0, 1), (0, 1)), mode="edge")  # (Z, X, Y)
+        brain = np.zeros_like(head)
+        brain[keep] = head[keep]
+        folding = float((det[brain] <= 0).mean()) if brain.any() else 0.0
         jacobian = resample(np.moveaxis(det, 0, 2), model_input.grid_affine, fixed.affine,
                             fixed.shape, order=1, fill=1.0)
     labels_warped = None

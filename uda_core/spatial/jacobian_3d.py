@@ -3,12 +3,16 @@
 A field u (X, Y, Z, 3) in RAS mm at the voxel centres of a grid with affine A defines the map
 phi(p) = p + u(p) (world mm to world mm; warped(p) = moving(phi(p))). Its Jacobian is
 I + du/dx with du/dx = (du / d index) @ inv(A[:3, :3]); the derivatives along the voxel
-axes are numpy's central differences (one-sided at the volume's faces). det = 1: no volume
-change, > 1: the moving image is read from a larger region (it shrinks onto the fixed
-grid), <= 0: the map folds.
+axes are FORWARD differences, from voxel (i, j, k) to (i + 1, j, k), (i, j + 1, k) and
+(i, j, k + 1), as the 2D :func:`~uda_core.spatial.warp.jacobian_determinant` (whose doc says
+why: each value is then the determinant of the affine map of one tetrahedron of the voxel
+mesh, so det <= 0 is a fold there, which central differences can miss). det = 1: no volume
+change, > 1: the moving image is read from a larger region, <= 0: the map folds. The last
+plane along each axis repeats its neighbour's value (as the 2D Jacobian of
+:mod:`uda_core.runs.register`).
 
-Computed in slabs along X (each with one neighbouring plane on either side), so a 1 mm head
-needs a few tens of MB beyond the field; the result equals the whole-volume computation.
+Computed in slabs along X (each with the next plane), so a 1 mm head needs a few tens of MB
+beyond the field; the result does not depend on the slab size.
 """
 
 from __future__ import annotations
@@ -32,18 +36,17 @@ def jacobian_determinant_mm(field_mm: np.ndarray, affine: np.ndarray,
         raise ValueError(f"need at least 2 voxels along each axis, got {field_mm.shape[:3]}")
     to_index = np.linalg.inv(np.asarray(affine, np.float64)[:3, :3])   # d index / d x
     size = field_mm.shape[0]
-    out = np.empty(field_mm.shape[:3], np.float32)
-    for start in range(0, size, max(1, int(slab))):
-        stop = min(start + max(1, int(slab)), size)
-        lo, hi = max(start - 1, 0), min(stop + 1, size)
-        chunk = np.asarray(field_mm[lo:hi], np.float64)
-        # (..., 3 components, 3 index axes): d u_c / d index_a; along X the slab's own
-        # neighbours give the whole volume's central differences (one-sided at its faces)
-        d_index = np.stack([np.gradient(chunk, axis=a) for a in (0, 1, 2)], axis=-1)
-        inner = slice(start - lo, start - lo + (stop - start))
-        jac = d_index[inner] @ to_index + np.eye(3)                   # (..., 3, 3)
-        out[start:stop] = _det3(jac)
-    return out
+    inner = np.empty(tuple(n - 1 for n in field_mm.shape[:3]), np.float32)
+    step = max(1, int(slab))
+    for start in range(0, size - 1, step):
+        stop = min(start + step, size - 1)
+        chunk = np.asarray(field_mm[start:stop + 1], np.float64)       # with the next plane
+        base = chunk[:-1, :-1, :-1]
+        # (..., 3 components, 3 index axes): u_c(p + e_a) - u_c(p)
+        d_index = np.stack([chunk[1:, :-1, :-1] - base, chunk[:-1, 1:, :-1] - base,
+                            chunk[:-1, :-1, 1:] - base], axis=-1)
+        inner[start:stop] = _det3(d_index @ to_index + np.eye(3))
+    return np.pad(inner, ((0, 1), (0, 1), (0, 1)), mode="edge")
 
 
 def _det3(m: np.ndarray) -> np.ndarray:

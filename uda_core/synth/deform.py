@@ -108,14 +108,14 @@ class Deformation:
         return self.map_points(grid_points(grid_affine, grid_shape)).numpy()
 
     def jacobian_determinant(self, grid_affine: np.ndarray, grid_shape) -> np.ndarray:
-        """det(d phi / dx) at the voxel centres of a grid (finite differences): (X, Y, Z)."""
-        phi = self.template_points(grid_affine, grid_shape).astype(np.float64)
-        # numpy's stub types gradient() as an array; of a 3D array it is a tuple of three
-        d_index = np.stack([np.stack(np.gradient(phi[..., c]), axis=-1)  # type: ignore[arg-type]
-                            for c in range(3)], -2)
-        # d phi / d x = (d phi / d index) @ inv(d x / d index)
-        jac = d_index @ np.linalg.inv(np.asarray(grid_affine, dtype=np.float64)[:3, :3])
-        return np.linalg.det(jac)
+        """det(d phi / dx) at the voxel centres of a grid: (X, Y, Z) float32, by the forward
+        differences of :func:`~uda_core.spatial.jacobian_3d.jacobian_determinant_mm` (of the
+        displacement phi(x) - x)."""
+        from uda_core.spatial.jacobian_3d import jacobian_determinant_mm
+
+        world = grid_points(grid_affine, grid_shape).numpy()
+        return jacobian_determinant_mm(self.template_points(grid_affine, grid_shape) - world,
+                                       grid_affine)
 
     def warp(self, data: torch.Tensor, data_affine: np.ndarray, grid_affine: np.ndarray,
              grid_shape) -> torch.Tensor:
