@@ -11,7 +11,7 @@ import numpy as np
 
 from uda_core.errors import InputError
 from uda_core.grid.prepare import labels_to_grid, prepare_volume
-from uda_core.io.intensity import region_quantiles
+from uda_core.io.intensity import foreground_mask, region_quantiles
 from uda_core.io.readers import read_labels, read_volume
 
 
@@ -21,12 +21,21 @@ class SliceSet:
     positions (N,) normalised axial position of each slice; volume_quantiles (V, K): each
     volume's normalised intensity percentiles inside its labelled brain (labels > 0) at
     io.intensity.REFERENCE_PERCENTILES (what a trained bundle's intensity reference
-    averages), or None."""
+    averages), or None; whole_head (V,) bool: the volume shows a whole head, not a
+    skull-stripped brain (its labelled brain fills less than WHOLE_HEAD_BELOW of its
+    foreground, io.intensity.foreground_mask on its own grid), or None."""
 
     images: np.ndarray
     labels: np.ndarray
     positions: np.ndarray
     volume_quantiles: np.ndarray | None = None
+    whole_head: np.ndarray | None = None
+
+
+#: A volume whose labelled brain is less than this share of its (Otsu) foreground is a whole
+#: head (demo data: heads 0.53-0.62, skull-stripped brains 1.03: Otsu leaves out the darkest
+#: CSF voxels of a brain alone).
+WHOLE_HEAD_BELOW = 0.8
 
 
 def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
@@ -34,7 +43,7 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
     """Every (image, labels) pair resampled to the model grid and stacked slice by slice.
     With `num_classes`, a label map holding a label outside 0..num_classes-1 is refused
     (InputError naming it)."""
-    images, labels, positions, quantiles = [], [], [], []
+    images, labels, positions, quantiles, heads = [], [], [], [], []
     for image_path, label_path in pairs:
         label_map = read_labels(label_path)
         if num_classes is not None:
@@ -51,8 +60,10 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
         labels.append(on_grid)
         positions.append(model_input.positions)
         quantiles.append(region_quantiles(model_input.slices, on_grid > 0))
+        foreground = int(foreground_mask(volume.data).sum())
+        heads.append(int((label_map.data > 0).sum()) < WHOLE_HEAD_BELOW * max(foreground, 1))
     return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions),
-                    np.stack(quantiles))
+                    np.stack(quantiles), np.asarray(heads, dtype=bool))
 
 
 def load_slices_for_bundle(bundle: Any, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:
