@@ -101,8 +101,10 @@ class MethodBox(QGroupBox):
         self._chosen_standardise = False   # the user's choice while a method implies it
         self.standardise.setToolTip(
             "Match each scan's intensities inside the brain to the model's source data "
-            "before adapting (quantile matching). Helps another scanner of the same "
-            "weighting (T1w to T1w); not T1w to T2w.")
+            "before adapting (quantile matching), when the model scores better on the "
+            "matched scans (flip/brightness consistency up, entropy down); the run says "
+            "which. Helps another scanner of the same weighting (T1w to T1w); not T1w to "
+            "T2w.")
         self.advanced = Collapsible("Advanced settings", tooltip="The method's settings, the "
                                     "expected tissue shares and the run's settings; the "
                                     "defaults are the benchmarked ones")

@@ -548,6 +548,10 @@ def outcome_text(summary: dict, initial_scores: dict) -> str:
     if summary.get("kept_source") and summary.get("standardised"):
         return (f"{stopped}No weight changed: the model is the original one, applied to "
                 f"standardised intensities ({summary.get('outcome', '')}).{where}")
+    if summary.get("kept_source") and (summary.get("standardisation") or {}).get(
+            "used") is False:
+        return (f"{stopped}No weight changed: the model is the original one, and the "
+                f"intensities were left as they are ({summary.get('outcome', '')}).{where}")
     if summary.get("kept_source"):
         return (f"{stopped}No improvement found: the adapted model equals the original "
                 f"({summary.get('outcome', '')}).{where}")

@@ -181,7 +181,9 @@ def test_quick_benchmark_table(quick_result):
             assert m.last_dice[0] == pytest.approx(m.dice, abs=1e-6), m.method
     assert "label-free choice vs best in hindsight (scored slices" in markdown
     std_run = quick_result.work / "runs" / "protocol" / "adabn+std-seed0" / "run.json"
-    assert json.loads(std_run.read_text())["standardised"] is True
+    run = json.loads(std_run.read_text())   # "+std": standardised when it scores better
+    assert run["standardisation"]["used"] is run["standardised"]
+    assert run["outcome"].endswith(run["standardisation"]["line"])
     assert result.default_run is None  # the quick config times no default run
 
 

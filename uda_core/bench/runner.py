@@ -509,7 +509,7 @@ def run_shift(config: BenchConfig, shift: str, bundle, device, data_dir: Path,
             row.hindsight_dice.append(hindsight)
             try:  # a standardising run's weights expect standardised input
                 row.last_dice.append(_last_step_dice(
-                    standardised(bundle) if standardises(method) else bundle, device,
+                    standardised(bundle) if summary.get("standardised") else bundle, device,
                     job["out_dir"], targets, labels))
             except Exception as exc:  # noqa: BLE001 - a diagnosis only
                 row.last_dice.append(float("nan"))

@@ -33,9 +33,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if method == "auto":
         from uda_core.methods.recommend import recommend
         choice = recommend(bool(args.paired), bool(args.source))
-        method, standardise = choice.method, standardise or choice.standardise
+        method = choice.method
+        if choice.standardise and standardise == "off":
+            standardise = "auto"
         if main_rank:
-            say(f"method auto: {method}{' with --standardise' if standardise else ''} "
+            say(f"method auto: {method}"
+                f"{' with --standardise ' + standardise if standardise != 'off' else ''} "
                 f"({choice.reason})")
     control = RunControl()
     with cancel_on_interrupt(control):
@@ -47,7 +50,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             resume=args.resume, save_masks=not args.no_masks, overwrite=args.overwrite,
             align=args.align, standardise=standardise,
             stream_targets={"auto": None, "on": True, "off": False}[args.stream_targets],
-            warn=lambda line: say(f"uda adapt: warning: {line}"))
+            warn=lambda line: say(f"uda adapt: warning: {line}"),
+            note=(lambda line: say(f"uda adapt: {line}")) if main_rank else None)
     if not main_rank:
         return 0
     return finish_adaptation(summary)
@@ -89,10 +93,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                     "checkpoint")
     p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
                    help="how --paired images are aligned to targets (default auto)")
-    p.add_argument("--standardise", action="store_true",
-                   help="match each target's intensities inside the head to the source "
-                        "training data's first (quantile matching; the adapted model keeps "
-                        "doing it). Helps another scanner of the same weighting, not T1 -> T2")
+    p.add_argument("--standardise", nargs="?", const="auto", default="off",
+                   choices=["auto", "on", "off"],
+                   help="match each target's brain intensities to the source training "
+                        "data's first (quantile matching; the adapted model keeps doing it). "
+                        "auto (the bare flag, and the standardise method's default): only "
+                        "when the source model scores better on the standardised scans "
+                        "(flip/brightness consistency up and entropy down; says which); on: "
+                        "always; off (default). Helps another scanner of the same weighting, "
+                        "not T1 -> T2")
     p.add_argument("--stream-targets", choices=["auto", "on", "off"], default="auto",
                    help="keep the prepared targets on disk, not in memory, so memory does "
                         "not grow with their number (auto: above 8 targets; same batches)")

@@ -336,8 +336,7 @@ class Engine:
             return (f"chose step {best['step']} by {selected_by} ({initial:.4g} at step 0 -> "
                     f"{value:.4g})")
         if not self.method.changes_weights:
-            on_input = " on standardised input" if self.method.standardises_input else ""
-            return f"the source weights{on_input} ({self.method.name} trains nothing)"
+            return f"the source weights ({self.method.name} trains nothing)"
         guard = self.config.guard_by
         guarded = f" with {guard} no worse" if guard and guard != selected_by else ""
         why = (f"no step beat it on {selected_by}{guarded} (min_gain "

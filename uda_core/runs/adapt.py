@@ -42,6 +42,7 @@ from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
 from uda_core.tasks.segmentation_patches import PatchSegmentationTask
+from uda_core.tasks.standardisation import check_standardisation
 
 #: More targets than this: run_adaptation streams them from disk unless told otherwise.
 STREAM_ABOVE = 8
@@ -89,6 +90,16 @@ def check_method(method_name: str, bundle: ModelBundle,
     return method_cls
 
 
+def standardise_mode(standardise: bool | str, implied: bool) -> str:
+    """"on", "auto" or "off" from run_adaptation's `standardise` (True = "auto") and whether
+    the method standardises by itself (`implied`: then "off" becomes "auto")."""
+    mode = ("auto" if standardise is True else "off" if standardise is False
+            else standardise)
+    if mode not in ("on", "auto", "off"):
+        raise ValueError(f"standardise must be on, auto or off, not {standardise!r}")
+    return "auto" if implied and mode == "off" else mode
+
+
 def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                    out_dir: str | Path, *, paired: Sequence[str | Path] | None = None,
                    source: Sequence[str | Path] | None = None,
@@ -97,9 +108,10 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                    device: str = "auto", listeners: Sequence[Listener] = (),
                    control: RunControl | None = None, resume: str | Path | None = None,
                    save_masks: bool = True, overwrite: bool = False,
-                   align: str = "auto", standardise: bool = False,
+                   align: str = "auto", standardise: bool | str = False,
                    stream_targets: bool | None = None,
-                   warn: Callable[[str], None] | None = None) -> dict:
+                   warn: Callable[[str], None] | None = None,
+                   note: Callable[[str], None] | None = None) -> dict:
     """Adapt `model` to `targets` with `method_name`; returns the run summary (run.json).
 
     warn(line): told, before the first step, of what may spoil the run without making it
@@ -111,8 +123,12 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     (default): when there are more than STREAM_ABOVE targets. The batches are the same.
 
     standardise: match each target's intensities to the source's first
-    (uda_core.models.standardise); implied by the "standardise" method. The adapted bundle
-    then standardises every scan it is applied to.
+    (uda_core.models.standardise); implied by the "standardise" method. True or "auto": only
+    when the source network scores better on the standardised targets
+    (uda_core.tasks.standardisation: "first, do no harm"); "on": always; False or "off":
+    never. The summary's "standardised" says what was done, "standardisation" why; note(line)
+    is told the verdict before the first step. The adapted bundle of a standardised run
+    standardises every scan it is applied to.
 
     Stop (``control.cancel()``) before the first step raises RunCancelled at the next
     cancellation point (about a second at most: between files, between batches of slices);
@@ -139,12 +155,20 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         raise settings_error(method_name, exc) from exc
     if hasattr(method_config, "total_steps"):
         method_config.total_steps = engine_config.steps
-    standardise = standardise or method_cls.standardises_input
-    if standardise:
-        bundle = standardised(bundle)
+    mode = standardise_mode(standardise, method_cls.standardises_input)
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
     control = control or RunControl()
+    verdict = None
+    if mode == "auto" and bundle.dims == 2:
+        standardised(bundle)        # ModelError (naming the file) when it records no reference
+        verdict = check_standardisation(bundle, bundle.build_network(torch_device), targets,
+                                        torch_device, control.check)
+        if note is not None:
+            note(verdict.line)
+    standardise = mode == "on" or (mode == "auto" and (verdict is None or verdict.use))
+    if standardise:
+        bundle = standardised(bundle)
 
     if stream_targets is None:
         stream_targets = len(targets) > STREAM_ABOVE
@@ -169,8 +193,13 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                                  window, brain=extracts_brain(bundle))
                      if save_masks and not stopped else [])
             summary["masks"] = [str(m) for m in masks]
+            extra = {}
+            if mode != "off":   # what was done to the intensities, and why
+                said = verdict.line if verdict is not None else "intensities standardised"
+                summary["outcome"] = extra["outcome"] = f"{summary['outcome']}; {said}"
             report = write_run_report(out_dir, summary)
-            return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
+            return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()},
+                    **extra}
 
         plan = RunPlan(
             name=method_name, model=model, parent=bundle, method=method,
@@ -182,6 +211,9 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                      "paired": [str(p) for p in paired] if paired else None,
                      "source": [str(s) for s in source] if source else None,
                      "reference": [str(r) for r in reference] if reference else None,
-                     "standardised": bool(standardise), "warnings": warnings},
+                     "standardised": bool(standardise),
+                     "standardisation": (verdict.as_dict() if verdict is not None
+                                         else {"mode": mode}),
+                     "warnings": warnings},
             after_run=after_run)
         return execute_plan(plan, out_dir, listeners=listeners, control=control, resume=resume)
