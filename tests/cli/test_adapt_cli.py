@@ -72,3 +72,24 @@ def test_adapt_refuses_unknown_settings_in_one_line(tmp_path, capsys, tiny_bundl
                  str(tmp_path / "run"), "--config", str(config), target])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "learning_rate" in err[0]
+
+
+def test_adapt_standardise_says_what_it_did_and_always_forces_it(tmp_path, capsys,
+                                                                 tiny_bundle_path):
+    bundle = load_model(tiny_bundle_path)
+    bundle.intensity_reference = {"percentiles": [1.0, 50.0, 99.0], "values": [-1.5, 0.0, 1.5]}
+    model = str(save_bundle(bundle, tmp_path / "with_reference.pt"))
+    target = write_nifti(tmp_path / "t0.nii.gz", blob_volume(seed=0))
+    common = ["--model", model, "--method", "adabn", "--steps", "1", "--batch-size", "2",
+              "--device", "cpu", "--no-masks"]
+    assert main(["adapt", *common, "--out", str(tmp_path / "auto"), "--standardise",
+                 target]) == 0
+    err = capsys.readouterr().err
+    run = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert f"uda adapt: {run['standardisation']['line']}" in err
+    assert run["standardised"] is run["standardisation"]["used"]
+    assert main(["adapt", *common, "--out", str(tmp_path / "on"), "--standardise-always",
+                 target]) == 0
+    run = json.loads((tmp_path / "on" / "run.json").read_text())
+    assert run["standardised"] and run["standardisation"] == {"mode": "on"}
+    assert "uda adapt: intensities" not in capsys.readouterr().err

@@ -111,3 +111,19 @@ def test_parts_write_every_mask_once_with_a_summary_each(tmp_path, capsys, tiny_
     assert sorted(done) == sorted(s.name for s in scans) and len(done) == len(set(done))
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [f"s{i}_seg.nii.gz"
                                                                  for i in range(5)]
+
+
+def test_standardise_says_whether_it_matched_and_always_forces_it(tmp_path, capsys):
+    from tests.conftest import make_seg_bundle
+    from uda_core.models.bundle import save_bundle
+
+    model = save_bundle(make_seg_bundle(intensity_reference={
+        "percentiles": [1.0, 50.0, 99.0], "values": [-1.5, 0.0, 1.5]}), tmp_path / "m.pt")
+    scans = _scans(tmp_path / "in", 2)
+    code, _, err = run(capsys, "predict", "--model", model, "--out", tmp_path / "auto",
+                       "--device", "cpu", "--workers", "0", "--standardise", *scans)
+    assert code == 0, err
+    assert "uda predict: intensities " in err and "on 2 target(s)" in err
+    code, _, err = run(capsys, "predict", "--model", model, "--out", tmp_path / "on",
+                       "--device", "cpu", "--workers", "0", "--standardise-always", *scans)
+    assert code == 0 and "uda predict: intensities" not in err

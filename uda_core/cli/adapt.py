@@ -38,7 +38,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             standardise = "auto"
         if main_rank:
             say(f"method auto: {method}"
-                f"{' with --standardise ' + standardise if standardise != 'off' else ''} "
+                f"{' with --standardise' if standardise != 'off' else ''} "
                 f"({choice.reason})")
     control = RunControl()
     with cancel_on_interrupt(control):
@@ -93,15 +93,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                     "checkpoint")
     p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
                    help="how --paired images are aligned to targets (default auto)")
-    p.add_argument("--standardise", nargs="?", const="auto", default="off",
-                   choices=["auto", "on", "off"],
+    p.add_argument("--standardise", action="store_const", const="auto", default="off",
                    help="match each target's brain intensities to the source training "
-                        "data's first (quantile matching; the adapted model keeps doing it). "
-                        "auto (the bare flag, and the standardise method's default): only "
-                        "when the source model scores better on the standardised scans "
-                        "(flip/brightness consistency up and entropy down; says which); on: "
-                        "always; off (default). Helps another scanner of the same weighting, "
-                        "not T1 -> T2")
+                        "data's first (quantile matching; the adapted model keeps doing it), "
+                        "when the source model scores better on the matched scans "
+                        "(flip/brightness consistency up, entropy down; says which; the "
+                        "standardise method always checks). Helps another scanner of the "
+                        "same weighting, not T1 -> T2")
+    p.add_argument("--standardise-always", action="store_const", const="on",
+                   dest="standardise", help="match them whatever the scores say")
     p.add_argument("--stream-targets", choices=["auto", "on", "off"], default="auto",
                    help="keep the prepared targets on disk, not in memory, so memory does "
                         "not grow with their number (auto: above 8 targets; same batches)")

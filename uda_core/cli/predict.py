@@ -94,7 +94,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         0 if strict else min(2, os.cpu_count() or 1))
     device = resolve_device(args.device)
     bundle = load_model(args.model)
-    if args.standardise:
+    pending = [item.source for item in items if not item.skip]
+    if args.standardise == "auto" and bundle.dims == 2 and pending:
+        from uda_core.models.standardise import standardised
+        from uda_core.tasks.standardisation import check_standardisation
+        standardised(bundle)     # ModelError (naming the file) when it records no reference
+        verdict = check_standardisation(bundle, bundle.build_network(device),
+                                        pending, device)
+        say(f"uda predict: {verdict.line}")
+        if verdict.use:
+            bundle = standardised(bundle)
+    elif args.standardise != "off":
         from uda_core.models.standardise import standardised
         bundle = standardised(bundle)
     bundle = with_window_options(bundle, args)
@@ -223,9 +233,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "cluster task; every part must be given the same inputs)")
     p.add_argument("--part-id", type=int, default=0, metavar="K",
                    help="which part to do, 0..N-1 (default 0)")
-    p.add_argument("--standardise", action="store_true",
-                   help="match each input's intensities to the model's source data first "
-                        "(quantile matching; for another scanner of the same weighting)")
+    p.add_argument("--standardise", action="store_const", const="auto", default="off",
+                   help="match each input's brain intensities to the model's source data "
+                        "first (quantile matching; for another scanner of the same "
+                        "weighting), when the model scores better on the matched inputs "
+                        "(flip/brightness consistency up, entropy down; says which)")
+    p.add_argument("--standardise-always", action="store_const", const="on",
+                   dest="standardise", help="match them whatever the scores say")
     add_device(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volumes (.nii/.nii.gz/.mgz/.mha/.mhd/.nrrd), folders, globs or list "

@@ -28,7 +28,8 @@ def recommend(paired: bool, source_labelled: bool = False) -> Recommendation:
             "ddm", False,
             "paired source-modality images given: ddm matches the network's outputs on each "
             "pair and closed most of the T1w -> T2w gap in the benchmark")
-    reason = ("no paired images: intensity standardisation (no training, cannot drift) "
+    reason = ("no paired images: intensity standardisation (no training, cannot drift; "
+              "applied only when the model scores better on the standardised scans) "
               "helped on T1w scanner shifts in the benchmark, where trained source-free "
               "methods did not; for a change of contrast (e.g. T2w scans) give each "
               "subject's T1w scan as --paired for ddm")

@@ -115,5 +115,5 @@ def check_standardisation(bundle, network: torch.nn.Module, targets: Sequence[st
     line = (f"intensities standardised: the source model scores better on the standardised "
             f"scans ({numbers})" if better else
             f"intensities left as they are: standardising them did not score better "
-            f"({numbers}); --standardise on forces it")
+            f"({numbers}); --standardise-always forces it")
     return StandardisationCheck(better, line, plain_mean, std_mean, len(chosen))
