@@ -538,23 +538,21 @@ class FittingScrollArea(QScrollArea):
 
 def outcome_text(summary: dict, initial_scores: dict) -> str:
     """The run's outcome in plain words: whether the model changed, which step was chosen
-    and its label-free score against step 0's, and where the results are."""
+    and its label-free score against step 0's, what was done to the intensities and why,
+    and where the results are."""
     chosen, score = summary.get("chosen_step"), summary.get("selected_by", "")
     where = f" Results in {Path(summary['adapted_model']).parent}."
     stopped = (f"Stopped after {summary.get('steps_done')} steps. "
                if summary.get("status") == "cancelled" else "")
     if summary.get("status") == "cancelled":
         where += " Masks were not written (stopped): save the model, or run again."
-    if summary.get("kept_source") and summary.get("standardised"):
-        return (f"{stopped}No weight changed: the model is the original one, applied to "
-                f"standardised intensities ({summary.get('outcome', '')}).{where}")
-    if summary.get("kept_source") and (summary.get("standardisation") or {}).get(
-            "used") is False:
-        return (f"{stopped}No weight changed: the model is the original one, and the "
-                f"intensities were left as they are ({summary.get('outcome', '')}).{where}")
+    where = standardisation_text(summary) + where
+    outcome = summary.get("outcome", "")
+    if summary.get("kept_source") and "trains nothing" in outcome:
+        return f"{stopped}No weight changed: the model is the original one.{where}"
     if summary.get("kept_source"):
         return (f"{stopped}No improvement found: the adapted model equals the original "
-                f"({summary.get('outcome', '')}).{where}")
+                f"({outcome}).{where}")
     if score == "last":
         return f"{stopped}Adapted: kept step {chosen}, the last good weights.{where}"
     before = initial_scores.get(score)
@@ -562,3 +560,13 @@ def outcome_text(summary: dict, initial_scores: dict) -> str:
     change = (f", label-free score ({score}) {before:.3g} -> {after:.3g}"
               if before is not None and after is not None else "")
     return f"{stopped}Adapted: chosen step {chosen}{change}.{where}"
+
+
+def standardisation_text(summary: dict) -> str:
+    """" Intensities standardised: <why>." (or left as they are), "" for a run that was not
+    asked to standardise."""
+    checked = summary.get("standardisation") or {}
+    if "used" in checked:
+        done = "standardised" if checked["used"] else "left as they are"
+        return f" Intensities {done}: {checked.get('reason', '')}."
+    return " Intensities standardised." if summary.get("standardised") else ""

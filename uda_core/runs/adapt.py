@@ -193,13 +193,8 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
                                  window, brain=extracts_brain(bundle))
                      if save_masks and not stopped else [])
             summary["masks"] = [str(m) for m in masks]
-            extra = {}
-            if mode != "off":   # what was done to the intensities, and why
-                said = verdict.line if verdict is not None else "intensities standardised"
-                summary["outcome"] = extra["outcome"] = f"{summary['outcome']}; {said}"
             report = write_run_report(out_dir, summary)
-            return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()},
-                    **extra}
+            return {"masks": summary["masks"], "report": {k: str(p) for k, p in report.items()}}
 
         plan = RunPlan(
             name=method_name, model=model, parent=bundle, method=method,

@@ -41,17 +41,19 @@ SLICES_PER_VOLUME = 24
 
 @dataclass
 class StandardisationCheck:
-    """The verdict: ``use`` (standardise the run's targets) and why, in ``line``; the mean
-    scores of the plain (``plain``) and standardised (``standardised``) targets."""
+    """The verdict: ``use`` (standardise the run's targets), in one line for the command line
+    (``line``) and why (``reason``, for the app); the mean scores of the plain (``plain``)
+    and standardised (``standardised``) targets."""
 
     use: bool
     line: str
+    reason: str = ""
     plain: dict[str, float] = field(default_factory=dict)
     standardised: dict[str, float] = field(default_factory=dict)
     volumes: int = 0
 
     def as_dict(self) -> dict:
-        return {"used": self.use, "line": self.line, "plain": self.plain,
+        return {"used": self.use, "line": self.line, "reason": self.reason, "plain": self.plain,
                 "standardised": self.standardised, "volumes": self.volumes}
 
 
@@ -112,8 +114,8 @@ def check_standardisation(bundle, network: torch.nn.Module, targets: Sequence[st
     numbers = (f"consistency {plain_mean['consistency']:.3f} -> {std_mean['consistency']:.3f}, "
                f"entropy {plain_mean['entropy']:.3f} -> {std_mean['entropy']:.3f} on "
                f"{len(chosen)} target(s)")
-    line = (f"intensities standardised: the source model scores better on the standardised "
-            f"scans ({numbers})" if better else
-            f"intensities left as they are: standardising them did not score better "
-            f"({numbers}); --standardise-always forces it")
-    return StandardisationCheck(better, line, plain_mean, std_mean, len(chosen))
+    reason = (f"the source model scores better on the standardised scans ({numbers})"
+              if better else f"standardising them did not score better ({numbers})")
+    line = (f"intensities standardised: {reason}" if better else
+            f"intensities left as they are: {reason}; --standardise-always forces it")
+    return StandardisationCheck(better, line, reason, plain_mean, std_mean, len(chosen))

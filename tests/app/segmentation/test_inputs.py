@@ -129,11 +129,12 @@ def test_a_run_that_keeps_step_0_says_so_and_each_run_keeps_its_layers(panel, qt
         assert panel.start()
     qtbot.waitUntil(lambda: not panel.data_box.busy, timeout=60_000)
     assert panel.summary["kept_source"]
-    # standardise checks first whether the matched scans score better (on T2: no)
+    # standardise checks first whether the matched scans score better, and says so
     standardised = panel.summary["standardised"]
     assert panel.run_box.status.text().startswith(
-        "No weight changed: the model is the original one, "
-        + ("applied to standardised" if standardised else "and the intensities were left"))
+        "No weight changed: the model is the original one. Intensities "
+        + ("standardised: the source model scores better" if standardised
+           else "left as they are: standardising them did not score better"))
     assert panel.save_box.model_button.text() == (
         "Original model + standardisation…" if standardised else "Original model (unchanged)…")
     assert "About " in panel.run_box.estimate.text()             # the recorded speed
@@ -210,6 +211,11 @@ def test_the_outcome_in_plain_words_and_save_labelled_so(qtbot, tmp_path):
     adapted = _summary(tmp_path, chosen_step=30)
     assert outcome_text(adapted, {"consistency": 0.87}).startswith(
         "Adapted: chosen step 30, label-free score (consistency) 0.87 -> 0.91.")
+    checked = _summary(tmp_path, chosen_step=30, standardised=False, standardisation={
+        "used": False, "reason": "standardising them did not score better (numbers)"})
+    assert outcome_text(checked, {"consistency": 0.87}).startswith(
+        "Adapted: chosen step 30, label-free score (consistency) 0.87 -> 0.91. Intensities "
+        "left as they are: standardising them did not score better (numbers). Results in ")
     stopped = _summary(tmp_path, chosen_step=30, status="cancelled", steps_done=31, masks=[])
     text = outcome_text(stopped, {"consistency": 0.87})
     assert text.startswith("Stopped after 31 steps. Adapted: chosen step 30")
