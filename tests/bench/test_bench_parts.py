@@ -108,3 +108,19 @@ def test_reference_dice_without_reference_is_nan(tmp_path):
     _write_metrics(metrics, [{"step": 0, "score/entropy": 0.3, "best": True}])
     assert all(math.isnan(v) for v in reference_dice(metrics, 0))
     assert all(math.isnan(v) for v in reference_dice(tmp_path / "missing.jsonl", 0))
+
+
+def test_a_spawned_child_reports_its_own_peak_memory_not_its_parents():
+    import multiprocessing
+
+    import numpy as np
+
+    from uda_core.bench.children import peak_rss_mb
+
+    big = np.ones(40_000_000)              # 305 MB in this process
+    parent = peak_rss_mb()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(peak_rss_mb)
+    del big
+    assert parent is not None and child is not None
+    assert 0 < child < parent - 200

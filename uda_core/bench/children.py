@@ -21,9 +21,20 @@ if TYPE_CHECKING:  # children import torch and the engine only inside the jobs
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process so far, in MB (1 MB = 2**20 bytes).
 
-    From getrusage(RUSAGE_SELF).ru_maxrss (kilobytes on Linux, bytes on macOS); None where
-    the platform has no `resource` module (Windows).
+    On Linux VmHWM of /proc/self/status: the peak of this program's own memory since it
+    started. getrusage's ru_maxrss is not: Linux carries it over a fork and an exec, so a
+    child spawned by a large parent reports the parent's peak (every row of a benchmark
+    whose parent had generated the data in-process read the same 1723 MB). Elsewhere
+    ru_maxrss (kilobytes on Linux, bytes on macOS); None where the platform has no
+    `resource` module (Windows).
     """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 2**10       # kB -> MB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:
