@@ -1,6 +1,7 @@
 """Adaptation runs on VALIDATION subjects (40-42) for choosing defaults and the checkpoint rule.
 
-    .venv/bin/python scripts/validation_study.py --data DATA --out OUT [--jobs 2] RUN...
+    .venv/bin/python scripts/validation_study.py --data DATA --out OUT [--jobs 2]
+        [--subjects 40-45] RUN...
 
 RUN is SHIFT:METHOD[+std][:JSON settings], e.g. ``protocol:sfda+std:{"lr":1e-5}``; "+std"
 standardises the targets first (`uda adapt --standardise`). Each run is `run_adaptation` with
@@ -12,8 +13,9 @@ copies of last.pt) for scores computed afterwards (scripts/study_checkpoint_scor
 ``--hold-out-scored`` trains on every target slice except the engine's scored ones (the
 engine itself trains on all), so the label-free scores are measured on slices held out of
 training; its runs are named ...-heldout.
-DATA holds `uda demo-data DATA --subjects 40-42 --domains t1,SHIFT,...`. Never point it at the
-benchmark's held-out subjects (100+).
+DATA holds `uda demo-data DATA --subjects 40-42 --domains t1,SHIFT,...` (or the subjects given
+by --subjects: 40-45 are validation subjects too). Never point it at the benchmark's held-out
+subjects (100+).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-SUBJECTS = (40, 41, 42)
 
 
 def keep_steps(out: Path):
@@ -59,7 +59,7 @@ def hold_out_scored_slices() -> None:
     SegmentationTask.__init__ = init
 
 
-def run_one(job: tuple[str, str, str, dict, bool, int | None, bool, bool]) -> str:
+def run_one(job: tuple) -> str:
     import torch
     torch.set_num_threads(1)
     if job[7]:
@@ -67,14 +67,15 @@ def run_one(job: tuple[str, str, str, dict, bool, int | None, bool, bool]) -> st
     from uda_core.runs.adapt import run_adaptation
     data, out, shift, method, std, steps = job[0], job[1], job[2], job[3], job[4], job[5]
     name, settings = method
-    targets = [Path(data) / shift / f"sub-{s:03d}_{shift}.nii.gz" for s in SUBJECTS]
-    labels = [Path(data) / shift / f"sub-{s:03d}_labels.nii.gz" for s in SUBJECTS]
+    subjects = job[8]
+    targets = [Path(data) / shift / f"sub-{s:03d}_{shift}.nii.gz" for s in subjects]
+    labels = [Path(data) / shift / f"sub-{s:03d}_labels.nii.gz" for s in subjects]
     engine = {"score_every": 25, "select_by": "last"}
     if job[6]:
         engine["checkpoint_every"] = 25
     if steps:
         engine["steps"] = steps
-    paired = ([Path(data) / "t1" / f"sub-{s:03d}_t1.nii.gz" for s in SUBJECTS]
+    paired = ([Path(data) / "t1" / f"sub-{s:03d}_t1.nii.gz" for s in subjects]
               if name == "ddm" else None)   # ddm: each subject's t1 scan as its pair
     summary = run_adaptation("demo:brain-t1", name, targets, out, reference=labels,
                              paired=paired,
@@ -92,8 +93,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--keep-steps", action="store_true")
     parser.add_argument("--hold-out-scored", action="store_true")
+    parser.add_argument("--subjects", default="40-42",
+                        help="validation subjects, a range A-B or a list (default 40-42)")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
+    if "-" in args.subjects:
+        first, last = (int(x) for x in args.subjects.split("-"))
+        subjects = tuple(range(first, last + 1))
+    else:
+        subjects = tuple(int(x) for x in args.subjects.split(","))
+    if max(subjects) >= 100:
+        parser.error("subjects 100 and above are the benchmark's: never tune on them")
     jobs = []
     for spec in args.runs:
         shift, rest = spec.split(":", 1)
@@ -108,7 +118,7 @@ def main() -> None:
         if (out / "run.json").is_file():
             continue
         jobs.append((args.data, str(out), shift, (method, values), std, args.steps,
-                     args.keep_steps, args.hold_out_scored))
+                     args.keep_steps, args.hold_out_scored, subjects))
     os.makedirs(args.out, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(run_one, jobs):
