@@ -94,19 +94,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         0 if strict else min(2, os.cpu_count() or 1))
     device = resolve_device(args.device)
     bundle = load_model(args.model)
-    pending = [item.source for item in items if not item.skip]
-    if args.standardise == "auto" and bundle.dims == 2 and pending:
-        from uda_core.models.standardise import standardised
-        from uda_core.tasks.standardisation import check_standardisation
-        standardised(bundle)     # ModelError (naming the file) when it records no reference
-        verdict = check_standardisation(bundle, bundle.build_network(device),
-                                        pending, device)
-        say(f"uda predict: {verdict.line}")
-        if verdict.use:
-            bundle = standardised(bundle)
-    elif args.standardise != "off":
-        from uda_core.models.standardise import standardised
-        bundle = standardised(bundle)
+    if args.standardise != "off":
+        from uda_core.tasks.standardisation import standardise_as_asked
+        bundle, verdict = standardise_as_asked(
+            bundle, args.standardise, [item.source for item in items if not item.skip],
+            device)
+        if verdict is not None:
+            say(f"uda predict: {verdict.line}")
     bundle = with_window_options(bundle, args)
     batch_size = args.batch_size or (16 if bundle.dims == 2 else 2)
     network = bundle.build_network(device)

@@ -37,12 +37,12 @@ from uda_core.models.brain_region import extracts_brain
 from uda_core.models.bundle import ModelBundle, load_model
 from uda_core.models.distributed import is_main, sync_batchnorm
 from uda_core.models.input_checks import contrast_disagreement
-from uda_core.models.standardise import standardised
+from uda_core.models.standardise import is_standardised
 from uda_core.runs.workflow import RunPlan, execute_plan, refuse_existing_output, settings_error
 from uda_core.tasks.segmentation import SegmentationTask
 from uda_core.tasks.segmentation_data import load_adaptation_data
 from uda_core.tasks.segmentation_patches import PatchSegmentationTask
-from uda_core.tasks.standardisation import check_standardisation
+from uda_core.tasks.standardisation import standardise_as_asked
 
 #: More targets than this: run_adaptation streams them from disk unless told otherwise.
 STREAM_ABOVE = 8
@@ -159,16 +159,11 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
     source_pairs = find_labelled_pairs(source) if source else None
     torch_device = resolve_device(device)
     control = control or RunControl()
-    verdict = None
-    if mode == "auto" and bundle.dims == 2:
-        standardised(bundle)        # ModelError (naming the file) when it records no reference
-        verdict = check_standardisation(bundle, bundle.build_network(torch_device), targets,
-                                        torch_device, control.check)
-        if note is not None:
-            note(verdict.line)
-    standardise = mode == "on" or (mode == "auto" and (verdict is None or verdict.use))
-    if standardise:
-        bundle = standardised(bundle)
+    bundle, verdict = standardise_as_asked(bundle, mode, targets, torch_device,
+                                           check=control.check)
+    if verdict is not None and note is not None:
+        note(verdict.line)
+    standardise = is_standardised(bundle)
 
     if stream_targets is None:
         stream_targets = len(targets) > STREAM_ABOVE

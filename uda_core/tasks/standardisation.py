@@ -24,6 +24,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,3 +120,22 @@ def check_standardisation(bundle, network: torch.nn.Module, targets: Sequence[st
     line = (f"intensities standardised: {reason}" if better else
             f"intensities left as they are: {reason}; --standardise-always forces it")
     return StandardisationCheck(better, line, reason, plain_mean, std_mean, len(chosen))
+
+
+def standardise_as_asked(bundle, mode: str, targets: Sequence[str | Path],
+                         device: torch.device, network: torch.nn.Module | None = None,
+                         check: Callable[[str], None] | None = None,
+                         ) -> tuple[Any, StandardisationCheck | None]:
+    """The bundle to run with for `mode` ("on": standardised; "off": as it is; "auto": as
+    :func:`check_standardisation` decides on `targets`, with `network` or the bundle's own),
+    and the verdict (None unless checked). A 3D bundle is not checked: "auto" standardises
+    it. ModelError (naming the model file) when standardising needs a reference it lacks."""
+    if mode == "off":
+        return bundle, None
+    verdict = None
+    if mode == "auto" and bundle.dims == 2 and targets:
+        verdict = check_standardisation(
+            bundle, network if network is not None else bundle.build_network(device),
+            targets, device, check)
+    use = verdict is None or verdict.use
+    return (standardised(bundle) if use else bundle), verdict
