@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import binary_erosion
 
 from tests.conftest import make_seg_bundle
 from uda_core.errors import ModelError
@@ -105,3 +106,32 @@ def test_prepared_scan_of_a_standardised_bundle_has_the_source_percentiles(monke
     assert not np.allclose(ready.slices, plain.slices)
     assert np.allclose(region_quantiles(ready.slices, inside, [1.0, 25.0, 50.0, 75.0, 99.0]),
                        [-2.0, -0.5, 0.0, 0.7, 2.5], atol=0.01)
+
+
+def test_a_standardised_bundle_corrects_the_bias_field_and_older_ones_do_not(tmp_path):
+    bundle = make_seg_bundle(intensity_reference=REFERENCE)
+    assert standardised(bundle).normalisation["bias_field"] == "n4"
+    older = make_seg_bundle(intensity_reference=REFERENCE,
+                            normalisation=dict(bundle.normalisation, match_quantiles=REFERENCE))
+    assert is_standardised(older) and "bias_field" not in older.normalisation
+    assert load_model(save_bundle(older, tmp_path / "old.pt")).normalisation == \
+        older.normalisation
+    wrong = make_seg_bundle(normalisation=dict(bundle.normalisation, bias_field="n3"))
+    with pytest.raises(ModelError, match="bias_field"):
+        save_bundle(wrong, tmp_path / "wrong.pt")
+
+
+def test_preparing_for_a_standardised_bundle_divides_out_the_field():
+    z, x, y = np.meshgrid(*(np.linspace(-1, 1, n) for n in (24, 28, 24)), indexing="ij")
+    ball = np.sqrt(z ** 2 + x ** 2 + y ** 2) < 0.8
+    data = np.where(ball, 100.0, 1.0) * np.exp(0.5 * y)
+    volume = Volume(data=data.astype(np.float32), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    bundle = make_seg_bundle(intensity_reference=REFERENCE)
+    plain = inference.prepare_plain(bundle, volume)
+    corrected = inference.prepare_plain(standardised(bundle), volume)
+    tissue = binary_erosion(corrected.slices > corrected.slices.min() + 0.5, iterations=2)
+
+    def spread(slices):     # the ball's spread over its contrast to the air
+        return float(slices[tissue].std() / (slices[tissue].mean() - slices.min()))
+
+    assert spread(corrected.slices) < 0.5 * spread(plain.slices)

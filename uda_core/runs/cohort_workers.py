@@ -54,7 +54,8 @@ class Loaded:
 
 
 def load_prepared(source: Path, spec: GridSpec) -> Loaded:
-    """Read `source` and resample it onto its model grid (normalised, not standardised)."""
+    """Read `source` and resample it onto its model grid (normalised, and bias-corrected when
+    the bundle is standardised; not yet quantile-matched)."""
     start = time.perf_counter()
     volume = read_volume(source)
     if spec.dims == 3:

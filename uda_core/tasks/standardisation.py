@@ -20,7 +20,6 @@ decision is one for the whole run, from the mean over its targets.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from uda_core.io.readers import read_volume
 from uda_core.methods.pseudo_labels import left_right_dim
-from uda_core.models.inference import predict_slices, prepare_plain, standardise_prepared
+from uda_core.models.inference import predict_slices, prepare_for_bundle, prepare_plain
 from uda_core.models.standardise import standardised
 from uda_core.scores import label_free
 
@@ -102,8 +101,9 @@ def check_standardisation(bundle, network: torch.nn.Module, targets: Sequence[st
         path = targets[int(index)]
         if check is not None:
             check(f"checking standardisation on {Path(path).name}")
-        plain = prepare_plain(bundle, read_volume(path))
-        matched = standardise_prepared(reference_bundle, copy.copy(plain), network, device)
+        volume = read_volume(path)
+        plain = prepare_plain(bundle, volume)
+        matched = prepare_for_bundle(reference_bundle, volume, network, device)
         plain_rows.append(slice_scores(network, _scored_slices(plain.slices), num_classes,
                                        device))
         std_rows.append(slice_scores(network, _scored_slices(matched.slices), num_classes,

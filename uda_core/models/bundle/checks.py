@@ -178,6 +178,9 @@ def _check_fields(b: ModelBundle) -> str | None:
                 f"{b.skull_stripped_input!r}")
     problem = _check_volume_fields(b) or _check_intensity_reference(b.intensity_reference,
                                                                      "intensity_reference")
+    if problem is None and b.normalisation.get("bias_field") not in (None, "n4"):
+        problem = (f"normalisation.bias_field must be \"n4\" or absent, got "
+                   f"{b.normalisation['bias_field']!r}")
     if problem is None and isinstance(b.normalisation.get("match_quantiles"), dict):
         problem = _check_intensity_reference(b.normalisation["match_quantiles"],
                                              "normalisation.match_quantiles")
