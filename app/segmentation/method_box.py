@@ -100,8 +100,9 @@ class MethodBox(QGroupBox):
         self.standardise = QCheckBox("Standardise intensities first")
         self._chosen_standardise = False   # the user's choice while a method implies it
         self.standardise.setToolTip(
-            "Match each scan's intensities inside the brain to the model's source data "
-            "before adapting (quantile matching), when the model scores better on the "
+            "Even out each scan's bias field (N4) and match its intensities inside the "
+            "brain to the model's source data before adapting (quantile matching), when "
+            "the model scores better on the "
             "matched scans (flip/brightness consistency up, entropy down); the run says "
             "which. Helps another scanner of the same weighting (T1w to T1w); not T1w to "
             "T2w.")

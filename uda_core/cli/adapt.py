@@ -94,8 +94,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align", choices=["auto", "world", "register"], default="auto",
                    help="how --paired images are aligned to targets (default auto)")
     p.add_argument("--standardise", action="store_const", const="auto", default="off",
-                   help="match each target's brain intensities to the source training "
-                        "data's first (quantile matching; the adapted model keeps doing it), "
+                   help="correct each target's bias field (N4) and match its brain "
+                        "intensities to the source training data's first (quantile "
+                        "matching; the adapted model keeps doing both), "
                         "when the source model scores better on the matched scans "
                         "(flip/brightness consistency up, entropy down; says which; the "
                         "standardise method always checks). Helps another scanner of the "

@@ -228,8 +228,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part-id", type=int, default=0, metavar="K",
                    help="which part to do, 0..N-1 (default 0)")
     p.add_argument("--standardise", action="store_const", const="auto", default="off",
-                   help="match each input's brain intensities to the model's source data "
-                        "first (quantile matching; for another scanner of the same "
+                   help="correct each input's bias field (N4) and match its brain "
+                        "intensities to the model's source data first (quantile matching; "
+                        "for another scanner of the same "
                         "weighting), when the model scores better on the matched inputs "
                         "(flip/brightness consistency up, entropy down; says which)")
     p.add_argument("--standardise-always", action="store_const", const="on",

@@ -28,8 +28,9 @@ def help_line(name: str) -> str:
 
 
 SUMMARIES: dict[str, str] = {
-    "standardise": "Intensity standardisation: each scan's histogram matched to the source "
-                   "training data's, no training (for another scanner of the same weighting)",
+    "standardise": "Intensity standardisation: each scan's bias field removed (N4) and its "
+                   "histogram matched to the source training data's, no training (for "
+                   "another scanner of the same weighting)",
     "sfda": "Source-free: entropy minimisation + class-ratio prior (Bateson et al. 2020)",
     "tent": "Baseline: entropy minimisation of BatchNorm scales and shifts (Wang et al. 2021)",
     "adabn": "Baseline: re-estimate BatchNorm statistics on the target scans, no training",
@@ -45,8 +46,9 @@ SUMMARIES: dict[str, str] = {
 #: One line per method in a clinician's words: what it does to the scans or the network and
 #: what the user must give it (the app's method list; SUMMARIES names the papers).
 CLINICAL: dict[str, str] = {
-    "standardise": "Matches each scan's brightness to the scans the network learnt from. "
-                   "No training; for another scanner of the same weighting.",
+    "standardise": "Evens out each scan's uneven brightness and matches it to the scans "
+                   "the network learnt from. No training; for another scanner of the same "
+                   "weighting.",
     "sfda": "Retrains the network on your scans alone so its tissue shares look like a "
             "normal brain's. Needs only your scans.",
     "tent": "Lightly retunes the network's contrast settings on your scans alone. "

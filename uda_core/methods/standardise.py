@@ -1,6 +1,7 @@
-"""Intensity standardisation as a method: quantile matching of each target, no training.
+"""Intensity standardisation as a method: N4 bias-field correction and quantile matching of
+each target, no training.
 
-The matching itself is part of the model's normalisation (uda_core.models.standardise): the
+The standardisation itself is part of the model's normalisation (uda_core.models.standardise): the
 run prepares the targets with the standardised bundle (``uda adapt --standardise``, implied by
 this method), so step 0 already sees standardised scans and the exported bundle standardises
 every scan it is applied to. The method changes no weight; its single step only lets the

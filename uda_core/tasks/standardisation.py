@@ -1,9 +1,11 @@
 """Does intensity standardisation help this network on these scans? A label-free check.
 
-Quantile matching (uda_core.models.standardise) maps each target's brain histogram onto the
-source's. It helps when the scanner mostly moved the tissue intensities, and harms when it
-changed their contrast in a way a histogram cannot undo (validation subjects 40-45 with
-demo:brain-t1: +0.015 mean Dice on t1, +0.014 on mprage, -0.009 on protocol; BENCHMARKS.md).
+Standardisation (uda_core.models.standardise: N4 bias-field correction, then quantile
+matching of each target's brain histogram onto the source's) helps when the scanner mostly
+moved or unevenly scaled the tissue intensities, and can harm when it changed their contrast
+in a way a histogram cannot undo: quantile matching alone lowered protocol by 0.009 on
+validation subjects 40-45 with demo:brain-t1, while with N4 first every T1w shift gained
+(t1 +0.025, protocol +0.037, mprage +0.021, highfield +0.078; BENCHMARKS.md).
 So "first, do no harm" applies to it as to a training step: the source network is scored on
 the targets as they are and standardised, with two label-free scores that its loss does not
 touch, and the targets are standardised only when both say it is better:
@@ -14,7 +16,7 @@ touch, and the targets are standardised only when both say it is better:
 - ``entropy``: mean pixel entropy over log(C) (lower is better).
 
 On those validation subjects the two agreed with the Dice change on every shift's mean
-(t1, protocol, mprage, highfield); on single volumes they are weak (correlation ~0.4), so the
+(t1, protocol, mprage, highfield; with and without N4); on single volumes they are weak (correlation ~0.4), so the
 decision is one for the whole run, from the mean over its targets.
 """
 
