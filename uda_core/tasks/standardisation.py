@@ -16,8 +16,8 @@ touch, and the targets are standardised only when both say it is better:
 - ``entropy``: mean pixel entropy over log(C) (lower is better).
 
 On those validation subjects the two agreed with the Dice change on every shift's mean
-(t1, protocol, mprage, highfield; with and without N4); on single volumes they are weak (correlation ~0.4), so the
-decision is one for the whole run, from the mean over its targets.
+(t1, protocol, mprage, highfield; with and without N4); on single volumes they are weak
+(correlation ~0.4), so the decision is one for the whole run, from the mean over its targets.
 """
 
 from __future__ import annotations
