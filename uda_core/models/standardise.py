@@ -4,9 +4,10 @@ matched to the source's.
 First N4 bias-field correction (uda_core.io.bias_field): the smooth intensity non-uniformity
 of another coil or a 3 T B1 field, which no histogram mapping can undo because it brightens
 one part of the brain and not another. Then quantile matching. A scanner or protocol change
-of the same weighting (another T1w sequence) mostly moves the tissue intensities; mapping each target's normalised intensity percentiles inside the brain
-onto those of the source training data (piecewise-linear quantile matching, Nyul & Udupa 1999)
-undoes much of it with no training. Inside the brain, not the head: scalp, fat and muscle
+of the same weighting (another T1w sequence) mostly moves the tissue intensities; mapping
+each target's normalised intensity percentiles inside the brain onto those of the source
+training data (piecewise-linear quantile matching, Nyul & Udupa 1999) undoes much of it with
+no training. Inside the brain, not the head: scalp, fat and muscle
 vary between subjects and dominate a whole-head histogram (matching whole heads lowered the
 demo model's Dice on validation subjects, BENCHMARKS.md). The brain of a target is what the
 network itself labels as non-background in a first pass; the source's is the labelled brain
