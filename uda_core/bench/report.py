@@ -280,8 +280,9 @@ def render_markdown(result: BenchResult, command: str,
         + (f" (here {config.steps} steps)" if config.steps is not None else "")
         + ", the checkpoint chosen by the engine's label-free score (which may keep the "
         "source weights: 'do no harm'); the benchmark tunes nothing on these subjects. "
-        "standardise matches each target's intensity quantiles to the source's and trains "
-        "nothing; a '+std' row runs its method on targets standardised that way first; both "
+        "standardise corrects each target's bias field (N4) and matches its intensity "
+        "quantiles to the source's, when the label-free check says it scores better, and "
+        "trains nothing; a '+std' row runs its method on targets standardised that way first; both "
         "run only on the T1w shifts. adaptsegnet gets labelled t1 subjects "
         f"{_span(config.source_subjects)}; ddm gets the t1 image of each target subject "
         "(voxel-aligned pairs)" + (" and the labelled t1 subjects" if config.ddm_with_source
