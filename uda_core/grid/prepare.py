@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uda_core.io import Volume
-from uda_core.io.bias_field import correct_bias_field
+from uda_core.io.bias_field import N4, correct_bias_field
 from uda_core.io.geometry import covering_grid, foreground_center, model_grid, resample
 from uda_core.io.intensity import foreground_mask, normalise
 
@@ -54,8 +54,9 @@ def prepare_volume(volume: Volume, spacing_mm, in_plane_shape, normalisation: di
     fill = float(np.min(volume.data))
     on_grid = resample(volume.data, volume.affine, grid_affine, grid_shape, order=1, fill=fill)
     slices = np.ascontiguousarray(np.moveaxis(on_grid, 2, 0))  # (Z, X, Y)
-    positions = slice_positions(foreground_mask(slices))
-    slices = _normalised(slices, spacing_mm, normalisation)
+    foreground = foreground_mask(slices)
+    positions = slice_positions(foreground)
+    slices = _normalised(slices, foreground, spacing_mm, normalisation)
     nx, ny, nz = (int(s) for s in grid_shape)
     return ModelInput(slices, grid_affine, (nx, ny, nz), positions)
 
@@ -68,18 +69,21 @@ def prepare_volume_3d(volume: Volume, spacing_mm, normalisation: dict) -> ModelI
     fill = float(np.min(volume.data))
     on_grid = resample(volume.data, volume.affine, grid_affine, grid_shape, order=1, fill=fill)
     slices = np.ascontiguousarray(np.moveaxis(on_grid, 2, 0))
-    positions = slice_positions(foreground_mask(slices))
-    slices = _normalised(slices, spacing_mm, normalisation)
+    foreground = foreground_mask(slices)
+    positions = slice_positions(foreground)
+    slices = _normalised(slices, foreground, spacing_mm, normalisation)
     return ModelInput(slices, grid_affine, grid_shape, positions)
 
 
-def _normalised(slices: np.ndarray, spacing_mm, normalisation: dict) -> np.ndarray:
+def _normalised(slices: np.ndarray, foreground: np.ndarray, spacing_mm,
+                normalisation: dict) -> np.ndarray:
     """Model-grid slices (Z, X, Y) normalised by the bundle's spec, after N4 bias-field
-    correction when the spec asks for it (``"bias_field": "n4"``, a standardised bundle:
-    uda_core.models.standardise). `spacing_mm`: the grid's (x, y, z) voxel size."""
-    if normalisation.get("bias_field") == "n4":
+    correction inside `foreground` (their Otsu head mask) when the spec asks for it
+    (``"bias_field": "n4"``, a standardised bundle: uda_core.models.standardise).
+    `spacing_mm`: the grid's (x, y, z) voxel size."""
+    if normalisation.get("bias_field") == N4:
         sx, sy, sz = (float(s) for s in spacing_mm)
-        slices = correct_bias_field(slices, (sz, sx, sy))
+        slices = correct_bias_field(slices, (sz, sx, sy), foreground)
     return normalise(slices, normalisation).astype(np.float32, copy=False)
 
 

@@ -6,10 +6,10 @@ with little of it reads a bright white-matter region as something else; so does 
 matching, which sees one histogram for the whole brain. N4 fits the log of that field with a
 B-spline inside the head and divides it out. It is the first step of intensity standardisation
 (uda_core.models.standardise); on validation subjects 40-45 with demo:brain-t1 it raised the
-standardised mean Dice by 0.010-0.078 on every T1w shift (BENCHMARKS.md).
+standardised mean Dice by 0.007-0.077 on every T1w shift (BENCHMARKS.md).
 
-The field is fitted on a copy shrunk to about FIT_SPACING_MM voxels (it is smooth, and the fit
-costs ~2 s for a 2 mm head instead of ~9 s at full resolution) and evaluated on the full grid.
+The field is fitted on a copy shrunk to about FIT_SPACING_MM voxels (it is smooth; for a 2 mm
+head the fit at 8 mm took 1.3-2.3 s on one core, at 4 mm 8.9 s) and evaluated on the full grid.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import SimpleITK as sitk
 
 from uda_core.io.intensity import foreground_mask
 
+#: The value of a bundle's ``normalisation["bias_field"]`` that asks for this correction.
+N4 = "n4"
 #: The voxel size (mm) the field is fitted at.
 FIT_SPACING_MM = 8.0
 #: Iterations per fitting level (three levels: the B-spline mesh doubles at each).

@@ -34,13 +34,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from uda_core.errors import ModelError
+from uda_core.io.bias_field import N4
 from uda_core.io.intensity import REFERENCE_PERCENTILES
 from uda_core.models.bundle import ModelBundle
-
-#: The bias-field correction a standardised bundle applies before matching (validation
-#: subjects 40-45, demo:brain-t1, mean Dice standardised without -> with it: t1 0.863 -> 0.873,
-#: protocol 0.775 -> 0.822, mprage 0.740 -> 0.747, highfield 0.676 -> 0.753; BENCHMARKS.md).
-BIAS_FIELD = "n4"
 
 
 def intensity_reference(volume_quantiles: Iterable[np.ndarray],
@@ -62,15 +58,17 @@ def is_standardised(bundle: ModelBundle) -> bool:
 
 
 def standardised(bundle: ModelBundle) -> ModelBundle:
-    """A copy of `bundle` whose normalisation standardises every input (bias field, then
-    quantiles) to its ``intensity_reference``. ModelError (naming the model file) when it
-    records none."""
+    """A copy of `bundle` whose normalisation standardises every input (N4 bias field, then
+    quantiles) to its ``intensity_reference`` (validation subjects 40-45, demo:brain-t1, mean
+    Dice standardised without -> with N4: t1 0.863 -> 0.873, protocol 0.775 -> 0.822, mprage
+    0.740 -> 0.747, highfield 0.676 -> 0.753; BENCHMARKS.md). ModelError (naming the model
+    file) when it records none."""
     if is_standardised(bundle):
         return bundle
     if not bundle.intensity_reference:
         raise ModelError("records no source intensity reference, so its input cannot be "
                          "standardised (models trained with `uda train-source` record one)",
                          bundle.source)
-    normalisation = dict(bundle.normalisation, bias_field=BIAS_FIELD,
+    normalisation = dict(bundle.normalisation, bias_field=N4,
                          match_quantiles=dict(bundle.intensity_reference))
     return dataclasses.replace(bundle, normalisation=normalisation)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from uda_core.errors import ModelError
+from uda_core.io.bias_field import N4
 from uda_core.models.nets import architecture_class, is_known_architecture, known_architectures
 
 if TYPE_CHECKING:
@@ -178,8 +179,8 @@ def _check_fields(b: ModelBundle) -> str | None:
                 f"{b.skull_stripped_input!r}")
     problem = _check_volume_fields(b) or _check_intensity_reference(b.intensity_reference,
                                                                      "intensity_reference")
-    if problem is None and b.normalisation.get("bias_field") not in (None, "n4"):
-        problem = (f"normalisation.bias_field must be \"n4\" or absent, got "
+    if problem is None and b.normalisation.get("bias_field") not in (None, N4):
+        problem = (f"normalisation.bias_field must be {N4!r} or absent, got "
                    f"{b.normalisation['bias_field']!r}")
     if problem is None and isinstance(b.normalisation.get("match_quantiles"), dict):
         problem = _check_intensity_reference(b.normalisation["match_quantiles"],
