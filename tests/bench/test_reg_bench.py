@@ -78,3 +78,37 @@ def test_reg_adapt_refuses_fixed_without_moving(tiny_reg_model, tmp_path):
     with pytest.raises(UdaError, match="--moving"):
         run_reg(["adapt", "--model", tiny_reg_model, "--out", str(tmp_path / "x"),
                  "--fixed", str(tmp_path / "a.nii.gz")])
+
+
+def _reg_result(table: dict[str, dict[str, tuple[float, float]]]):
+    """A RegBenchResult from {shift: {method: (accuracy, warped Dice)}}; EPE and folding
+    follow accuracy so SimpleITK parity reads like accuracy."""
+    from uda_core.bench.registration import RegBenchConfig, RegBenchResult, RegRow
+    result = RegBenchResult(config=RegBenchConfig())
+    for shift, methods in table.items():
+        result.rows[shift] = [
+            RegRow(method, seeds=[0], scores=[{
+                "accuracy": acc, "dice_after": dice, "epe_mm": 3.0 - acc, "folding": 0.0,
+                "accuracy_identity": 0.18}])
+            for method, (acc, dice) in methods.items()]
+    return result
+
+
+def test_reg_claims_cover_every_shift_and_name_a_broken_ordering():
+    from uda_core.bench.registration_report import claims
+    good = {"none": (0.10, 0.60), "mcd-swd": (0.15, 0.65), "mcd-pemd": (0.25, 0.70),
+            "io": (0.30, 0.70), "mcd-swd+io": (0.45, 0.75), "mcd-pemd+io": (0.50, 0.80),
+            "SimpleITK": (0.35, 0.76)}
+    pd = dict(good, **{"mcd-swd": (0.08, 0.65)})          # swd below none in accuracy
+    found = {text: (met, numbers) for text, met, numbers in
+             claims(_reg_result({"t2": good, "pd": pd}))}
+    order = "mcd-pemd > mcd-swd > none (networks alone) in accuracy and warped Dice"
+    assert found[f"T1->T2: {order}"][0] is True
+    assert found[f"T1->PD: {order}"] == (False, "accuracy 0.250 / 0.080 / 0.100, "
+                                                "Dice 0.700 / 0.650 / 0.600")
+    io_order = ("T1->PD: mcd-pemd+io > mcd-swd+io > io (with the instance optimisation) in "
+                "accuracy and warped Dice")
+    assert found[io_order][0] is True
+    for shift in ("T2", "PD"):
+        assert found[f"T1->{shift}: mcd-pemd+io accuracy at least SimpleITK's"][0] is True
+        assert found[f"T1->{shift}: mcd-pemd+io folding <= 0.1 %"][0] is True
