@@ -19,7 +19,7 @@ def test_texts_name_version_licences_and_every_builtin_model():
     for name in BUILTIN_MODELS:
         assert name in models
     # demo:brain-t1's provenance, as its bundle records it
-    assert "Made: 2026-12-01T21:46:29+00:00 with UDA Studio 0.1.0" in models
+    assert "Made: 2026-12-02T15:49:01+00:00 with UDA Studio 0.1.0" in models
     assert "bash scripts/make_demo_model.sh" in models
     assert "not available" not in models
 

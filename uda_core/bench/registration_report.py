@@ -56,8 +56,9 @@ def table_lines(result: RegBenchResult, shift: str) -> list[str]:
 def _ordering(result: RegBenchResult, shift: str, names: tuple[str, str, str], what: str):
     """'pemd > swd > none' on one shift for the three rows `names` (best first), on accuracy
     and warped Dice; None when a row is missing or failed."""
-    rows = [result.row(shift, n) for n in names]
-    if not all(r is not None and r.scores for r in rows):
+    found = [result.row(shift, n) for n in names]
+    rows = [r for r in found if r is not None and r.scores]
+    if len(rows) < len(names):
         return None
     a = [r.mean("accuracy") for r in rows]
     d = [r.mean("dice_after") for r in rows]
