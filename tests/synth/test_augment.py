@@ -21,6 +21,7 @@ from uda_core.synth.augment import (
     random_intensity_curve,
     random_noise,
     random_rotate_scale,
+    random_tissue_contrast,
     restore_normalisation,
     rotate_scale,
     to_unit_range,
@@ -65,7 +66,11 @@ def _runs():
         "blur": lambda s: (random_blur(unit, _gen(s)),),
         "blur_one_axis": lambda s: (random_blur(unit, _gen(s), thick_slice_probability=1.0),),
         "noise": lambda s: (random_noise(unit, _gen(s)),),
+        "tissue_contrast": lambda s: (random_tissue_contrast(unit, labels, _gen(s),
+                                                             probability=1.0),),
         "contrast": lambda s: (augment_contrast(images, _gen(s), contrast),),
+        "contrast_with_labels": lambda s: (augment_contrast(images, _gen(s), contrast,
+                                                            labels),),
         "augment_batch": lambda s: augment_batch(images, labels, contrast, _gen(s)),
     }
 
@@ -254,3 +259,34 @@ def test_bad_shapes_are_refused():
         random_gamma(images[:, 0], _gen(0))
     with pytest.raises(ValueError, match="labels must be"):
         random_flip(images, labels[:, :-1], _gen(0))
+
+
+def test_tissue_contrast_gives_each_tissue_its_drawn_mean_and_keeps_background():
+    unit, labels = _unit(), _batch()[1]
+    out = random_tissue_contrast(unit, labels, _gen(4), probability=1.0)
+    background = labels.unsqueeze(1) == 0
+    assert torch.equal(out[background], unit[background])
+    # by hand: the same draws in the same order (per image: chosen, means, scale)
+    g = _gen(4)
+    for i in range(B):
+        torch.rand(1, generator=g)
+        means = 0.05 + 0.95 * torch.rand(3, generator=g)
+        scale = float(0.5 + torch.rand(1, generator=g))
+        for k in (1, 2):
+            inside = labels[i] == k
+            x = unit[i, 0][inside]
+            expected = (float(means[k]) + scale * (x - x.mean())).clamp(0, 1)
+            assert torch.allclose(out[i, 0][inside], expected, atol=1e-6)
+
+
+def test_tissue_contrast_can_reorder_tissues_and_probability_zero_changes_nothing():
+    unit, labels = _unit(), _batch()[1]
+    assert torch.equal(random_tissue_contrast(unit, labels, _gen(0), probability=0.0), unit)
+    reordered = 0
+    for seed in range(20):
+        out = random_tissue_contrast(unit, labels, _gen(seed), probability=1.0)
+        for i in range(B):
+            outer = out[i, 0][labels[i] == 1].mean()
+            inner = out[i, 0][labels[i] == 2].mean()
+            reordered += int(outer > inner)     # in the input the inner disc is brighter
+    assert 0 < reordered < 20 * B

@@ -14,6 +14,8 @@ images' device), so the same generator state gives the same output on any device
   set): :func:`random_flip` (left-right), :func:`random_rotate_scale` (rotation and isotropic
   scaling about the slice centre; :func:`rotate_scale` with given angles and scales).
 * Contrast (images only), on images rescaled to 0..1 (:func:`to_unit_range`):
+  :func:`random_tissue_contrast` (SynthSeg style: each labelled tissue gets a random mean of
+  its own, so any tissue order, T2's included, is seen in training),
   :func:`random_intensity_curve` (tissue contrast through a random piecewise-linear curve),
   :func:`random_gamma`, :func:`random_bias_field`, :func:`random_blur` (optionally along one
   in-plane axis, as from thick slices), :func:`random_noise` (magnitude noise); then
@@ -43,6 +45,7 @@ __all__ = [
     "random_gamma",
     "random_intensity_curve",
     "random_noise",
+    "random_tissue_contrast",
     "random_rotate_scale",
     "restore_normalisation",
     "rotate_scale",
@@ -68,6 +71,10 @@ class AugmentConfig:
         with non-square pixels; (1, 1) for square pixels (only the ratio matters).
     Contrast (only when ``intensity``):
       intensity: apply the contrast augmentations below (False: geometric only).
+      tissue_contrast_probability: chance that an image's labelled tissues (CSF, GM, WM)
+        each get a new random mean (:func:`random_tissue_contrast`), 0.5: a monotonic
+        curve keeps T1's tissue order, and T2, PD or FLAIR reorder the tissues; SynthSeg
+        draws every tissue's intensity at random for this reason.
       gamma_log_std: gamma = exp(N(0, this)), 0.3 (SynthSeg's default): the curvature of
         the intensity response.
       curve_points: (fewest, most) control points of the intensity curve, (5, 8): enough to
@@ -92,6 +99,7 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (0.9, 1.1)
     pixel_mm: tuple[float, float] = (1.0, 1.0)
     intensity: bool = False
+    tissue_contrast_probability: float = 0.5
     gamma_log_std: float = 0.3
     curve_points: tuple[int, int] = (5, 8)
     curve_nonmonotonic_probability: float = 0.1
@@ -256,6 +264,37 @@ def random_intensity_curve(unit: torch.Tensor, generator: torch.Generator,
     return out
 
 
+def random_tissue_contrast(unit: torch.Tensor, labels: torch.Tensor,
+                           generator: torch.Generator,
+                           probability: float = 0.5) -> torch.Tensor:
+    """Unit-range images (B, 1, X, Y) whose labelled tissues each get a random contrast,
+    with chance `probability` per image (the others come back unchanged).
+
+    For a chosen image and every label k > 0 (labels (B, X, Y)) present in it: its pixels
+    become m_k + s * (x - mu_k), where mu_k is the class's mean now, m_k a new mean uniform
+    on 0.05..1 (one per class, so tissues may swap order or merge) and s uniform on 0.5..1.5
+    (one per image: the texture within a tissue scaled alike). Background pixels (label 0:
+    air, scalp, skull, fat) keep their values. Values are clipped to 0..1.
+    """
+    _check_batch(unit, labels)
+    out = unit.clone()
+    n_classes = int(labels.max()) + 1 if labels.numel() else 1
+    for i in range(unit.shape[0]):
+        chosen = float(torch.rand(1, generator=generator)) < probability
+        means = 0.05 + 0.95 * torch.rand(n_classes, generator=generator)
+        scale = float(0.5 + torch.rand(1, generator=generator))
+        if not chosen:
+            continue
+        image, label = unit[i, 0], labels[i]
+        for k in range(1, n_classes):
+            inside = label == k
+            if not bool(inside.any()):
+                continue
+            mu = image[inside].mean()
+            out[i, 0][inside] = float(means[k]) + scale * (image[inside] - mu)
+    return out.clamp(0, 1)
+
+
 def random_gamma(unit: torch.Tensor, generator: torch.Generator,
                  log_std: float = 0.3) -> torch.Tensor:
     """Unit-range images (B, 1, X, Y) raised to gamma = exp(N(0, `log_std`)), one per image;
@@ -368,11 +407,15 @@ def restore_normalisation(augmented: torch.Tensor, original: torch.Tensor) -> to
 
 
 def augment_contrast(images: torch.Tensor, generator: torch.Generator,
-                     config: AugmentConfig) -> torch.Tensor:
+                     config: AugmentConfig, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised images (B, 1, X, Y) with a new random contrast each: rescaled to 0..1, then
-    intensity curve, gamma, bias field, blur and noise (in that order, the order of the
-    physics: tissue contrast, coil, resolution, noise), then :func:`restore_normalisation`."""
+    (given their `labels` (B, X, Y)) tissue contrast, intensity curve, gamma, bias field,
+    blur and noise (in that order, the order of the physics: tissue contrast, coil,
+    resolution, noise), then :func:`restore_normalisation`."""
     unit = to_unit_range(images)
+    if labels is not None and config.tissue_contrast_probability > 0:
+        unit = random_tissue_contrast(unit, labels, generator,
+                                      config.tissue_contrast_probability)
     unit = random_intensity_curve(unit, generator, config.curve_points,
                                   config.curve_nonmonotonic_probability)
     unit = random_gamma(unit, generator, config.gamma_log_std)
@@ -395,7 +438,7 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, config: AugmentCon
                                              config.max_rotation_deg, (low, high),
                                              config.pixel_mm)
     if config.intensity:
-        images = augment_contrast(images, generator, config)
+        images = augment_contrast(images, generator, config, labels)
     return images, labels
 
 
