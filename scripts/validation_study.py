@@ -1,7 +1,7 @@
 """Adaptation runs on VALIDATION subjects (40-42) for choosing defaults and the checkpoint rule.
 
     .venv/bin/python scripts/validation_study.py --data DATA --out OUT [--jobs 2]
-        [--subjects 40-45] RUN...
+        [--subjects 40-45] [--model demo:brain-t1] RUN...
 
 RUN is SHIFT:METHOD[+std][:JSON settings], e.g. ``protocol:sfda+std:{"lr":1e-5}``; "+std"
 standardises the targets first (`uda adapt --standardise`). Each run is `run_adaptation` with
@@ -67,7 +67,7 @@ def run_one(job: tuple) -> str:
     from uda_core.runs.adapt import run_adaptation
     data, out, shift, method, std, steps = job[0], job[1], job[2], job[3], job[4], job[5]
     name, settings = method
-    subjects = job[8]
+    subjects, model = job[8], job[9]
     targets = [Path(data) / shift / f"sub-{s:03d}_{shift}.nii.gz" for s in subjects]
     labels = [Path(data) / shift / f"sub-{s:03d}_labels.nii.gz" for s in subjects]
     engine = {"score_every": 25, "select_by": "last"}
@@ -77,7 +77,7 @@ def run_one(job: tuple) -> str:
         engine["steps"] = steps
     paired = ([Path(data) / "t1" / f"sub-{s:03d}_t1.nii.gz" for s in subjects]
               if name == "ddm" else None)   # ddm: each subject's t1 scan as its pair
-    summary = run_adaptation("demo:brain-t1", name, targets, out, reference=labels,
+    summary = run_adaptation(model, name, targets, out, reference=labels,
                              paired=paired,
                              method_settings=settings, engine_settings=engine,
                              save_masks=False, device="cpu", standardise=std,
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--hold-out-scored", action="store_true")
     parser.add_argument("--subjects", default="40-42",
                         help="validation subjects, a range A-B or a list (default 40-42)")
+    parser.add_argument("--model", default="demo:brain-t1",
+                        help="the source model (a bundle or demo:NAME; default demo:brain-t1)")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     if "-" in args.subjects:
@@ -118,7 +120,7 @@ def main() -> None:
         if (out / "run.json").is_file():
             continue
         jobs.append((args.data, str(out), shift, (method, values), std, args.steps,
-                     args.keep_steps, args.hold_out_scored, subjects))
+                     args.keep_steps, args.hold_out_scored, subjects, args.model))
     os.makedirs(args.out, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(run_one, jobs):
