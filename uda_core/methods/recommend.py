@@ -32,7 +32,8 @@ def recommend(paired: bool, source_labelled: bool = False) -> Recommendation:
               "applied only when the model scores better on the standardised scans) "
               "helped on T1w scanner shifts in the benchmark, where trained source-free "
               "methods did not; for a change of contrast (e.g. T2w scans) give each "
-              "subject's T1w scan as --paired for ddm")
+              "subject's T1w scan as --paired for ddm, or start from a contrast-robust "
+              "model (demo:brain-t1-robust segmented T2w and PD heads without adaptation)")
     if source_labelled:
         reason += "; labelled source volumes add nothing here (adaptsegnet did not help)"
     return Recommendation("standardise", True, reason)
