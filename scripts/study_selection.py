@@ -33,12 +33,14 @@ def choice(rows: list[dict], score: str) -> dict:
     return max(candidates, key=lambda r: sign * r[key]) if candidates else {}
 
 
-def engine_rule(rows: list[dict], method: str, config: EngineConfig) -> dict:
-    """The row the engine's default rule would keep: select_by auto (the first of
-    AUTO_SELECTION the method's loss does not optimise), a step replacing step 0 only when
-    that score gains more than min_gain and the guard score loses at most guard_tolerance."""
+def engine_rule(rows: list[dict], method: str, config: EngineConfig,
+                order: tuple[str, ...] = AUTO_SELECTION) -> dict:
+    """The row the engine's default rule would keep: select_by auto (the first of `order`,
+    by default AUTO_SELECTION, the method's loss does not optimise), a step replacing step 0
+    only when that score gains more than min_gain and the guard score loses at most
+    guard_tolerance."""
     circular = set(METHODS[method].circular_scores)
-    name = next(n for n in AUTO_SELECTION if f"score/{n}" in rows[0] and n not in circular)
+    name = next(n for n in order if f"score/{n}" in rows[0] and n not in circular)
     guard = config.guard_by
     use_guard = bool(guard) and guard != name and guard not in circular
     first, best = rows[0], rows[0]
@@ -85,6 +87,31 @@ def rule_table(run_dirs: list[str]) -> None:
     print(f"| **mean** | {means} |")
 
 
+#: Orders of select_by auto compared by order_table (the first is the engine's default).
+ORDERS = {"brain_prior_kl first": AUTO_SELECTION,
+          "prior_kl first": ("prior_kl", "consistency", "info_max", "mutual_info"),
+          "consistency first": ("consistency", "prior_kl", "info_max", "mutual_info")}
+
+
+def order_table(run_dirs: list[str]) -> None:
+    """Per order of ORDERS, with and without the default guard: the mean gap to the best
+    step in hindsight and the worst harm (step 0's Dice minus the kept step's)."""
+    print("\n| order of select_by auto | guard | mean gap | worst harm | harmed runs |")
+    print("|---|---|---|---|---|")
+    for label, order in ORDERS.items():
+        for config in (EngineConfig(), EngineConfig(guard_by="")):
+            gaps, harms, harmed = [], [], []
+            for run_dir in map(Path, run_dirs):
+                rows = scored_rows(run_dir)
+                kept = engine_rule(rows, method_of(run_dir), config, order)["reference/dice"]
+                gaps.append(max(r["reference/dice"] for r in rows) - kept)
+                harms.append(rows[0]["reference/dice"] - kept)
+                if harms[-1] > 0.005:
+                    harmed.append(f"{run_dir.parent.name}/{run_dir.name} {-harms[-1]:+.3f}")
+            print(f"| {label} | {config.guard_by or 'none'} | {sum(gaps) / len(gaps):.4f} | "
+                  f"{max(harms):+.3f} | {', '.join(harmed) or '-'} |")
+
+
 def main(run_dirs: list[str]) -> None:
     scores = list(HIGHER_IS_BETTER)
     print("| run | step 0 | last | best in hindsight | " + " | ".join(scores) + " |")
@@ -110,6 +137,7 @@ def main(run_dirs: list[str]) -> None:
     means = [f"{sum(v) / len(v):.3f}" if v else "-" for v in totals.values()]
     print("| **mean** | " + " | ".join(means) + " |")
     rule_table(run_dirs)
+    order_table(run_dirs)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,13 @@ def adabn_engine(bundle_path, **engine_kw):
     return Engine(method, SegmentationTask(method, tiny_data(), config), config)
 
 
-def test_auto_takes_prior_kl_for_a_method_that_does_not_optimise_it(tiny_bundle_path):
+def test_auto_takes_brain_prior_kl_first_and_the_next_independent_score_otherwise(
+        tiny_bundle_path, monkeypatch):
+    assert adabn_engine(tiny_bundle_path).run().selected_by == "brain_prior_kl"
+    monkeypatch.setattr(AdaBN, "circular_scores", ("brain_prior_kl",))
     assert adabn_engine(tiny_bundle_path).run().selected_by == "prior_kl"
+    monkeypatch.setattr(AdaBN, "circular_scores", ("brain_prior_kl", "prior_kl"))  # as sfda
+    assert adabn_engine(tiny_bundle_path).run().selected_by == "consistency"
 
 
 def test_brain_prior_kl_is_scored_beside_prior_kl_and_sees_what_background_hides(
