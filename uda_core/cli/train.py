@@ -188,9 +188,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", choices=("none", "geometric", "contrast"), default="none",
                    help="augmentation of the training slices: none (left-right flips only; "
                         "the default), geometric (+ rotations of up to 10 degrees and "
-                        "scalings of 0.9-1.1), contrast (geometric + random gamma, intensity "
-                        "curves that change tissue contrast, bias fields, blur as from thick "
-                        "slices, noise: a model for scanners it never saw)")
+                        "scalings of 0.9-1.1), contrast (geometric + a random intensity for each "
+                        "labelled tissue half of the time, random gamma, intensity curves, "
+                        "bias fields, blur as from thick slices, noise: a model for scanners "
+                        "and contrasts it never saw)")
     region = p.add_mutually_exclusive_group()
     region.add_argument("--skull-stripped-input", dest="skull_stripped_input",
                         action="store_const", const=True, default=None,
