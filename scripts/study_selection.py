@@ -88,8 +88,8 @@ def rule_table(run_dirs: list[str]) -> None:
 
 
 #: Orders of select_by auto compared by order_table (the first is the engine's default).
-ORDERS = {"brain_prior_kl first": AUTO_SELECTION,
-          "prior_kl first": ("prior_kl", "consistency", "info_max", "mutual_info"),
+ORDERS = {"prior_kl first (the default)": AUTO_SELECTION,
+          "brain_prior_kl first": ("brain_prior_kl", "prior_kl", "consistency", "info_max"),
           "consistency first": ("consistency", "prior_kl", "info_max", "mutual_info")}
 
 

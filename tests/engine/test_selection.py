@@ -48,10 +48,8 @@ def adabn_engine(bundle_path, **engine_kw):
     return Engine(method, SegmentationTask(method, tiny_data(), config), config)
 
 
-def test_auto_takes_brain_prior_kl_first_and_the_next_independent_score_otherwise(
+def test_auto_takes_prior_kl_first_and_the_next_independent_score_otherwise(
         tiny_bundle_path, monkeypatch):
-    assert adabn_engine(tiny_bundle_path).run().selected_by == "brain_prior_kl"
-    monkeypatch.setattr(AdaBN, "circular_scores", ("brain_prior_kl",))
     assert adabn_engine(tiny_bundle_path).run().selected_by == "prior_kl"
     monkeypatch.setattr(AdaBN, "circular_scores", ("brain_prior_kl", "prior_kl"))  # as sfda
     assert adabn_engine(tiny_bundle_path).run().selected_by == "consistency"

@@ -11,10 +11,9 @@ FALLBACK_SELECTION = "info_max"
 SELECTION_SCORES = ("auto", *label_free.HIGHER_IS_BETTER, "last")  # segmentation's choices
 #: What select_by "auto" takes: the first of these the task offers and the method's loss does
 #: not optimise (methods.base.AdaptationMethod.circular_scores); see BENCHMARKS.md for the
-#: validation studies behind the order (brain_prior_kl first since 2026-12-03: with the
-#: consistency guard it was the only order that let no step that lost Dice through, over 21
-#: validation runs of two models; prior_kl first and consistency first each let one through).
-AUTO_SELECTION = ("brain_prior_kl", "prior_kl", "consistency", "info_max", "mutual_info")
+#: validation studies behind the order (re-examined 2026-12-03: brain_prior_kl first was
+#: safer for AdaBN and Tent but would have kept ddm's step 50 of a run still rising at 150).
+AUTO_SELECTION = ("prior_kl", "consistency", "info_max", "mutual_info")
 
 
 @dataclass
