@@ -280,9 +280,10 @@ def random_tissue_contrast(unit: torch.Tensor, labels: torch.Tensor,
     out = unit.clone()
     n_classes = int(labels.max()) + 1 if labels.numel() else 1
     for i in range(unit.shape[0]):
+        # drawn for every image, chosen or not, so that one image's draws never shift another's
         chosen = float(torch.rand(1, generator=generator)) < probability
-        means = 0.05 + 0.95 * torch.rand(n_classes, generator=generator)
-        scale = float(0.5 + torch.rand(1, generator=generator))
+        means = _uniform(generator, n_classes, 0.05, 1.0)
+        scale = float(_uniform(generator, 1, 0.5, 1.5))
         if not chosen:
             continue
         image, label = unit[i, 0], labels[i]
