@@ -363,3 +363,45 @@ def test_resumed_run_gives_the_uninterrupted_weights(tiny_bundle_path, tmp_path)
     assert resumed.network_state is not None
     for key, value in straight.network_state.items():
         assert torch.equal(resumed.network_state[key], value), key
+
+
+# --- a guide model ---------------------------------------------------------------------------
+
+
+def test_a_guide_blends_its_view_average_into_the_pseudo_labels(tiny_bundle_path, tmp_path):
+    from tests.conftest import make_seg_bundle
+    from uda_core.models.bundle import save_bundle
+    guide_path = str(save_bundle(make_seg_bundle(seed=5), tmp_path / "guide.pt"))
+    method = _method(tiny_bundle_path, guide=guide_path, guide_weight=0.25,
+                     n_intensity_views=0)
+    assert all(not p.requires_grad for p in method.guide.parameters())
+    assert "guide" not in method.extra_modules()       # read from its file, never trained
+    images = _batch(0).target
+    expected = torch.lerp(view_averaged_probs(method.teacher, images, torch.zeros(0, 2),
+                                              torch.zeros(0, 2), method.flip_dims),
+                          view_averaged_probs(method.guide, images, torch.zeros(0, 2),
+                                              torch.zeros(0, 2), method.flip_dims), 0.25)
+    labels, keep = method.pseudo_labels(images)
+    want_labels, want_keep = denoised_labels(expected, 0.0, 0.5)
+    assert torch.equal(labels, want_labels) and torch.equal(keep, want_keep)
+    # weight 1: the guide's labels alone, whatever the teacher says
+    only = _method(tiny_bundle_path, guide=guide_path, guide_weight=1.0, n_intensity_views=0)
+    labels, _ = only.pseudo_labels(images)
+    guide_probs = view_averaged_probs(only.guide, images, torch.zeros(0, 2),
+                                      torch.zeros(0, 2), only.flip_dims)
+    assert torch.equal(labels, guide_probs.argmax(1))
+
+
+def test_a_guide_of_another_grid_or_classes_is_refused_by_name(tiny_bundle_path, tmp_path):
+    import pytest
+
+    from tests.conftest import make_seg_bundle
+    from uda_core.errors import ModelError
+    from uda_core.models.bundle import save_bundle
+    other = str(save_bundle(make_seg_bundle(in_plane_shape=[48, 48]), tmp_path / "wide.pt"))
+    with pytest.raises(ModelError, match=r"wide\.pt.*in_plane_shape differ"):
+        _method(tiny_bundle_path, guide=other)
+    with pytest.raises(ModelError, match="not found"):
+        _method(tiny_bundle_path, guide=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="guide_weight"):
+        _method(tiny_bundle_path, guide_weight=1.5)

@@ -60,6 +60,7 @@ from torch import nn
 
 from uda_core.methods.base import INTERNALS, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.guide import guide_network
 from uda_core.methods.intensity_views import random_scale_shift_amounts, strong_view
 from uda_core.methods.pseudo_labels import (
     IGNORE,
@@ -139,6 +140,11 @@ class SelfTrainConfig:
                                    # target batch statistics alone cost 0.03 Dice there)
     use_teacher_at_end: bool = True  # export the chosen step's teacher (the averaged model,
                                      # usually the better one); off: the student
+    guide: str = ""                # a second, frozen model (file or built-in name) whose
+                                   # view-averaged predictions blend into the pseudo-labels,
+                                   # e.g. demo:brain-t1-robust (same classes and input grid;
+                                   # uda_core.methods.guide); "" = the mean teacher alone
+    guide_weight: float = 0.5      # pseudo-label probabilities = w x guide + (1 - w) x teacher
     seed: int = 0                  # seed of the views' and the student changes' draws
 
 
@@ -168,6 +174,9 @@ class SelfTrain(AdaptationMethod[Batch]):
             raise ValueError(f"n_intensity_views must be >= 0, not {cfg.n_intensity_views}")
         if cfg.max_class_weight < 1.0:
             raise ValueError(f"max_class_weight must be >= 1, not {cfg.max_class_weight}")
+        if not 0.0 <= cfg.guide_weight <= 1.0:
+            raise ValueError(f"guide_weight must be in [0, 1], not {cfg.guide_weight}")
+        self.guide = guide_network(cfg.guide, self.bundle, self.device) if cfg.guide else None
         self.num_classes = len(self.bundle.class_names)
         self.flip_dims = teacher_flip_dims(
             cfg.flips, self.bundle.window if self.bundle.dims == 3 else None)
@@ -207,6 +216,9 @@ class SelfTrain(AdaptationMethod[Batch]):
             cfg.n_intensity_views, images.shape[0], cfg.view_scale, cfg.view_shift,
             self.view_generator)
         probs = view_averaged_probs(self.teacher, images, scales, shifts, self.flip_dims)
+        if self.guide is not None:
+            guided = view_averaged_probs(self.guide, images, scales, shifts, self.flip_dims)
+            probs = torch.lerp(probs, guided, cfg.guide_weight)
         return denoised_labels(probs, cfg.confidence, cfg.class_quantile)
 
     def step(self, batch: Batch) -> dict[str, float]:

@@ -1,0 +1,41 @@
+"""A guide: a second, frozen model whose predictions help make pseudo-labels (selftrain).
+
+The typical guide is ``demo:brain-t1-robust``: trained with random tissue contrasts, it is
+worse than the plain model on the plain model's own contrast but survives contrast changes
+that defeat it (BENCHMARKS.md). Self-training the user's network on labels that blend the
+two gives the network the guide's robustness while keeping its own skill.
+
+The guide sees exactly the tensors the adapted network sees, so it must take the same input:
+the same classes, grid (spacing, in-plane shape, orientation, slice axis), intensity
+normalisation and dimensionality. It is loaded like any model file (weights only, no code
+run) and never trained.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uda_core.errors import ModelError
+from uda_core.models.bundle import ModelBundle, load_model
+
+#: What a guide must share with the adapted model (ModelBundle fields) to see its tensors.
+INPUT_CONTRACT = ("class_names", "dims", "spacing_mm", "in_plane_shape", "orientation",
+                  "slice_axis", "normalisation", "window")
+
+
+def guide_network(reference: str, bundle: ModelBundle, device: torch.device) -> nn.Module:
+    """The guide model named by `reference` (a bundle file or a built-in name) as a frozen
+    network in eval mode on `device`. ModelError (naming the guide) when it cannot be loaded
+    or does not take the adapted model's input (:data:`INPUT_CONTRACT`)."""
+    guide = load_model(reference)
+    differing = [name for name in INPUT_CONTRACT
+                 if getattr(guide, name) != getattr(bundle, name)]
+    if differing:
+        raise ModelError("cannot guide this model: its " + ", ".join(differing)
+                         + " differ from the adapted model's (a guide must take the same "
+                         "input and predict the same classes)", reference)
+    network = guide.build_network(device)
+    for p in network.parameters():
+        p.requires_grad_(False)
+    return network.eval()
