@@ -37,12 +37,12 @@ def engine_rule(rows: list[dict], method: str, config: EngineConfig,
                 order: tuple[str, ...] = AUTO_SELECTION) -> dict:
     """The row the engine's default rule would keep: select_by auto (the first of `order`,
     by default AUTO_SELECTION, the method's loss does not optimise), a step replacing step 0
-    only when that score gains more than min_gain and the guard score loses at most
-    guard_tolerance."""
+    only when that score gains more than min_gain and no guard score (guard_by,
+    comma-separated) loses more than guard_tolerance."""
     circular = set(METHODS[method].circular_scores)
     name = next(n for n in order if f"score/{n}" in rows[0] and n not in circular)
-    guard = config.guard_by
-    use_guard = bool(guard) and guard != name and guard not in circular
+    guards = [g.strip() for g in config.guard_by.split(",") if g.strip()]
+    guards = [g for g in guards if g != name and g not in circular and f"score/{g}" in rows[0]]
     first, best = rows[0], rows[0]
     sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
     for row in rows[1:]:
@@ -51,8 +51,8 @@ def engine_rule(rows: list[dict], method: str, config: EngineConfig,
         if not gain(name, first[f"score/{name}"], row[f"score/{name}"],
                     HIGHER_IS_BETTER[name]) > config.min_gain:
             continue
-        if use_guard and gain(guard, first[f"score/{guard}"], row[f"score/{guard}"],
-                              HIGHER_IS_BETTER[guard]) < -config.guard_tolerance:
+        if any(gain(g, first[f"score/{g}"], row[f"score/{g}"], HIGHER_IS_BETTER[g])
+               < -config.guard_tolerance for g in guards):
             continue
         best = row
     return {**best, "rule_score": name}

@@ -95,6 +95,22 @@ def test_the_guard_score_vetoes_a_step_it_finds_worse(tiny_bundle_path):
     assert not engine._confident({**better, "prior_kl": 0.011}, best)     # no gain at all
 
 
+def test_every_guard_score_must_hold(tiny_bundle_path):
+    """The default guards both (consistency, brain_prior_kl): either one vetoes."""
+    engine = adabn_engine(tiny_bundle_path, select_by="prior_kl", guard_tolerance=0.005)
+    assert engine.config.guard_by == "consistency,brain_prior_kl"
+    best = {"initial_scores": {"prior_kl": 0.010, "consistency": 0.95,
+                               "brain_prior_kl": 0.020}}
+    better = {"prior_kl": 0.008, "consistency": 0.95, "brain_prior_kl": 0.0200}
+    assert engine._confident(better, best)
+    # brain_prior_kl 0.020 -> 0.0202: a relative rise of 1 %, beyond the 0.5 % tolerated
+    assert not engine._confident({**better, "brain_prior_kl": 0.0202}, best)
+    assert engine._confident({**better, "brain_prior_kl": 0.02009}, best)   # 0.45 %
+    assert not engine._confident({**better, "consistency": 0.94}, best)
+    assert engine._guards("prior_kl", better) == ["consistency", "brain_prior_kl"]
+    assert engine._guards("consistency", better) == ["brain_prior_kl"]
+
+
 def test_no_guard_when_the_method_optimises_it(tiny_bundle_path):
     engine = sfda_engine(tiny_bundle_path, select_by="consistency", guard_by="prior_kl")
     best = {"initial_scores": {"prior_kl": 0.010, "consistency": 0.90}}

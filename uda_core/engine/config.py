@@ -39,11 +39,13 @@ class EngineConfig:
                                      # weights) only when the selection score improves on step
                                      # 0's by more than this (label_free.gain units); else the
                                      # run keeps the source weights and says so
-    guard_by: str = "consistency"    # ... and only when this second independent score is not
-                                     # worse than at step 0 by more than guard_tolerance
-                                     # (skipped when the method's loss optimises it or it is
-                                     # the selection score; "" = no guard). On validation
-                                     # subjects Dice fell whenever consistency fell (BENCHMARKS)
+    guard_by: str = "consistency,brain_prior_kl"
+                                     # ... and only when none of these independent scores
+                                     # (comma-separated) is worse than at step 0 by more than
+                                     # guard_tolerance (each skipped when the method's loss
+                                     # optimises it or it is the selection score; "" = no
+                                     # guard). On 22 validation runs this pair let no losing
+                                     # step through (BENCHMARKS, checkpoint study)
     guard_tolerance: float = 0.005   # label_free.gain units
     patience: int = 0                # stop after this many scorings without improvement; 0 = off
     collapse_guard: bool = True      # roll back when a class vanishes or the output is constant

@@ -193,27 +193,32 @@ class Engine:
         value = scores.get(name, float("nan"))
         return value if self.task.higher_is_better[name] else -value
 
+    def _guards(self, selected: str, scores: dict[str, float]) -> list[str]:
+        """The guard scores (guard_by, comma-separated) that apply to a choice by `selected`:
+        those scored here that are neither the selection score nor optimised by the method."""
+        names = [g.strip() for g in self.config.guard_by.split(",") if g.strip()]
+        return [g for g in names if g != selected and g not in self.method.circular_scores
+                and g in scores and g in self.task.higher_is_better]
+
     def _confident(self, scores: dict[str, float], best: dict[str, Any]) -> bool:
         """"First, do no harm": a step may replace the source weights only when its selection
-        score beats step 0's by more than min_gain (label_free.gain) and the guard score
-        (guard_by) is not worse than step 0's by more than guard_tolerance."""
+        score beats step 0's by more than min_gain (label_free.gain) and no guard score
+        (guard_by) is worse than step 0's by more than guard_tolerance."""
         if self.config.select_by == "last":
             return True
         name = self._selection_score(scores)
         if "initial_scores" not in best:
             return True   # a checkpoint written before the rule existed
-        initial = best["initial_scores"].get(name, float("nan"))
-        change = label_free_gain(name, initial, scores.get(name, float("nan")),
+        initial = best["initial_scores"]
+        change = label_free_gain(name, initial.get(name, float("nan")),
+                                 scores.get(name, float("nan")),
                                  self.task.higher_is_better[name])
         if not change > self.config.min_gain:
             return False
-        guard = self.config.guard_by
-        if (not guard or guard == name or guard in self.method.circular_scores
-                or guard not in scores or guard not in self.task.higher_is_better):
-            return True
-        drop = label_free_gain(guard, best["initial_scores"].get(guard, float("nan")),
-                               scores[guard], self.task.higher_is_better[guard])
-        return not drop < -self.config.guard_tolerance
+        return not any(
+            label_free_gain(g, initial.get(g, float("nan")), scores[g],
+                            self.task.higher_is_better[g]) < -self.config.guard_tolerance
+            for g in self._guards(name, scores))
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -337,8 +342,8 @@ class Engine:
                     f"{value:.4g})")
         if not self.method.changes_weights:
             return f"the source weights ({self.method.name} trains nothing)"
-        guard = self.config.guard_by
-        guarded = f" with {guard} no worse" if guard and guard != selected_by else ""
+        guards = self._guards(selected_by, best["scores"])
+        guarded = f" with {' and '.join(guards)} no worse" if guards else ""
         why = (f"no step beat it on {selected_by}{guarded} (min_gain "
                f"{self.config.min_gain:g})" if self._skipped_unconfident
                else f"no step scored better on {selected_by}")
