@@ -21,13 +21,16 @@ from uda_core.bench.runner import (
     standardises,
 )
 from uda_core.errors import UdaError
+from uda_core.methods.guide import INPUT_CONTRACT
+from uda_core.models.bundle import load_model
 
 # What missing_needs reads from a bundle: a full-featured eager model (early head, class-ratio
-# prior, intensity reference; a 2D network of one input channel) and one without an
-# intensity reference.
+# prior, intensity reference; a 2D network of one input channel, on the demo models' grid
+# so that the guide of "guided" takes it) and one without an intensity reference.
+_DEMO = load_model("demo:brain-t1")
 FULL = SimpleNamespace(torchscript=None, has_early_head=True, class_ratio_prior=[[0.25] * 4],
                        intensity_reference={"percentiles": [1, 99], "values": [0.0, 1.0]},
-                       normalisation={}, in_channels=1, dims=2)
+                       in_channels=1, **{n: getattr(_DEMO, n) for n in INPUT_CONTRACT})
 NO_REFERENCE = SimpleNamespace(**{**vars(FULL), "intensity_reference": None})
 
 
@@ -68,7 +71,7 @@ def test_skip_dict_and_the_needs_of_std_and_of_pairs():
     assert "ddm" not in run and any(n.startswith("ddm skipped on mprage: its images are "
                                                  "stored on another voxel grid") for n in notes)
     assert run == ["standardise", "adabn", "adabn+std", "tent", "sfda", "sfda+std",
-                   "selftrain", "selftrain+std"]
+                   "selftrain", "selftrain+std", "guided", "guided+std"]
     run, notes = applicable_methods(BenchConfig(methods=("sfda", "sfda+std"), skip={}),
                                     "protocol", NO_REFERENCE)
     assert run == ["sfda"] and len(notes) == 1 and notes[0].startswith(

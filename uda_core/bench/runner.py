@@ -38,14 +38,14 @@ from uda_core.errors import UdaError
 
 BENCH_SHIFTS = ("protocol", "mprage", "highfield", "t2", "pd")
 BENCH_METHODS = ("standardise", "adabn", "adabn+std", "tent", "sfda", "sfda+std", "selftrain",
-                 "selftrain+std", "early", "adaptsegnet", "ddm")
+                 "selftrain+std", "guided", "guided+std", "early", "adaptsegnet", "ddm")
 SOURCE_DOMAIN = "t1"
 MODALITY = {"protocol": "T1w", "mprage": "T1w", "highfield": "T1w", "t2": "T2w",
             "pd": "FLAIR"}
 T1W_SHIFTS = ("protocol", "mprage", "highfield")   # the source's (t1) weighting
 STD_SUFFIX = "+std"        # "<method>+std": the method on intensity-standardised targets
 #: Base methods that need neither paired source images nor labelled source data.
-SOURCE_FREE = ("standardise", "adabn", "tent", "sfda", "selftrain", "early")
+SOURCE_FREE = ("standardise", "adabn", "tent", "sfda", "selftrain", "guided", "early")
 STD_NOTE = ("intensity standardisation matches histograms of the same weighting only; "
             "skipped on t2/pd")
 SKIP_NOTE = "left out to save time"

@@ -79,6 +79,8 @@ FIELD_LABELS: dict[str, str] = {
     "blur_prob": "Share of slices blurred (student)",
     "max_blur_sigma": "Largest blur (pixels, student)",
     "use_teacher_at_end": "Keep the averaged (teacher) network",
+    "guide": "Guide model (file or demo:brain-t1-robust)",
+    "guide_weight": "Weight of the guide's answers",
 }
 
 # Words of code names spelt out when a field has no label above.

@@ -41,6 +41,8 @@ SUMMARIES: dict[str, str] = {
     "early": "Self-training of early features against the final output (Sheikh & Schultz 2022)",
     "selftrain": "Source-free self-training: a mean teacher's augmentation-averaged, "
                  "confidence-filtered pseudo-labels (DPL, CoTTA style)",
+    "guided": "Source-free self-training on the pseudo-labels of a contrast-robust guide "
+              "model (demo:brain-t1-robust; models on the demo grid and classes)",
 }
 
 #: One line per method in a clinician's words: what it does to the scans or the network and
@@ -63,6 +65,9 @@ CLINICAL: dict[str, str] = {
              "your scans. Research use.",
     "selftrain": "Retrains the network on its own most confident answers on your scans. "
                  "Needs only your scans.",
+    "guided": "Retrains the network on the confident answers of a second network built to "
+              "cope with other scanners. Needs only your scans; brain models on the demo "
+              "grid.",
 }
 
 

@@ -13,6 +13,8 @@ run) and never trained.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -24,13 +26,36 @@ INPUT_CONTRACT = ("class_names", "dims", "spacing_mm", "in_plane_shape", "orient
                   "slice_axis", "normalisation", "window")
 
 
+def differing_input(guide: ModelBundle, bundle: ModelBundle) -> list[str]:
+    """The :data:`INPUT_CONTRACT` fields in which `guide` and `bundle` differ ([] = it fits)."""
+    return [name for name in INPUT_CONTRACT
+            if getattr(guide, name) != getattr(bundle, name, None)]
+
+
+@functools.lru_cache(maxsize=4)
+def _guide_bundle(reference: str) -> ModelBundle:
+    return load_model(reference)
+
+
+def guide_mismatch(reference: str, bundle: ModelBundle) -> str:
+    """"" when the guide `reference` takes `bundle`'s input, else one line saying why not
+    (for method lists and missing-needs messages; the guide's file is read once)."""
+    try:
+        differing = differing_input(_guide_bundle(reference), bundle)
+    except ModelError as error:
+        return str(error)
+    if not differing:
+        return ""
+    return (f"a model that takes the input of its guide {reference} (its "
+            f"{', '.join(differing)} differ)")
+
+
 def guide_network(reference: str, bundle: ModelBundle, device: torch.device) -> nn.Module:
     """The guide model named by `reference` (a bundle file or a built-in name) as a frozen
     network in eval mode on `device`. ModelError (naming the guide) when it cannot be loaded
     or does not take the adapted model's input (:data:`INPUT_CONTRACT`)."""
     guide = load_model(reference)
-    differing = [name for name in INPUT_CONTRACT
-                 if getattr(guide, name) != getattr(bundle, name)]
+    differing = differing_input(guide, bundle)
     if differing:
         raise ModelError("cannot guide this model: its " + ", ".join(differing)
                          + " differ from the adapted model's (a guide must take the same "

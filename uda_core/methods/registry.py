@@ -17,6 +17,8 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
+from uda_core.methods.guide import guide_mismatch
+from uda_core.methods.guided import DEFAULT_GUIDE, Guided
 from uda_core.methods.selftrain import SelfTrain
 from uda_core.methods.sfda import SFDA
 from uda_core.methods.standardise import Standardise
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
     m.name: m for m in (Standardise, SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures,
-                        SelfTrain)}
+                        SelfTrain, Guided)}
 #: the methods that adapt a 3D network (on random 3D patches)
 PATCH_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.adapts_3d)
 
@@ -56,5 +58,7 @@ def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
     if bundle.dims == 3 and not method.adapts_3d:
         missing.append("a 2D (slice) network; 3D networks adapt with "
                        + ", ".join(PATCH_METHODS))
+    elif method is Guided and (why := guide_mismatch(DEFAULT_GUIDE, bundle)):
+        missing.append(why)
     return missing
 

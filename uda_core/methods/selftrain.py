@@ -140,10 +140,11 @@ class SelfTrainConfig:
                                    # target batch statistics alone cost 0.03 Dice there)
     use_teacher_at_end: bool = True  # export the chosen step's teacher (the averaged model,
                                      # usually the better one); off: the student
-    guide: str = ""                # a second, frozen model (file or built-in name) whose
+    guide: str | None = None       # a second, frozen model (file or built-in name) whose
                                    # view-averaged predictions blend into the pseudo-labels,
                                    # e.g. demo:brain-t1-robust (same classes and input grid;
-                                   # uda_core.methods.guide); "" = the mean teacher alone
+                                   # uda_core.methods.guide); none = the mean teacher alone
+                                   # (the method "guided" has it by default)
     guide_weight: float = 0.5      # pseudo-label probabilities = w x guide + (1 - w) x teacher
     seed: int = 0                  # seed of the views' and the student changes' draws
 
