@@ -127,8 +127,12 @@ def _field_comments(config_class: type) -> dict[str, list[str]]:
 
 def field_docs(config_class: type) -> dict[str, str]:
     """Help text of each field of the dataclass `config_class` ("" when undocumented or the
-    source is unavailable), in field order."""
-    comments = _field_comments(config_class)
+    source is unavailable), in field order. A field a subclass inherits keeps the help of the
+    class that declares it; one it redeclares takes the subclass's."""
+    comments: dict[str, list[str]] = {}
+    for klass in reversed(config_class.__mro__):
+        if dataclasses.is_dataclass(klass):
+            comments.update({k: v for k, v in _field_comments(klass).items() if v})
     return {f.name: " ".join(comments.get(f.name, [])) for f in dataclasses.fields(config_class)}
 
 
