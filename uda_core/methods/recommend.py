@@ -5,7 +5,9 @@ demo shifts"): with a paired source-modality image of each subject, ddm is the o
 that recovers a change of contrast (T1w -> T2w); without pairs, intensity standardisation is
 the source-free step that helped on T1w scanner shifts and cannot drift, while every trained
 source-free method (sfda, tent, selftrain, adabn) lowered Dice on validation subjects and was
-kept at step 0 by the do-no-harm checkpoint rule.
+kept at step 0 by the do-no-harm checkpoint rule. `guided` (self-training on a contrast-robust
+guide's labels) raised Dice on validation subjects, but the label-free rule kept its source
+weights on every benchmark shift, so it is not recommended (session 14).
 """
 
 from __future__ import annotations
