@@ -41,8 +41,8 @@ def engine_rule(rows: list[dict], method: str, config: EngineConfig,
     comma-separated) loses more than guard_tolerance."""
     circular = set(METHODS[method].circular_scores)
     name = next(n for n in order if f"score/{n}" in rows[0] and n not in circular)
-    guards = [g.strip() for g in config.guard_by.split(",") if g.strip()]
-    guards = [g for g in guards if g != name and g not in circular and f"score/{g}" in rows[0]]
+    guards = [g for g in config.guard_names
+              if g != name and g not in circular and f"score/{g}" in rows[0]]
     first, best = rows[0], rows[0]
     sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
     for row in rows[1:]:

@@ -55,3 +55,18 @@ def test_without_a_guide_it_refuses_and_points_to_selftrain(tiny_bundle_path):
                     torch.device("cpu"))
     with pytest.raises(ValueError, match="guided needs a guide model"):
         method.setup()
+
+
+def test_the_guide_is_checked_before_any_target_is_read(tiny_bundle_path, tmp_path):
+    """check_settings (run before the targets are prepared) reads the guide and refuses one
+    that does not take the model's input, or none at all."""
+    from uda_core.errors import ModelError
+    bundle = load_model(tiny_bundle_path)
+    with pytest.raises(ModelError, match="brain-t1-robust.*cannot guide this model"):
+        Guided.check_settings(GuidedConfig(), bundle)
+    with pytest.raises(ValueError, match="guided needs a guide model"):
+        Guided.check_settings(GuidedConfig(guide=None), bundle)
+    with pytest.raises(ValueError, match="guide_weight"):
+        Guided.check_settings(GuidedConfig(guide_weight=-0.1), bundle)
+    fits = save_bundle(make_seg_bundle(seed=3), tmp_path / "fits.pt")
+    Guided.check_settings(GuidedConfig(guide=str(fits)), bundle)   # no error

@@ -52,6 +52,11 @@ class EngineConfig:
     max_rollbacks: int = 3           # stop the run after this many collapses
     amp: bool = True                 # bfloat16 autocast on CUDA
 
+    @property
+    def guard_names(self) -> list[str]:
+        """guard_by as a list of score names (empty for "")."""
+        return [g.strip() for g in self.guard_by.split(",") if g.strip()]
+
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "batch_size": 1, "score_slices": 1, "score_every": 0,
                     "checkpoint_every": 0, "preview_every": 0, "patience": 0,

@@ -196,8 +196,8 @@ class Engine:
     def _guards(self, selected: str, scores: dict[str, float]) -> list[str]:
         """The guard scores (guard_by, comma-separated) that apply to a choice by `selected`:
         those scored here that are neither the selection score nor optimised by the method."""
-        names = [g.strip() for g in self.config.guard_by.split(",") if g.strip()]
-        return [g for g in names if g != selected and g not in self.method.circular_scores
+        return [g for g in self.config.guard_names
+                if g != selected and g not in self.method.circular_scores
                 and g in scores and g in self.task.higher_is_better]
 
     def _confident(self, scores: dict[str, float], best: dict[str, Any]) -> bool:

@@ -95,6 +95,12 @@ class AdaptationMethod(Generic[BatchT]):
         self.optimisers: list[torch.optim.Optimizer] = []
 
     @classmethod
+    def unmet_model_needs(cls, bundle: Any) -> list[str]:
+        """What `bundle` lacks for this method beyond the declared `needs`, one description
+        each (missing-needs messages, method lists); the default asks nothing more."""
+        return []
+
+    @classmethod
     def check_settings(cls, config: Any, bundle: Any) -> None:
         """ValueError naming the setting when `config` cannot work with `bundle` (choices,
         class counts), before any data is read; the default checks nothing."""

@@ -32,6 +32,10 @@ def differing_input(guide: ModelBundle, bundle: ModelBundle) -> list[str]:
             if getattr(guide, name) != getattr(bundle, name, None)]
 
 
+def _differ(names: list[str]) -> str:
+    return "differ" if len(names) > 1 else "differs"
+
+
 @functools.lru_cache(maxsize=4)
 def _guide_bundle(reference: str) -> ModelBundle:
     return load_model(reference)
@@ -47,20 +51,25 @@ def guide_mismatch(reference: str, bundle: ModelBundle) -> str:
     if not differing:
         return ""
     return (f"a model that takes the input of its guide {reference} (its "
-            f"{', '.join(differing)} differ)")
+            f"{', '.join(differing)} {_differ(differing)})")
 
 
-def guide_network(reference: str, bundle: ModelBundle, device: torch.device) -> nn.Module:
-    """The guide model named by `reference` (a bundle file or a built-in name) as a frozen
-    network in eval mode on `device`. ModelError (naming the guide) when it cannot be loaded
-    or does not take the adapted model's input (:data:`INPUT_CONTRACT`)."""
+def check_guide(reference: str, bundle: ModelBundle) -> ModelBundle:
+    """The guide's bundle, read from `reference`; ModelError naming the guide when it cannot
+    be read or does not take `bundle`'s input (:data:`INPUT_CONTRACT`)."""
     guide = load_model(reference)
     differing = differing_input(guide, bundle)
     if differing:
         raise ModelError("cannot guide this model: its " + ", ".join(differing)
-                         + " differ from the adapted model's (a guide must take the same "
-                         "input and predict the same classes)", reference)
-    network = guide.build_network(device)
+                         + f" {_differ(differing)} from the adapted model's (a guide must "
+                         "take the same input and predict the same classes)", reference)
+    return guide
+
+
+def guide_network(reference: str, bundle: ModelBundle, device: torch.device) -> nn.Module:
+    """The guide model named by `reference` (a bundle file or a built-in name) as a frozen
+    network in eval mode on `device` (checked by :func:`check_guide`)."""
+    network = check_guide(reference, bundle).build_network(device)
     for p in network.parameters():
         p.requires_grad_(False)
     return network.eval()

@@ -17,11 +17,15 @@ be guided by it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from uda_core.methods.catalogue import SUMMARIES
+from uda_core.methods.guide import guide_mismatch
 from uda_core.methods.selftrain import SelfTrain, SelfTrainConfig
 
 DEFAULT_GUIDE = "demo:brain-t1-robust"
+NO_GUIDE = (f"guided needs a guide model (guide = a bundle file or {DEFAULT_GUIDE}); "
+            "selftrain runs without one")
 
 
 @dataclass
@@ -40,8 +44,18 @@ class Guided(SelfTrain):
     config_class = GuidedConfig
     adapts_3d = False   # the shipped guide is a 2D network
 
+    @classmethod
+    def unmet_model_needs(cls, bundle: Any) -> list[str]:
+        why = guide_mismatch(DEFAULT_GUIDE, bundle)
+        return [why] if why else []
+
+    @classmethod
+    def check_settings(cls, config: Any, bundle: Any) -> None:
+        if not config.guide:
+            raise ValueError(NO_GUIDE)
+        super().check_settings(config, bundle)
+
     def setup(self) -> None:
         if not self.config.guide:
-            raise ValueError("guided needs a guide model (guide = a bundle file or "
-                             f"{DEFAULT_GUIDE}); selftrain runs without one")
+            raise ValueError(NO_GUIDE)
         super().setup()

@@ -17,8 +17,7 @@ from uda_core.methods.base import (
 )
 from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
-from uda_core.methods.guide import guide_mismatch
-from uda_core.methods.guided import DEFAULT_GUIDE, Guided
+from uda_core.methods.guided import Guided
 from uda_core.methods.selftrain import SelfTrain
 from uda_core.methods.sfda import SFDA
 from uda_core.methods.standardise import Standardise
@@ -58,7 +57,7 @@ def missing_needs(method: type[AdaptationMethod[Any]], bundle: ModelBundle,
     if bundle.dims == 3 and not method.adapts_3d:
         missing.append("a 2D (slice) network; 3D networks adapt with "
                        + ", ".join(PATCH_METHODS))
-    elif method is Guided and (why := guide_mismatch(DEFAULT_GUIDE, bundle)):
-        missing.append(why)
+    else:
+        missing += method.unmet_model_needs(bundle)
     return missing
 

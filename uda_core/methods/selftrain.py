@@ -60,7 +60,7 @@ from torch import nn
 
 from uda_core.methods.base import INTERNALS, TARGET, AdaptationMethod, Batch
 from uda_core.methods.catalogue import SUMMARIES
-from uda_core.methods.guide import guide_network
+from uda_core.methods.guide import check_guide, guide_network
 from uda_core.methods.intensity_views import random_scale_shift_amounts, strong_view
 from uda_core.methods.pseudo_labels import (
     IGNORE,
@@ -87,6 +87,12 @@ def teacher_flip_dims(flips: str, window: dict | None) -> tuple[int, ...]:
         return tuple(range(2, 2 + (2 if window is None else len(window["axes"]))))
     mirrored = [] if window is None else [2 + int(a) for a in window.get("mirror_axes", [])]
     return (lr, *sorted(set(mirrored) - {lr}))
+
+
+def check_guide_weight(weight: float) -> None:
+    """ValueError unless 0 <= weight <= 1."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"guide_weight must be in [0, 1], not {weight}")
 
 
 @torch.no_grad()
@@ -159,8 +165,17 @@ class SelfTrain(AdaptationMethod[Batch]):
     # its loss rewards confident predictions that agree across augmentations
     circular_scores = ("entropy", "info_max", "snd", "consistency")
 
+    @classmethod
+    def check_settings(cls, config: Any, bundle: Any) -> None:
+        """The guide's weight, and the guide itself (ModelError naming it when it cannot be
+        read or does not take the bundle's input), before any target is read."""
+        check_guide_weight(config.guide_weight)
+        if config.guide:
+            check_guide(config.guide, bundle)
+
     def setup(self) -> None:
         cfg = self.config
+        check_guide_weight(cfg.guide_weight)   # the guide itself: checked by guide_network
         if cfg.params not in PARAM_CHOICES:
             raise ValueError(f"params must be one of {', '.join(PARAM_CHOICES)}, "
                              f"not {cfg.params!r}")
@@ -175,8 +190,6 @@ class SelfTrain(AdaptationMethod[Batch]):
             raise ValueError(f"n_intensity_views must be >= 0, not {cfg.n_intensity_views}")
         if cfg.max_class_weight < 1.0:
             raise ValueError(f"max_class_weight must be >= 1, not {cfg.max_class_weight}")
-        if not 0.0 <= cfg.guide_weight <= 1.0:
-            raise ValueError(f"guide_weight must be in [0, 1], not {cfg.guide_weight}")
         self.guide = guide_network(cfg.guide, self.bundle, self.device) if cfg.guide else None
         self.num_classes = len(self.bundle.class_names)
         self.flip_dims = teacher_flip_dims(
