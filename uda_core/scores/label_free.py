@@ -15,7 +15,7 @@ from uda_core.losses import kl_brain_class_ratio, kl_class_ratio
 
 HIGHER_IS_BETTER = {"entropy": False, "info_max": True, "prior_kl": False,
                     "brain_prior_kl": False, "early_agreement": True, "consistency": True,
-                    "snd": True}
+                    "snd": True, "intensity_fit": True}
 DIVERGENCES = ("prior_kl", "brain_prior_kl")
 """Scores that shrink towards 0 (their gain is relative, see :func:`gain`)."""
 
@@ -80,6 +80,34 @@ def soft_neighbourhood_density(probs: torch.Tensor, n_pixels: int = 1024,
     sim.fill_diagonal_(-float("inf"))
     p = torch.softmax(sim / temperature, dim=1)
     return float(-(p * torch.log(p.clamp_min(1e-10))).sum(dim=1).mean())
+
+
+def intensity_fit(images: torch.Tensor, labels: torch.Tensor, min_pixels: int = 32) -> float:
+    """Share of the brain's intensity variance that the predicted tissue classes explain
+    (1 - within-class / total sum of squares, the k-means objective of intensity-based
+    segmentation such as FSL FAST's), in [0, 1], higher = each predicted tissue is more
+    homogeneous. Depends on the image and the label map only, so no method's loss optimises
+    it. images (B, 1, *S) or (B, *S) as the network sees them, labels (B, *S) int; the brain
+    is labels >= 1 and every item (slice or patch) has its own class means, so a smooth bias
+    field across the head does not count; items with fewer than `min_pixels` brain pixels
+    are left out. NaN when no item is left or the brain is constant."""
+    x = images.reshape(labels.shape[0], -1).double()       # (B, *S) -> (B, N)
+    lab = labels.reshape(labels.shape[0], -1)
+    brain = lab >= 1
+    keep = brain.sum(dim=1) >= min_pixels
+    x, lab, brain = x[keep], lab[keep], brain[keep]
+
+    def squares(mask: torch.Tensor) -> torch.Tensor:
+        """Sum of squared deviations from the mean of each item's masked pixels, (B,)."""
+        n = mask.sum(dim=1).clamp_min(1)
+        total = (x * mask).sum(dim=1)
+        return (x * x * mask).sum(dim=1) - total * total / n
+
+    total = squares(brain).sum()
+    if not keep.any() or float(total) <= 0:
+        return float("nan")
+    within = sum(squares(lab == c).sum() for c in torch.unique(lab[brain]).tolist())
+    return float(1.0 - within / total)
 
 
 def class_shares(labels: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -130,6 +130,8 @@ class SegmentationTask:
             if self.num_classes >= 3:
                 scores["brain_prior_kl"] = label_free.brain_prior_divergence(
                     probs, self._score_set["prior"])
+        if self.num_classes >= 3:   # one brain class explains nothing
+            scores["intensity_fit"] = label_free.intensity_fit(images, labels)
         forward_with_early = getattr(self.network, "forward_with_early", None)
         if getattr(self.method.bundle, "has_early_head", False) and forward_with_early is not None:
             early = torch.cat([forward_with_early(images[i:i + 16])[1].argmax(1)
