@@ -90,25 +90,35 @@ def rule_table(run_dirs: list[str]) -> None:
 #: Orders of select_by auto compared by order_table (the first is the engine's default).
 ORDERS = {"prior_kl first (the default)": AUTO_SELECTION,
           "brain_prior_kl first": ("brain_prior_kl", "prior_kl", "consistency", "info_max"),
-          "consistency first": ("consistency", "prior_kl", "info_max", "mutual_info")}
+          "consistency first": ("consistency", "prior_kl", "info_max", "mutual_info"),
+          "intensity_fit first": ("intensity_fit", "prior_kl", "consistency", "info_max")}
+#: Guard lists compared by order_table (the engine's default first).
+GUARDS = (EngineConfig().guard_by, "consistency,intensity_fit",
+          "consistency,brain_prior_kl,intensity_fit", "")
 
 
 def order_table(run_dirs: list[str]) -> None:
-    """Per order of ORDERS, with and without the default guard: the mean gap to the best
-    step in hindsight and the worst harm (step 0's Dice minus the kept step's)."""
-    print("\n| order of select_by auto | guard | mean gap | worst harm | harmed runs |")
-    print("|---|---|---|---|---|")
+    """Per order of ORDERS and guard list of GUARDS: the mean gap to the best step in
+    hindsight and the worst harm (step 0's Dice minus the kept step's). Runs that lack a
+    score of the order are left out of its rows (intensity_fit is logged since session 15)."""
+    print("\n| order of select_by auto | guard | runs | mean gap | worst harm | harmed runs |")
+    print("|---|---|---|---|---|---|")
     for label, order in ORDERS.items():
-        for config in (EngineConfig(), EngineConfig(guard_by="")):
+        for config in (EngineConfig(guard_by=g) for g in GUARDS):
             gaps, harms, harmed = [], [], []
             for run_dir in map(Path, run_dirs):
                 rows = scored_rows(run_dir)
+                if order[0] not in AUTO_SELECTION and f"score/{order[0]}" not in rows[0]:
+                    continue
                 kept = engine_rule(rows, method_of(run_dir), config, order)["reference/dice"]
                 gaps.append(max(r["reference/dice"] for r in rows) - kept)
                 harms.append(rows[0]["reference/dice"] - kept)
                 if harms[-1] > 0.005:
                     harmed.append(f"{run_dir.parent.name}/{run_dir.name} {-harms[-1]:+.3f}")
-            print(f"| {label} | {config.guard_by or 'none'} | {sum(gaps) / len(gaps):.4f} | "
+            if not gaps:
+                continue
+            print(f"| {label} | {config.guard_by or 'none'} | {len(gaps)} | "
+                  f"{sum(gaps) / len(gaps):.4f} | "
                   f"{max(harms):+.3f} | {', '.join(harmed) or '-'} |")
 
 
