@@ -63,18 +63,20 @@ def method_of(run_dir: Path) -> str:
     return json.loads((run_dir / "run.json").read_text())["method"]
 
 
-def rule_table(run_dirs: list[str]) -> None:
-    """Reference Dice (scored slices) of step 0, the engine rule's choice and the best in
-    hindsight, per run, and their means."""
-    config = EngineConfig()
-    print(f"\nEngine default rule (select_by auto, guard {config.guard_by} tolerance "
-          f"{config.guard_tolerance}, min_gain {config.min_gain}):\n")
+def rule_table(run_dirs: list[str], config: EngineConfig | None = None,
+               order: tuple[str, ...] = AUTO_SELECTION, label: str = "Engine default rule") -> None:
+    """Reference Dice (scored slices) of step 0, a rule's choice (by default the engine's)
+    and the best in hindsight, per run, and their means."""
+    config = config or EngineConfig()
+    print(f"\n{label} (select_by auto in the order {', '.join(order[:3])}, ..., guard "
+          f"{config.guard_by or 'none'} tolerance {config.guard_tolerance}, min_gain "
+          f"{config.min_gain}):\n")
     print("| run | step 0 | rule's choice | best in hindsight | last |")
     print("|---|---|---|---|---|")
     sums = [[], [], [], []]
     for run_dir in map(Path, run_dirs):
         rows = scored_rows(run_dir)
-        chosen = engine_rule(rows, method_of(run_dir), config)
+        chosen = engine_rule(rows, method_of(run_dir), config, order)
         best = max(rows, key=lambda r: r["reference/dice"])
         values = [rows[0]["reference/dice"], chosen["reference/dice"], best["reference/dice"],
                   rows[-1]["reference/dice"]]
@@ -147,6 +149,8 @@ def main(run_dirs: list[str]) -> None:
     means = [f"{sum(v) / len(v):.3f}" if v else "-" for v in totals.values()]
     print("| **mean** | " + " | ".join(means) + " |")
     rule_table(run_dirs)
+    rule_table(run_dirs, EngineConfig(guard_by="consistency"), ORDERS["intensity_fit first"],
+               "Candidate (session 15)")
     order_table(run_dirs)
 
 
