@@ -101,8 +101,8 @@ GUARDS = (EngineConfig().guard_by, "consistency,intensity_fit",
 
 def order_table(run_dirs: list[str]) -> None:
     """Per order of ORDERS and guard list of GUARDS: the mean gap to the best step in
-    hindsight and the worst harm (step 0's Dice minus the kept step's). Runs that lack a
-    score of the order are left out of its rows (intensity_fit is logged since session 15)."""
+    hindsight and the worst harm (step 0's Dice minus the kept step's). A row leaves out the
+    runs that lack its first score or a guard (intensity_fit is logged since session 15)."""
     print("\n| order of select_by auto | guard | runs | mean gap | worst harm | harmed runs |")
     print("|---|---|---|---|---|---|")
     for label, order in ORDERS.items():
@@ -110,8 +110,8 @@ def order_table(run_dirs: list[str]) -> None:
             gaps, harms, harmed = [], [], []
             for run_dir in map(Path, run_dirs):
                 rows = scored_rows(run_dir)
-                if order[0] not in AUTO_SELECTION and f"score/{order[0]}" not in rows[0]:
-                    continue
+                if any(f"score/{n}" not in rows[0] for n in (order[0], *config.guard_names)):
+                    continue   # a row compares only the runs that logged every score it names
                 kept = engine_rule(rows, method_of(run_dir), config, order)["reference/dice"]
                 gaps.append(max(r["reference/dice"] for r in rows) - kept)
                 harms.append(rows[0]["reference/dice"] - kept)
