@@ -23,13 +23,29 @@ class SliceSet:
     io.intensity.REFERENCE_PERCENTILES (what a trained bundle's intensity reference
     averages), or None; whole_head (V,) bool: the volume shows a whole head, not a
     skull-stripped brain (its labelled brain fills less than WHOLE_HEAD_BELOW of its
-    foreground, io.intensity.foreground_mask on its own grid), or None."""
+    foreground, io.intensity.foreground_mask on its own grid), or None; volume_index (N,)
+    int: the volume (0..V-1) each slice comes from, or None."""
 
     images: np.ndarray
     labels: np.ndarray
     positions: np.ndarray
     volume_quantiles: np.ndarray | None = None
     whole_head: np.ndarray | None = None
+    volume_index: np.ndarray | None = None
+
+    def volumes_of_kind(self, skull_stripped: bool | None) -> np.ndarray:
+        """(V,) bool: the volumes of the kind a target is taken to be, whole heads unless
+        `skull_stripped` (a bundle's skull_stripped_input); all of them when the set does not
+        know which is which or holds none of that kind. A head and a brain alone differ in
+        what their slice positions and normalised intensities mean, so statistics meant for
+        targets of one kind come from training volumes of that kind."""
+        if self.whole_head is None:
+            count = (len(self.volume_quantiles) if self.volume_quantiles is not None
+                     else int(self.volume_index.max()) + 1 if self.volume_index is not None
+                     else 0)
+            return np.ones(count, bool)
+        kind = ~self.whole_head if skull_stripped else self.whole_head
+        return kind if kind.any() else np.ones(len(kind), bool)
 
 
 #: A volume whose labelled brain is less than this share of its (Otsu) foreground is a whole
@@ -43,7 +59,7 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
     """Every (image, labels) pair resampled to the model grid and stacked slice by slice.
     With `num_classes`, a label map holding a label outside 0..num_classes-1 is refused
     (InputError naming it)."""
-    images, labels, positions, quantiles, heads = [], [], [], [], []
+    images, labels, positions, quantiles, heads, index = [], [], [], [], [], []
     for image_path, label_path in pairs:
         label_map = read_labels(label_path)
         if num_classes is not None:
@@ -59,11 +75,12 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
         images.append(model_input.slices)
         labels.append(on_grid)
         positions.append(model_input.positions)
+        index.append(np.full(len(model_input.slices), len(index)))
         quantiles.append(region_quantiles(model_input.slices, on_grid > 0))
         foreground = int(foreground_mask(volume.data).sum())
         heads.append(int((label_map.data > 0).sum()) < WHOLE_HEAD_BELOW * max(foreground, 1))
     return SliceSet(np.concatenate(images), np.concatenate(labels), np.concatenate(positions),
-                    np.stack(quantiles), np.asarray(heads, dtype=bool))
+                    np.stack(quantiles), np.asarray(heads, dtype=bool), np.concatenate(index))
 
 
 def load_slices_for_bundle(bundle: Any, pairs: Sequence[tuple[Path, Path]]) -> SliceSet:

@@ -82,18 +82,28 @@ def augment_settings(config: SourceTrainingConfig) -> AugmentConfig:
     return replace(base, pixel_mm=(float(config.spacing_mm[0]), float(config.spacing_mm[1])))
 
 
-def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int) -> dict:
-    """Expected fraction of each class in a slice, overall and per slice-position bin.
+def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int,
+                      skull_stripped_input: bool | None = None) -> dict:
+    """Expected fraction of each class in a slice, overall and per slice-position bin, over
+    the training volumes of the kind a target is taken to be (SliceSet.volumes_of_kind: whole
+    heads unless the model expects skull-stripped input). A position is a different place in
+    a head (0 = its lowest slice showing the head, in the neck) than in a brain alone (its
+    lowest brain slice), so one table over both kinds fits neither (BENCHMARKS.md, "The
+    class-ratio prior of heads and brains").
 
     Fractions are over all pixels of the model-grid slice. "constant" averages the slices that
     contain labelled tissue; "per_position" averages slices whose position falls in each of
     `bins` equal bins of 0..1 (empty bins fall back to the constant).
     """
-    counts = np.stack([(slices.labels == c).mean(axis=(1, 2)) for c in range(num_classes)], 1)
+    keep = np.ones(len(slices.labels), bool)
+    if slices.volume_index is not None:
+        keep = slices.volumes_of_kind(skull_stripped_input)[slices.volume_index]
+    labels, positions = slices.labels[keep], slices.positions[keep]
+    counts = np.stack([(labels == c).mean(axis=(1, 2)) for c in range(num_classes)], 1)
     has_tissue = counts[:, 1:].sum(axis=1) > 0
     constant = counts[has_tissue].mean(axis=0) if has_tissue.any() else counts.mean(axis=0)
     centres = (np.arange(bins) + 0.5) / bins
-    which = np.minimum((slices.positions * bins).astype(int), bins - 1)
+    which = np.minimum((positions * bins).astype(int), bins - 1)
     per_position = [counts[which == b].mean(axis=0) if np.any(which == b) else constant
                     for b in range(bins)]
     return {"constant": [float(v) for v in constant],
@@ -313,9 +323,7 @@ def _intensity_reference(train: SliceSet, skull_stripped_input: bool | None) -> 
     quantiles = train.volume_quantiles
     if quantiles is None:
         return None
-    heads = train.whole_head if train.whole_head is not None else np.ones(len(quantiles), bool)
-    kind = ~heads if skull_stripped_input else heads
-    return intensity_reference(quantiles[kind] if kind.any() else quantiles)
+    return intensity_reference(quantiles[train.volumes_of_kind(skull_stripped_input)])
 
 
 def _bundle(network, arch_kwargs: dict, config: SourceTrainingConfig,
@@ -345,7 +353,8 @@ def _bundle(network, arch_kwargs: dict, config: SourceTrainingConfig,
         spacing_mm=[float(s) for s in config.spacing_mm],
         in_plane_shape=[int(s) for s in config.in_plane_shape], orientation="RAS",
         slice_axis=2, normalisation=dict(config.normalisation),
-        class_ratio_prior=class_ratio_prior(train, num_classes, config.prior_bins),
+        class_ratio_prior=class_ratio_prior(train, num_classes, config.prior_bins,
+                                            config.skull_stripped_input),
         early_head_state_dict=head_state, provenance=provenance,
         skull_stripped_input=config.skull_stripped_input,
         intensity_reference=_intensity_reference(train, config.skull_stripped_input))
