@@ -59,7 +59,8 @@ def load_slices(pairs: Sequence[tuple[Path, Path]], spacing_mm, in_plane_shape,
     """Every (image, labels) pair resampled to the model grid and stacked slice by slice.
     With `num_classes`, a label map holding a label outside 0..num_classes-1 is refused
     (InputError naming it)."""
-    images, labels, positions, quantiles, heads, index = [], [], [], [], [], []
+    images, labels, positions, quantiles, heads = [], [], [], [], []
+    index: list[np.ndarray] = []   # each volume's slices' volume number
     for image_path, label_path in pairs:
         label_map = read_labels(label_path)
         if num_classes is not None:
