@@ -33,17 +33,15 @@ class SliceSet:
     whole_head: np.ndarray | None = None
     volume_index: np.ndarray | None = None
 
-    def volumes_of_kind(self, skull_stripped: bool | None) -> np.ndarray:
+    def volumes_of_kind(self, skull_stripped: bool | None) -> np.ndarray | None:
         """(V,) bool: the volumes of the kind a target is taken to be, whole heads unless
-        `skull_stripped` (a bundle's skull_stripped_input); all of them when the set does not
-        know which is which or holds none of that kind. A head and a brain alone differ in
-        what their slice positions and normalised intensities mean, so statistics meant for
-        targets of one kind come from training volumes of that kind."""
+        `skull_stripped` (a bundle's skull_stripped_input); all of them when the set holds
+        none of that kind; None (take every volume) when the set does not know which is
+        which. A head and a brain alone differ in what their slice positions and normalised
+        intensities mean, so statistics meant for targets of one kind come from training
+        volumes of that kind."""
         if self.whole_head is None:
-            count = (len(self.volume_quantiles) if self.volume_quantiles is not None
-                     else int(self.volume_index.max()) + 1 if self.volume_index is not None
-                     else 0)
-            return np.ones(count, bool)
+            return None
         kind = ~self.whole_head if skull_stripped else self.whole_head
         return kind if kind.any() else np.ones(len(kind), bool)
 

@@ -95,9 +95,9 @@ def class_ratio_prior(slices: SliceSet, num_classes: int, bins: int,
     contain labelled tissue; "per_position" averages slices whose position falls in each of
     `bins` equal bins of 0..1 (empty bins fall back to the constant).
     """
-    keep = np.ones(len(slices.labels), bool)
-    if slices.volume_index is not None:
-        keep = slices.volumes_of_kind(skull_stripped_input)[slices.volume_index]
+    kind = slices.volumes_of_kind(skull_stripped_input)
+    keep = (slice(None) if kind is None or slices.volume_index is None
+            else kind[slices.volume_index])
     labels, positions = slices.labels[keep], slices.positions[keep]
     counts = np.stack([(labels == c).mean(axis=(1, 2)) for c in range(num_classes)], 1)
     has_tissue = counts[:, 1:].sum(axis=1) > 0
@@ -323,7 +323,8 @@ def _intensity_reference(train: SliceSet, skull_stripped_input: bool | None) -> 
     quantiles = train.volume_quantiles
     if quantiles is None:
         return None
-    return intensity_reference(quantiles[train.volumes_of_kind(skull_stripped_input)])
+    kind = train.volumes_of_kind(skull_stripped_input)
+    return intensity_reference(quantiles if kind is None else quantiles[kind])
 
 
 def _bundle(network, arch_kwargs: dict, config: SourceTrainingConfig,
