@@ -27,13 +27,15 @@ from uda_core.models.bundle.builtins import resolve_model
 from uda_core.models.standardise import intensity_reference
 from uda_core.runs.train_segmentation import class_ratio_prior
 
-SUBJECTS = {"intensity_reference": (*range(12), *range(20, 28)),
-            "class_ratio_prior": (*range(12), *range(20, 40))}
+#: statistic -> (training subjects it is computed from, how the provenance names them)
+SUBJECTS = {"intensity_reference": ((*range(12), *range(20, 28)),
+                                    "subjects 0-11, 20-27 (inside the labelled brain)"),
+            "class_ratio_prior": ((*range(12), *range(20, 40)), "subjects 0-11, 20-39")}
 
 
 def main() -> None:
     statistic, data = sys.argv[1], Path(sys.argv[2])
-    subjects = SUBJECTS[statistic]
+    subjects, named = SUBJECTS[statistic]
     pairs = [(data / "t1" / f"sub-{s:03d}_t1.nii.gz", data / "t1" / f"sub-{s:03d}_labels.nii.gz")
              for s in subjects]
     for name in ("demo:brain-t1", "demo:brain-t1-robust"):
@@ -48,10 +50,7 @@ def main() -> None:
                                       bundle.skull_stripped_input)
             print(name, np.round(np.asarray(value["per_position"])[:, 0], 3))
         provenance = dict(bundle.provenance, **{statistic: (
-            f"added by scripts/add_source_statistics.py from whole-head t1 training subjects "
-            f"{subjects[0]}-11, 20-{subjects[-1]}" + (" (inside the labelled brain)"
-                                                      if statistic == "intensity_reference"
-                                                      else ""))})
+            f"added by scripts/add_source_statistics.py from whole-head t1 training {named}")})
         save_bundle(dataclasses.replace(bundle, **{statistic: value}, provenance=provenance),
                     resolve_model(name), overwrite=True)
 
