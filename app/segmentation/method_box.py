@@ -91,6 +91,7 @@ class MethodBox(QGroupBox):
         self.engine_form = ConfigForm(EngineConfig, hidden=engine_hidden)
         self._engine_defaults: dict = {}    # the app's own defaults (e.g. preview_every)
         self._steps_set_by_user = False
+        self._select_by_set_by_user = False
         self._setting_steps = False
         self.engine_form.changed.connect(self._on_engine_edit)
         self.defaults_button = QPushButton("Defaults")
@@ -178,6 +179,7 @@ class MethodBox(QGroupBox):
         self.engine_form.reset()
         self.engine_form.set_values(self._engine_defaults)
         self._steps_set_by_user = False
+        self._select_by_set_by_user = False
         self._show_default_steps()
         self.prior.use_model_prior()
         if self.standardise.isEnabled():
@@ -185,15 +187,24 @@ class MethodBox(QGroupBox):
         self._chosen_standardise = False
 
     def _on_engine_edit(self, name: str) -> None:
-        if name == "steps" and not self._setting_steps:
+        if self._setting_steps:
+            return
+        if name == "steps":
             self._steps_set_by_user = True
+        elif name == "select_by":
+            self._select_by_set_by_user = True
 
     def _show_default_steps(self) -> None:
-        if self._steps_set_by_user:
-            return
+        """The method's own steps and select_by, where the user has not chosen them."""
+        method = METHODS[self.method]
+        values: dict[str, object] = {}
+        if not self._steps_set_by_user:
+            values["steps"] = method.default_steps
+        if not self._select_by_set_by_user:
+            values["select_by"] = method.default_select_by
         self._setting_steps = True
         try:
-            self.engine_form.set_values({"steps": METHODS[self.method].default_steps})
+            self.engine_form.set_values(values)
         finally:
             self._setting_steps = False
 
@@ -204,7 +215,9 @@ class MethodBox(QGroupBox):
     def _show_recommendation(self, bundle, provided: set[str]) -> None:
         """'Recommended: ddm (use it)' with the reason as its tooltip, or nothing when the
         recommended method cannot run with this model."""
-        choice = recommend(PAIRED_SOURCE in provided, SOURCE_LABELLED in provided)
+        choice = recommend(PAIRED_SOURCE in provided, SOURCE_LABELLED in provided,
+                           guide_fits=bundle is not None
+                           and not missing_needs(METHODS["blend"], bundle, provided))
         usable = bundle is not None and not missing_needs(METHODS[choice.method], bundle,
                                                           provided)
         self._recommended = choice if usable else None

@@ -71,7 +71,7 @@ def test_skip_dict_and_the_needs_of_std_and_of_pairs():
     assert "ddm" not in run and any(n.startswith("ddm skipped on mprage: its images are "
                                                  "stored on another voxel grid") for n in notes)
     assert run == ["standardise", "adabn", "adabn+std", "tent", "sfda", "sfda+std",
-                   "selftrain", "selftrain+std", "guided", "guided+std"]
+                   "selftrain", "selftrain+std", "guided", "guided+std", "blend", "blend+std"]
     run, notes = applicable_methods(BenchConfig(methods=("sfda", "sfda+std"), skip={}),
                                     "protocol", NO_REFERENCE)
     assert run == ["sfda"] and len(notes) == 1 and notes[0].startswith(

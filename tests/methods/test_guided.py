@@ -70,3 +70,12 @@ def test_the_guide_is_checked_before_any_target_is_read(tiny_bundle_path, tmp_pa
         Guided.check_settings(GuidedConfig(guide_weight=-0.1), bundle)
     fits = save_bundle(make_seg_bundle(seed=3), tmp_path / "fits.pt")
     Guided.check_settings(GuidedConfig(guide=str(fits)), bundle)   # no error
+
+
+def test_a_standardised_model_still_takes_its_guide():
+    """Quantile matching corrects the targets before either network reads them (the guide
+    sees the same standardised slices), so it is no difference of input."""
+    from uda_core.methods.guide import differing_input
+    from uda_core.models.standardise import standardised
+    bundle = load_model("demo:brain-t1")
+    assert differing_input(load_model(DEFAULT_GUIDE), standardised(bundle)) == []

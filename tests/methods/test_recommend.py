@@ -18,6 +18,14 @@ def test_no_pairs_recommend_standardisation():
     assert "adaptsegnet" in recommend(paired=False, source_labelled=True).reason
 
 
+def test_no_pairs_and_a_model_that_takes_the_guide_recommend_blend_on_standardised_scans():
+    choice = recommend(paired=False, guide_fits=True)
+    assert choice.method == "blend" and choice.standardise
+    assert "--paired" in choice.reason and "demo:brain-t1-robust" in choice.reason
+    assert recommend(paired=True, guide_fits=True).method == "ddm"
+
+
 def test_recommendations_are_registered_methods():
     for paired in (True, False):
-        assert recommend(paired).method in METHODS
+        for fits in (True, False):
+            assert recommend(paired, guide_fits=fits).method in METHODS

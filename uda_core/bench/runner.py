@@ -38,14 +38,16 @@ from uda_core.errors import UdaError
 
 BENCH_SHIFTS = ("protocol", "mprage", "highfield", "t2", "pd")
 BENCH_METHODS = ("standardise", "adabn", "adabn+std", "tent", "sfda", "sfda+std", "selftrain",
-                 "selftrain+std", "guided", "guided+std", "early", "adaptsegnet", "ddm")
+                 "selftrain+std", "guided", "guided+std", "blend", "blend+std", "early",
+                 "adaptsegnet", "ddm")
 SOURCE_DOMAIN = "t1"
 MODALITY = {"protocol": "T1w", "mprage": "T1w", "highfield": "T1w", "t2": "T2w",
             "pd": "FLAIR"}
 T1W_SHIFTS = ("protocol", "mprage", "highfield")   # the source's (t1) weighting
 STD_SUFFIX = "+std"        # "<method>+std": the method on intensity-standardised targets
 #: Base methods that need neither paired source images nor labelled source data.
-SOURCE_FREE = ("standardise", "adabn", "tent", "sfda", "selftrain", "guided", "early")
+SOURCE_FREE = ("standardise", "adabn", "tent", "sfda", "selftrain", "guided", "blend",
+               "early")
 STD_NOTE = ("intensity standardisation matches histograms of the same weighting only; "
             "skipped on t2/pd")
 SKIP_NOTE = "left out to save time"
@@ -325,8 +327,12 @@ def _last_step_dice(bundle, device, run_dir: Path, targets, labels) -> float:
     path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
         return float("nan")
+    state = load_checkpoint(path)["network"]
     network = bundle.build_network(device)
-    network.load_state_dict(load_checkpoint(path)["network"])
+    if set(state) != set(network.state_dict()):   # a wrapped network (blend): the adapted
+        from uda_core.models.bundle import load_model  # bundle records its architecture
+        network = load_model(run_dir / "adapted.pt").build_network(device)
+    network.load_state_dict(state)
     source = bundle.build_network(device) if bundle.normalisation.get("match_quantiles") \
         else None
     return _segment_and_score(bundle, device, targets, labels, network, source).dice

@@ -16,6 +16,18 @@ from uda_core.cli.common import (
 )
 
 
+def _guide_fits(model: str) -> bool:
+    """Whether `blend` can run on `model` (it takes the default guide's input); False when the
+    model cannot be read (run_adaptation then says why)."""
+    from uda_core.errors import UdaError
+    from uda_core.methods.registry import METHODS, missing_needs
+    from uda_core.models.bundle import load_model
+    try:
+        return not missing_needs(METHODS["blend"], load_model(model), {"target"})
+    except UdaError:
+        return False
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from uda_core.engine import RunControl
     from uda_core.models import distributed
@@ -32,7 +44,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     method, standardise = args.method, args.standardise
     if method == "auto":
         from uda_core.methods.recommend import recommend
-        choice = recommend(bool(args.paired), bool(args.source))
+        choice = recommend(bool(args.paired), bool(args.source), _guide_fits(args.model))
         method = choice.method
         if choice.standardise and standardise == "off":
             standardise = "auto"

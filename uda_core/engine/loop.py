@@ -335,7 +335,10 @@ class Engine:
         """One line: the chosen step and why, or why the source weights were kept."""
         if not kept_source:
             if selected_by == "last":
-                return f"kept step {best['step']} (the last good weights)"
+                why = ("; no label-free score judges " + self.method.name + ", its step was "
+                       "chosen on validation subjects"
+                       if self.method.default_select_by == "last" else "")
+                return f"kept step {best['step']} (the last good weights{why})"
             initial = best.get("initial_scores", {}).get(selected_by, float("nan"))
             value = best["scores"].get(selected_by, float("nan"))
             return (f"chose step {best['step']} by {selected_by} ({initial:.4g} at step 0 -> "

@@ -85,6 +85,10 @@ class AdaptationMethod(Generic[BatchT]):
     #: False for a method whose steps change no weight (standardise): keeping step 0 is then
     #: no verdict on the adaptation, and the run says so.
     changes_weights: ClassVar[bool] = True
+    #: The engine's select_by when the user gives none: "auto" (a label-free score the
+    #: method's loss does not optimise), or "last" for a method whose single step was chosen
+    #: on validation subjects because no label-free score judges it (blend).
+    default_select_by: ClassVar[str] = "auto"
 
     def __init__(self, network: torch.nn.Module, bundle: Any, config: Any,
                  device: torch.device) -> None:
@@ -104,6 +108,14 @@ class AdaptationMethod(Generic[BatchT]):
     def check_settings(cls, config: Any, bundle: Any) -> None:
         """ValueError naming the setting when `config` cannot work with `bundle` (choices,
         class counts), before any data is read; the default checks nothing."""
+
+    @classmethod
+    def wrap_network(cls, network: torch.nn.Module, bundle: Any, config: Any,
+                     device: torch.device) -> torch.nn.Module:
+        """The network the run adapts, made from the bundle's `network` before the method is
+        built (blend: the network and its guide; the default: `network` itself). Step 0 of
+        the wrapped network must compute what `network` does."""
+        return network
 
     def setup(self) -> None:
         """Choose trainable parameters and build `self.optimisers`."""

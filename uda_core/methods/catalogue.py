@@ -43,6 +43,9 @@ SUMMARIES: dict[str, str] = {
                  "confidence-filtered pseudo-labels (DPL, CoTTA style)",
     "guided": "Source-free self-training on the pseudo-labels of a contrast-robust guide "
               "model (demo:brain-t1-robust; models on the demo grid and classes)",
+    "blend": "Source-free, no training: the network's class probabilities mixed with a "
+             "contrast-robust guide's (demo:brain-t1-robust; models on the demo grid and "
+             "classes)",
 }
 
 #: One line per method in a clinician's words: what it does to the scans or the network and
@@ -68,6 +71,9 @@ CLINICAL: dict[str, str] = {
     "guided": "Retrains the network on the confident answers of a second network built to "
               "cope with other scanners. Needs only your scans; brain models on the demo "
               "grid.",
+    "blend": "Asks a second network built to cope with other scanners and averages its "
+             "answer with your network's. No training; needs only your scans; brain "
+             "models on the demo grid.",
 }
 
 

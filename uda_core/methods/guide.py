@@ -20,16 +20,27 @@ from torch import nn
 
 from uda_core.errors import ModelError
 from uda_core.models.bundle import ModelBundle, load_model
+from uda_core.models.standardise import STANDARDISATION_KEYS
 
 #: What a guide must share with the adapted model (ModelBundle fields) to see its tensors.
 INPUT_CONTRACT = ("class_names", "dims", "spacing_mm", "in_plane_shape", "orientation",
                   "slice_axis", "normalisation", "window")
 
 
+def _as_read(name: str, value: object) -> object:
+    """A contract field as the guide reads it: a standardised model's N4 correction and
+    quantile matching (uda_core.models.standardise.STANDARDISATION_KEYS) correct each target
+    towards the source training scans before either network sees it, so they are left out."""
+    if name == "normalisation" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in STANDARDISATION_KEYS}
+    return value
+
+
 def differing_input(guide: ModelBundle, bundle: ModelBundle) -> list[str]:
     """The :data:`INPUT_CONTRACT` fields in which `guide` and `bundle` differ ([] = it fits)."""
     return [name for name in INPUT_CONTRACT
-            if getattr(guide, name) != getattr(bundle, name, None)]
+            if _as_read(name, getattr(guide, name))
+            != _as_read(name, getattr(bundle, name, None))]
 
 
 def _differ(names: list[str]) -> str:

@@ -15,6 +15,7 @@ from uda_core.methods.base import (
     AdaptationMethod,
     Batch,
 )
+from uda_core.methods.blend import Blend
 from uda_core.methods.ddm import DDM
 from uda_core.methods.early import EarlyFeatures
 from uda_core.methods.guided import Guided
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, type[AdaptationMethod[Batch]]] = {
     m.name: m for m in (Standardise, SFDA, Tent, AdaBN, DDM, AdaptSegNet, EarlyFeatures,
-                        SelfTrain, Guided)}
+                        SelfTrain, Guided, Blend)}
 #: the methods that adapt a 3D network (on random 3D patches)
 PATCH_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.adapts_3d)
 

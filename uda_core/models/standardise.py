@@ -52,6 +52,11 @@ def intensity_reference(volume_quantiles: Iterable[np.ndarray],
             "values": [round(float(v), 6) for v in values]}
 
 
+#: The normalisation keys that :func:`standardised` adds: corrections of each input towards
+#: the source training scans (a guide reading the same corrected input is not affected).
+STANDARDISATION_KEYS = ("bias_field", "match_quantiles")
+
+
 def is_standardised(bundle: ModelBundle) -> bool:
     """True when the bundle's normalisation matches each input to a source reference."""
     return bool(bundle.normalisation.get("match_quantiles"))
@@ -69,6 +74,6 @@ def standardised(bundle: ModelBundle) -> ModelBundle:
         raise ModelError("records no source intensity reference, so its input cannot be "
                          "standardised (models trained with `uda train-source` record one)",
                          bundle.source)
-    normalisation = dict(bundle.normalisation, bias_field=N4,
+    normalisation = dict(bundle.normalisation, bias_field=N4,     # STANDARDISATION_KEYS
                          match_quantiles=dict(bundle.intensity_reference))
     return dataclasses.replace(bundle, normalisation=normalisation)

@@ -149,6 +149,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
         method_config = config_from_dict(method_cls.config_class, method_settings)
         engine_settings = dict(engine_settings or {})
         engine_settings.setdefault("steps", method_cls.default_steps)
+        engine_settings.setdefault("select_by", method_cls.default_select_by)
         engine_config = config_from_dict(EngineConfig, engine_settings)
         method_cls.check_settings(method_config, bundle)
     except (TypeError, ValueError) as exc:
@@ -176,6 +177,7 @@ def run_adaptation(model: str, method_name: str, targets: Sequence[str | Path],
             if warn is not None:
                 warn(line)
         network = sync_batchnorm(bundle.build_network(torch_device))  # under torchrun
+        network = method_cls.wrap_network(network, bundle, method_config, torch_device)
         method = method_cls(network, bundle, method_config, torch_device)
         task_class = PatchSegmentationTask if bundle.dims == 3 else SegmentationTask
 

@@ -91,3 +91,17 @@ def test_method_box_recommends_ddm_with_pairs_and_uses_it(qtbot):
     assert "<b>standardise</b>" in box.recommendation.text()
     box._use_recommendation()
     assert box.method == "standardise" and box.standardise.isChecked()
+
+
+def test_method_box_recommends_blend_for_a_model_that_takes_the_guide(qtbot):
+    from app.segmentation.method_box import MethodBox
+    from uda_core.methods.base import TARGET
+    from uda_core.models.bundle import load_model
+    box = MethodBox()
+    qtbot.addWidget(box)
+    box.update_availability(load_model("demo:brain-t1"), {TARGET})
+    assert ("Recommended for your data: <b>blend</b> with standardised intensities"
+            in box.recommendation.text())
+    box._use_recommendation()
+    assert box.method == "blend" and box.standardise.isChecked()
+    assert box.engine_settings()["select_by"] == "last" and box.engine_settings()["steps"] == 1

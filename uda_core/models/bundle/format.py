@@ -62,6 +62,7 @@ from uda_core.models.bundle.safe_load import (
     probe_num_classes,
 )
 from uda_core.models.nets import ARCHITECTURES, architecture_class, is_known_architecture
+from uda_core.models.nets.blend import BlendNet, unblended
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "TORCHSCRIPT_METADATA", "ModelBundle",
            "bundle_metadata", "describe", "export_torchscript", "load_model", "save_bundle",
@@ -199,9 +200,15 @@ class ModelBundle:
                    class_names=list(class_names), early_head_state_dict=head, **fields)
 
     def with_network(self, network: nn.Module, **changes: Any) -> ModelBundle:
-        """A copy of this bundle with ``network``'s weights (e.g. after adaptation)."""
+        """A copy of this bundle with ``network``'s weights (e.g. after adaptation). A blend
+        of weight 0 is saved as its first member; any other blend (another architecture than
+        this bundle's) also records its architecture and members."""
         if isinstance(network, torch.jit.ScriptModule):
             return dataclasses.replace(self, torchscript=network, **changes)
+        network = unblended(network)
+        if isinstance(network, BlendNet):
+            changes = {"architecture": "blend", "arch_kwargs": network.arch_kwargs(),
+                       **changes}
         main, head = _split_weights(network)
         return dataclasses.replace(self, state_dict=main, early_head_state_dict=head,
                                    torchscript=None, **changes)

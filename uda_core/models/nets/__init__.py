@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from uda_core.models.nets.blend import BlendNet
 from uda_core.models.nets.monai_nets import MONAI_NETWORKS, PREFIX, monai_class
 from uda_core.models.nets.plain_unet import PlainConvUNet
 from uda_core.models.nets.regnet import DiscreteRegNet
@@ -11,12 +12,14 @@ from uda_core.models.nets.unet import UNet2D
 #: architecture name (as stored in a bundle) -> network class; "discrete_regnet" is the
 #: registration network (a bundle of it is a registration model, see bundle.checks.task_of);
 #: "nnunet_plain_unet" / "nnunet_resenc_unet" are nnU-Net v2's PlainConvUNet /
-#: ResidualEncoderUNet rebuilt (imported nnU-Net models).
+#: ResidualEncoderUNet rebuilt (imported nnU-Net models); "blend" two segmentation networks
+#: whose class probabilities are mixed (uda_core.models.nets.blend, the `blend` method).
 #: MONAI networks ("monai.SegResNet", ...) resolve through :func:`architecture_class`.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"unet2d": UNet2D,
                                              "discrete_regnet": DiscreteRegNet,
                                              "nnunet_plain_unet": PlainConvUNet,
-                                             "nnunet_resenc_unet": ResidualEncoderUNet}
+                                             "nnunet_resenc_unet": ResidualEncoderUNet,
+                                             "blend": BlendNet}
 
 
 def is_known_architecture(name: object) -> bool:
@@ -38,6 +41,5 @@ def known_architectures() -> list[str]:
     return [*ARCHITECTURES, *(PREFIX + n for n in MONAI_NETWORKS)]
 
 
-__all__ = ["ARCHITECTURES", "DiscreteRegNet", "PlainConvUNet", "ResidualEncoderUNet", "UNet2D",
-           "architecture_class",
-           "is_known_architecture", "known_architectures"]
+__all__ = ["ARCHITECTURES", "BlendNet", "DiscreteRegNet", "PlainConvUNet", "ResidualEncoderUNet",
+           "UNet2D", "architecture_class", "is_known_architecture", "known_architectures"]
