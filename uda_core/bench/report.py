@@ -355,6 +355,7 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> Path:
     """Grouped bars of mean Dice per method per shift (error bars: std over seeds), with the
     source-only Dice (dashed) and the oracle's (solid) as lines across each group; a PNG
     written atomically. Uses matplotlib's Agg canvas directly (no pyplot, no GUI)."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -368,7 +369,9 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> Path:
     fig = Figure(figsize=(max(6.0, 2.2 * len(shifts) + 2.5), 4.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    colours = [f"C{k}" for k in range(len(methods))]
+    # matplotlib's 10-colour cycle repeats from the 11th method: tab20 beyond ten
+    colours = ([f"C{k}" for k in range(len(methods))] if len(methods) <= 10
+               else [matplotlib.colormaps["tab20"](k % 20) for k in range(len(methods))])
     for k, name in enumerate(methods):
         xs, ys = [], []
         for i, shift in enumerate(shifts):
