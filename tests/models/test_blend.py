@@ -52,6 +52,9 @@ def test_a_blend_bundle_saves_and_loads_by_architecture_name(tmp_path):
     assert loaded.architecture == "blend"
     assert [m["architecture"] for m in loaded.arch_kwargs["members"]] == ["unet2d", "unet2d"]
     assert loaded.early_head_state_dict is None
+    from uda_core.models.bundle import describe
+    assert describe(loaded)[0].startswith("Network: blend of unet2d (")
+    assert describe(loaded)[0].endswith("the guide's share 0.5")
     net = loaded.build_network()
     assert float(net.weight) == 0.5
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))

@@ -455,6 +455,13 @@ def describe(bundle: ModelBundle) -> list[str]:
     if b.torchscript is not None:
         known = "" if b.architecture == "torchscript" else f" ({b.architecture})"
         network = f"TorchScript module{known}"
+    elif b.architecture == "blend":
+        members = [f"{m['architecture']} ("
+                   + ", ".join(f"{k}={v}" for k, v in m["arch_kwargs"].items()) + ")"
+                   for m in b.arch_kwargs["members"]]
+        weight = float(b.state_dict["weight"]) if "weight" in b.state_dict else float("nan")
+        network = (f"blend of {members[0]} and a guide {members[1]}, the guide's share "
+                   f"{weight:g}")
     else:
         args = ", ".join(f"{k}={v}" for k, v in b.full_arch_kwargs().items()
                          if v is not None)

@@ -41,29 +41,29 @@ def _member(spec: Any) -> nn.Module:
 class BlendNet(nn.Module):
     """(B, 1, X, Y) -> (B, C, X, Y) log-probabilities of the two members' mixture (module doc).
 
-    members: the two member specs; weight: w, the second member's share (0..1)."""
+    members: the two member specs; the buffer ``weight`` is w, the second member's share
+    (0..1; 0 when built, then :meth:`set_weight` or the bundle's state dict)."""
 
     weight: Tensor   # a 0-d buffer
 
-    def __init__(self, members: list[dict], weight: float = 0.0) -> None:
+    def __init__(self, members: list[dict]) -> None:
         super().__init__()
         if not isinstance(members, list) or len(members) != 2:
             raise ValueError("a blend holds exactly two member networks")
         self._specs = [dict(spec) for spec in members]
         self.first = _member(members[0])
         self.second = _member(members[1])
-        self.register_buffer("weight", torch.tensor(0.0))
-        self.set_weight(weight)
+        self.register_buffer("weight", torch.tensor(0.0))   # w; set_weight, or the state dict
 
     @classmethod
     def of(cls, first: nn.Module, second: nn.Module, first_spec: dict, second_spec: dict,
            weight: float = 0.0) -> BlendNet:
         """A blend of two built networks (their weights copied in), on first's device."""
         with torch.device("meta"):
-            blend = cls([first_spec, second_spec], weight)
+            blend = cls([first_spec, second_spec])
         blend.first, blend.second = first, second
-        device = next(first.parameters()).device
-        blend.weight = torch.tensor(float(weight), device=device)
+        blend.weight = torch.tensor(0.0, device=next(first.parameters()).device)
+        blend.set_weight(weight)
         return blend
 
     def set_weight(self, weight: float) -> None:
