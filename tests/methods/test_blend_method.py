@@ -16,7 +16,8 @@ from uda_core.models.nets.blend import BlendNet
 def test_registered_source_free_with_its_default_weight_and_no_label_free_choice():
     assert METHODS["blend"] is Blend
     assert BlendConfig().guide == "demo:brain-t1-robust" and BlendConfig().guide_weight == 0.5
-    assert Blend.default_steps == 1 and Blend.default_select_by == "last"
+    assert BlendConfig().agreement_floor == 0.6 and BlendConfig().lost_guide_weight == 1.0
+    assert Blend.default_steps == 4 and Blend.default_select_by == "last"
     assert missing_needs(Blend, load_model("demo:brain-t1"), {"target"}) == []
 
 
@@ -29,6 +30,10 @@ def test_settings_and_the_guide_are_checked_before_any_target_is_read(tiny_bundl
     for weight in (0.0, 1.5):
         with pytest.raises(ValueError, match="guide_weight"):
             Blend.check_settings(BlendConfig(guide=guide, guide_weight=weight), bundle)
+        with pytest.raises(ValueError, match="lost_guide_weight"):
+            Blend.check_settings(BlendConfig(guide=guide, lost_guide_weight=weight), bundle)
+    with pytest.raises(ValueError, match="agreement_floor"):
+        Blend.check_settings(BlendConfig(guide=guide, agreement_floor=1.2), bundle)
     Blend.check_settings(BlendConfig(guide=guide), bundle)   # no error
 
 
@@ -42,8 +47,9 @@ def test_a_run_scores_the_network_alone_then_the_blend_and_exports_the_blend(
                for i in range(2)]
     summary = run_adaptation(tiny_bundle_path, "blend", targets, tmp_path / "run",
                              device="cpu", method_settings={"guide": guide,
-                                                            "guide_weight": 0.3})
-    assert summary["status"] == "completed" and summary["chosen_step"] == 1
+                                                            "guide_weight": 0.3,
+                                                            "agreement_floor": 0.0})
+    assert summary["status"] == "completed" and summary["chosen_step"] == 4
     assert summary["selected_by"] == "last"
     assert "no label-free score judges blend" in summary["outcome"]
     adapted = load_model(summary["adapted_model"])
@@ -56,3 +62,30 @@ def test_a_run_scores_the_network_alone_then_the_blend_and_exports_the_blend(
         expected = (0.7 * torch.softmax(source(x), 1)
                     + 0.3 * torch.softmax(helper.build_network()(x), 1))
         torch.testing.assert_close(torch.softmax(net(x), 1), expected)
+
+
+def test_agreement_is_the_pooled_dice_of_the_two_label_maps():
+    from uda_core.methods.blend import class_overlap, pooled_agreement
+    a = torch.tensor([[[1, 1, 2, 0]]])
+    b = torch.tensor([[[1, 2, 2, 2]]])
+    overlap, sizes = class_overlap(a, b, 4)
+    assert overlap.tolist() == [2.0, 2.0, 0.0] and sizes.tolist() == [3.0, 4.0, 0.0]
+    # class 1: 2/3, class 2: 2/4, class 3 in neither map: 1
+    assert pooled_agreement(overlap, sizes) == pytest.approx((2 / 3 + 0.5 + 1.0) / 3)
+
+
+def test_networks_that_disagree_give_the_guide_its_lost_share(tiny_bundle_path, tmp_path):
+    from tests.conftest import make_seg_bundle as make
+    from uda_core.methods.base import Batch
+    bundle = load_model(tiny_bundle_path)
+    guide = save_bundle(make(seed=7), tmp_path / "guide.pt")
+    config = BlendConfig(guide=str(guide), agreement_floor=1.0, lost_guide_weight=0.9)
+    network = Blend.wrap_network(bundle.build_network(), bundle, config, torch.device("cpu"))
+    method = Blend(network, bundle, config, torch.device("cpu"))
+    method.setup()
+    images = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    terms = method.step(Batch(target=images, positions=torch.zeros(4)))
+    assert terms["agreement"] < 1.0 and terms["guide_share"] == pytest.approx(0.9)
+    method.config = BlendConfig(guide=str(guide), agreement_floor=0.0, guide_weight=0.4)
+    assert method.step(Batch(target=images, positions=torch.zeros(4)))["guide_share"] \
+        == pytest.approx(0.4)

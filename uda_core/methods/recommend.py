@@ -6,7 +6,8 @@ ones by the segmentation benchmark (BENCHMARKS.md, "Blending with the robust gui
 the one method that recovers a change of contrast (T1w -> T2w). Without pairs, for a model
 that takes the contrast-robust guide's input (the demo models' grid and classes), `blend`
 with intensity standardisation first: on the validation T1w shifts it scored above blend
-alone and above standardisation alone, with no harm on unshifted scans; every trained
+alone and above standardisation alone, with no harm on unshifted scans, and on a change of
+contrast the blend hands over to the guide (the two networks disagree); every trained
 source-free method (sfda, tent, selftrain, adabn, guided) was kept at step 0 by the
 do-no-harm checkpoint rule on the benchmark. For any other model, intensity standardisation
 alone (no training, cannot drift).
@@ -39,9 +40,13 @@ def recommend(paired: bool, source_labelled: bool = False,
                 "segmented T2w and PD heads without adaptation)")
     if guide_fits:
         reason = ("no paired images: blend mixes your network's answers with those of a "
-                  "contrast-robust guide (no training), on intensity-standardised scans "
+                  "contrast-robust guide, demo:brain-t1-robust (no training; the guide alone "
+                  "where the two "
+                  "disagree, as on a change of contrast), on intensity-standardised scans "
                   "where standardising scores better; on validation T1w scanner shifts it "
-                  "beat standardisation alone and did no harm on unshifted scans; " + contrast)
+                  "beat standardisation alone and did no harm on unshifted scans; with a "
+                  "T1w scan of each subject, --paired and ddm do better on a change of "
+                  "contrast")
         if source_labelled:
             reason += "; labelled source volumes add nothing here (adaptsegnet did not help)"
         return Recommendation("blend", True, reason)
