@@ -26,6 +26,17 @@ from uda_core.models.inference import predict_grid, prepare_for_bundle
 from uda_core.scores.segmentation import dice
 
 
+def input_grid_probabilities(bundles, networks, volume, device) -> list[np.ndarray]:
+    """Each model's class probabilities (C, *volume.shape) on `volume`'s own grid, through
+    `uda predict`'s path (prepare, predict on the model grid, back to the input grid)."""
+    probs = []
+    for bundle, network in zip(bundles, networks, strict=True):
+        prepared = prepare_for_bundle(bundle, volume, network, device)
+        probs.append(probabilities_to_input_grid(predict_grid(network, prepared, device),
+                                                 prepared, volume))
+    return probs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs=2, required=True)
@@ -48,11 +59,7 @@ def main() -> None:
             stem = f"{args.data}/{domain}/sub-{subject:03d}"
             volume = read_volume(f"{stem}_{domain}.nii.gz")
             ref = read_labels(f"{stem}_labels.nii.gz").data
-            probs = []
-            for bundle, network in zip(bundles, networks, strict=True):
-                prepared = prepare_for_bundle(bundle, volume, network, device)
-                probs.append(probabilities_to_input_grid(
-                    predict_grid(network, prepared, device), prepared, volume))
+            probs = input_grid_probabilities(bundles, networks, volume, device)
             brain_voxels = (ref > 0).sum()
             shares["labels"].append(np.bincount(ref.ravel(), minlength=4)[1:] / brain_voxels)
             for name, p in zip(names, [*probs, (probs[0] + probs[1]) / 2], strict=True):

@@ -16,14 +16,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from eval_model_mean import input_grid_probabilities
 
 from uda_core.cli.common import subject_range
 from uda_core.engine.device import resolve_device
-from uda_core.grid.prepare import probabilities_to_input_grid
 from uda_core.io.readers import read_labels, read_volume
 from uda_core.models.brain_region import extracts_brain, label_map
 from uda_core.models.bundle import load_model
-from uda_core.models.inference import predict_grid, prepare_for_bundle
 from uda_core.scores.segmentation import dice
 
 
@@ -50,11 +49,7 @@ def main() -> None:
             stem = Path(args.data) / domain / f"sub-{subject:03d}"
             volume = read_volume(f"{stem}_{domain}.nii.gz")
             reference = read_labels(f"{stem}_labels.nii.gz").data
-            probs = []
-            for bundle, network in zip(bundles, networks, strict=True):
-                prepared = prepare_for_bundle(bundle, volume, network, device)
-                probs.append(probabilities_to_input_grid(
-                    predict_grid(network, prepared, device), prepared, volume))
+            probs = input_grid_probabilities(bundles, networks, volume, device)
             for w in weights:
                 labels = label_map((1 - w) * probs[0] + w * probs[1], brain)
                 scores[w].append(float(np.mean([dice(labels == c, reference == c, True)
