@@ -81,6 +81,8 @@ FIELD_LABELS: dict[str, str] = {
     "use_teacher_at_end": "Keep the averaged (teacher) network",
     "guide": "Guide model (file or demo:brain-t1-robust)",
     "guide_weight": "Weight of the guide's answers",
+    "agreement_floor": "Networks agree below this: use the guide alone",
+    "lost_guide_weight": "Weight of the guide when the networks disagree",
 }
 
 # Words of code names spelt out when a field has no label above.

@@ -104,4 +104,4 @@ def test_method_box_recommends_blend_for_a_model_that_takes_the_guide(qtbot):
             in box.recommendation.text())
     box._use_recommendation()
     assert box.method == "blend" and box.standardise.isChecked()
-    assert box.engine_settings()["select_by"] == "last" and box.engine_settings()["steps"] == 1
+    assert box.engine_settings()["select_by"] == "last" and box.engine_settings()["steps"] == 4
